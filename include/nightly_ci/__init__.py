@@ -1,0 +1,1 @@
+"""nightly-ci: the nightly CI pipeline of a multi-framework GPU project, on Airflow."""

@@ -1,0 +1,145 @@
+"""Render a plan into the `nightly_ci` DAG: thin, no business logic, no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
+
+from include.nightly_ci.names import GIT_REF_RE
+from include.nightly_ci.operators import (
+    RESOLVE_TASK_ID,
+    BuildImageOperator,
+    PushImageOperator,
+    ResolveSourceOperator,
+)
+from include.nightly_ci.plan import FRAMEWORK, RUNTIME, Cell, Plan, load_plan
+
+# Bad credentials, a bad ref or a broken Dockerfile won't fix themselves: fail at once.
+FAIL_FAST = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(exception="include.nightly_ci.registries.RegistryAuthError", action=RetryAction.FAIL),
+        RetryRule(exception="include.nightly_ci.source.SourceError", action=RetryAction.FAIL),
+        RetryRule(exception="include.nightly_ci.images.BuildError", action=RetryAction.FAIL),
+    ]
+)
+
+
+def _doc(plan: Plan) -> str:
+    cells = ", ".join(f"{c.framework}/{c.arch}" for c in plan.cells)
+    return f"""\
+# Nightly CI
+
+Every night at `{plan.schedule}` (UTC) this DAG builds and publishes the container images
+of every framework x arch ({cells}) from `{plan.source.repository}` branch `{plan.source.branch}`.
+
+* **resolve_source** picks the one commit the run builds: the branch head for a scheduled
+  run, the `git_ref` Param for a manual run, and for a backfill the last commit on the
+  branch at or before the run's logical date.
+* **one group per framework x arch**: `build_framework` builds the framework (cache)
+  image and `push_framework_*` pushes it as `main-{{framework}}-framework-{{arch}}`;
+  `build_runtime` reuses that image pulled from the registry as its cache and
+  `push_runtime_*` pushes the runtime image as `nightly-{{framework}}-{{arch}}` and
+  `nightly-{{framework}}-{{arch}}-run-{{run_id}}`.
+* Moving tags only move forward: a backfill of an older night pushes only its run tag.
+* Build logs and metrics (duration, size, steps and cache hits) are kept under
+  `{plan.artifacts_base}` by run, cell and stage, and attached to each build task (XCom).
+
+**Re-run**: clear any task; builds and pushes are idempotent (the same tags, the same
+commit). **Manual run**: trigger with Params to pick frameworks, arches, a git ref, and
+whether moving tags are published. **Backfill**: `airflow backfill create --dag-id
+{plan.dag_id} --from-date ... --to-date ...`.
+"""
+
+
+def _params(plan: Plan) -> dict[str, Param]:
+    def subset(values: tuple[str, ...], what: str) -> Param:
+        return Param(
+            list(values),
+            type="array",
+            items={"type": "string", "enum": list(values)},
+            uniqueItems=True,
+            minItems=1,
+            title=what.capitalize(),
+            description=f"The {what} to build (a subset of {', '.join(values)}).",
+        )
+
+    return {
+        "frameworks": subset(plan.frameworks, "frameworks"),
+        "arches": subset(plan.arches, "arches"),
+        "git_ref": Param(
+            "",
+            type="string",
+            pattern=f"^$|^{GIT_REF_RE.pattern}$",
+            title="Git ref",
+            description=f"A branch, tag or commit to build; empty builds the head of {plan.source.branch}.",
+        ),
+        "publish": Param(
+            True,
+            type="boolean",
+            title="Publish moving tags",
+            description="Push the moving tags (nightly-*, main-*-framework-*); run tags are always pushed.",
+        ),
+    }
+
+
+def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskGroup:
+    common = {"plan": plan, "cell": cell, "retry_policy": FAIL_FAST}
+    with TaskGroup(cell.group_id, tooltip=f"Build and publish {cell.framework} for {cell.platform}") as group:
+        build_fw = BuildImageOperator(
+            task_id="build_framework",
+            task_display_name=f"Build {cell.framework} framework ({cell.arch})",
+            image=FRAMEWORK,
+            pool=cell.build_pool,
+            execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
+            **common,
+        )
+        push_fw = [
+            PushImageOperator(task_id=p.task_id, task_display_name=f"Push framework to {p.registry}", push=p, **common)
+            for p in cell.framework_pushes
+        ]
+        build_rt = BuildImageOperator(
+            task_id="build_runtime",
+            task_display_name=f"Build {cell.framework} runtime ({cell.arch})",
+            image=RUNTIME,
+            pool=cell.build_pool,
+            execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
+            **common,
+        )
+        push_rt = [
+            PushImageOperator(task_id=p.task_id, task_display_name=f"Push runtime to {p.registry}", push=p, **common)
+            for p in cell.runtime_pushes
+        ]
+        chain(resolve, build_fw, push_fw)
+        cache_push = next(t for t, p in zip(push_fw, cell.framework_pushes) if p.registry == cell.cache_registry)
+        cache_push >> build_rt >> push_rt
+    return group
+
+
+def build_dag(plan: Plan) -> DAG:
+    start = datetime.combine(plan.start_date, datetime.min.time(), tzinfo=timezone.utc)
+    with DAG(
+        dag_id=plan.dag_id,
+        schedule=plan.schedule,
+        start_date=start,
+        catchup=plan.catchup,
+        max_active_runs=plan.max_active_runs,
+        doc_md=_doc(plan),
+        params=_params(plan),
+        tags=list(plan.tags),
+        default_args={"owner": plan.owner, "retries": plan.build.retries, "retry_delay": timedelta(minutes=1)},
+    ) as dag:
+        resolve = ResolveSourceOperator(
+            task_id=RESOLVE_TASK_ID, task_display_name="Resolve commit", plan=plan, retry_policy=FAIL_FAST
+        )
+        for cell in plan.cells:
+            _cell_group(plan, cell, resolve)
+    return dag
+
+
+def dag_from_config(file: str | None = None) -> DAG:
+    """The DAG of FILE (default: $NIGHTLY_CI_CONFIG or the shipped config).
+
+    A bad config raises ConfigError listing every problem: the DAG's import error.
+    """
+    return build_dag(load_plan(file))

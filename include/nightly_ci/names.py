@@ -1,0 +1,79 @@
+"""The one place names are made and checked: task-id, tag, ref and path rules.
+
+Pure Python (no Airflow): the config validator, the plan and the Params share these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from datetime import datetime, timezone
+
+# Framework, arch and registry names end up in task ids, image tags and shell words.
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
+POOL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+CONN_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
+PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?")
+REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+REL_PATH_RE = re.compile(r"(?!/)(?!(?:.*/)?\.\.(?:/|$))[A-Za-z0-9._/-]+")
+BUILD_ARG_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+BUILD_ARG_VALUE_RE = re.compile(r"[A-Za-z0-9._:/+=@-]{0,256}")
+# A branch, tag or commit: git's ref-name rules, minus anything a shell would expand.
+GIT_REF_RE = re.compile(r"(?!.*\.\.)(?!.*//)(?!.*\.lock$)(?!.*[./]$)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
+COMMIT_RE = re.compile(r"[0-9a-f]{7,40}")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+TAG_PLACEHOLDERS = ("framework", "arch", "run_id")
+_SAMPLE = {"framework": "f" * 24, "arch": "a" * 24, "run_id": "r" * 48}  # the longest each can be
+
+
+def tag_pattern_problem(pattern: str, *, require_run_id: bool) -> str | None:
+    """Why PATTERN can't make valid image tags, or None."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None}
+    except ValueError as exc:
+        return f"{pattern!r} is not a valid pattern: {exc}"
+    unknown = fields - set(TAG_PLACEHOLDERS)
+    if unknown:
+        return f"unknown placeholder(s) {sorted(unknown)} in {pattern!r} (known: {', '.join('{' + p + '}' for p in TAG_PLACEHOLDERS)})"
+    if not {"framework", "arch"} <= fields:
+        return f"{pattern!r} must contain {{framework}} and {{arch}}"
+    if require_run_id and "run_id" not in fields:
+        return f"{pattern!r} must contain {{run_id}}"
+    if not require_run_id and "run_id" in fields:
+        return f"{pattern!r} is a moving tag and must not contain {{run_id}}"
+    if not TAG_RE.fullmatch(pattern.format(**_SAMPLE)):
+        return f"{pattern!r} does not make a valid image tag (letters, digits, '_', '.', '-'; at most 128)"
+    return None
+
+
+def tag_safe_run_id(run_id: str) -> str:
+    """A form of an Airflow run id that fits in an image tag; the same for every retry.
+
+    Airflow's own ids (`scheduled__2026-11-28T08:00:00+00:00`) become
+    `scheduled-20261128T080000Z`; anything else is sanitised and, where that lost
+    information, suffixed with a short hash so two run ids never share a tag.
+    """
+    kind, sep, stamp = run_id.partition("__")
+    if sep and re.fullmatch(r"[a-z_]+", kind):
+        try:
+            when = datetime.fromisoformat(stamp)
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None and when.isoformat() == stamp:
+            when = when.astimezone(timezone.utc)
+            compact = when.strftime("%Y%m%dT%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
+            return f"{kind.replace('_', '-')}-{compact}Z"
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-.")
+    if safe == run_id and 0 < len(safe) <= 48:
+        return safe
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"{safe[:39].rstrip('-.') or 'run'}-{digest}"
+
+
+def render_tag(pattern: str, framework: str, arch: str, run_id: str | None = None) -> str:
+    values = {"framework": framework, "arch": arch}
+    if run_id is not None:
+        values["run_id"] = tag_safe_run_id(run_id)
+    return pattern.format(**values)

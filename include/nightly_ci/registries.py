@@ -1,0 +1,222 @@
+"""Registry credentials from Airflow connections, and the registry HTTP API.
+
+ECR goes through EcrHook (a temporary token, masked the moment it exists), ACR through
+AzureContainerRegistryHook, any other registry through a Docker-type connection. The
+HTTP client speaks the distribution API (Basic or Bearer-token auth) to read what a tag
+holds without pulling it: its digest, architecture and labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import requests
+
+    from include.nightly_ci.plan import Registry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    )
+)
+_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation failed for good."""
+
+
+class RegistryAuthError(RegistryError):
+    """401/403: retrying can't help; the message names the connection."""
+
+
+class RegistryUnavailable(RegistryError):
+    """Connection refused, timeouts, 5xx: worth retrying."""
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    name: str
+    conn_id: str
+    host: str
+    username: str
+    password: str = field(repr=False)
+
+    @property
+    def scheme(self) -> str:
+        # Docker itself talks plain HTTP to registries on loopback; so do we.
+        return "http" if self.host.startswith(_LOOPBACK) else "https"
+
+    def auth_config(self) -> dict[str, str]:
+        return {"username": self.username, "password": self.password, "serveraddress": self.host}
+
+    def ref(self, repository: str, tag: str) -> str:
+        return f"{self.host}/{repository}:{tag}"
+
+    def auth_failure(self, detail: str) -> RegistryAuthError:
+        return RegistryAuthError(
+            f"registry {self.name!r} ({self.host}) refused the credentials of Airflow connection "
+            f"{self.conn_id!r}: {detail}. Check the connection's login and password (or its AWS/Azure identity)."
+        )
+
+
+def _strip_scheme(host: str) -> str:
+    return host.split("://", 1)[-1].rstrip("/")
+
+
+def _mask(secret: str) -> None:
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+
+
+def registry_auth(reg: Registry) -> RegistryAuth:
+    """Credentials for REG from its Airflow connection, through the provider's hook."""
+    if reg.kind == "ecr":
+        from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+
+        creds = EcrHook(aws_conn_id=reg.conn_id).get_temporary_credentials(registry_ids=reg.registry_id)
+        if not creds:
+            raise RegistryError(f"ECR returned no authorization data for connection {reg.conn_id!r}")
+        cred = creds[0]  # EcrCredentials masks its password on creation
+        host = reg.host_override or _strip_scheme(cred.proxy_endpoint)
+        return RegistryAuth(reg.name, reg.conn_id, host, cred.username, cred.password)
+    if reg.kind == "acr":
+        from airflow.providers.microsoft.azure.hooks.container_registry import AzureContainerRegistryHook
+
+        acr = AzureContainerRegistryHook(conn_id=reg.conn_id).get_conn()
+        _mask(acr.password)
+        host = reg.host_override or _strip_scheme(acr.server)
+        return RegistryAuth(reg.name, reg.conn_id, host, acr.username, acr.password)
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(reg.conn_id)
+    if not conn.host:
+        raise RegistryError(f"connection {reg.conn_id!r} of registry {reg.name!r} has no host")
+    host = _strip_scheme(conn.host) + (f":{conn.port}" if conn.port else "")
+    if conn.password:
+        _mask(conn.password)
+    return RegistryAuth(reg.name, reg.conn_id, reg.host_override or host, conn.login or "", conn.password or "")
+
+
+def retry_transient(
+    what: str,
+    func: Callable[[], T],
+    *,
+    attempts: int,
+    backoff: float,
+    backoff_max: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """FUNC, retried on RegistryUnavailable with capped exponential backoff."""
+    delay = backoff
+    for attempt in range(1, attempts + 1):
+        try:
+            return func()
+        except RegistryUnavailable as exc:
+            if attempt == attempts:
+                raise RegistryUnavailable(f"{what}: still failing after {attempts} attempts: {exc}") from exc
+            log.warning("%s: attempt %d/%d failed (%s); retrying in %.0f s", what, attempt, attempts, exc, delay)
+            sleep(delay)
+            delay = min(delay * 2, backoff_max)
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class RemoteImage:
+    digest: str
+    architecture: str
+    labels: dict[str, str]
+
+
+class RegistryClient:
+    """The parts of the distribution HTTP API this project needs."""
+
+    def __init__(self, auth: RegistryAuth, timeout: float = 30):
+        import requests
+
+        self.auth = auth
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._token: str | None = None
+
+    def _url(self, path: str) -> str:
+        return f"{self.auth.scheme}://{self.auth.host}/v2/{path}"
+
+    def _bearer_token(self, challenge: str) -> str:
+        params = dict(
+            part.split("=", 1) for part in challenge[len("Bearer ") :].replace('"', "").split(",") if "=" in part
+        )
+        realm = params.pop("realm")
+        resp = self._send("GET", realm, params=params, auth=(self.auth.username, self.auth.password))
+        if resp.status_code in (401, 403):
+            raise self.auth.auth_failure(f"token endpoint answered {resp.status_code}")
+        body = resp.json()
+        return body.get("token") or body["access_token"]
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        import requests
+
+        try:
+            resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RegistryUnavailable(f"{self.auth.host} unreachable: {exc}") from exc
+        if resp.status_code >= 500:
+            raise RegistryUnavailable(f"{method} {url} answered {resp.status_code}")
+        return resp
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+        headers = dict(headers or {})
+        url = self._url(path)
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+            resp = self._send(method, url, headers=headers)
+        else:
+            resp = self._send(method, url, headers=headers, auth=(self.auth.username, self.auth.password))
+        challenge = resp.headers.get("WWW-Authenticate", "")
+        if resp.status_code == 401 and challenge.startswith("Bearer "):
+            self._token = self._bearer_token(challenge)
+            headers["Authorization"] = f"Bearer {self._token}"
+            resp = self._send(method, url, headers=headers)
+        if resp.status_code in (401, 403):
+            raise self.auth.auth_failure(f"{method} /v2/{path} answered {resp.status_code}")
+        return resp
+
+    def image(self, repository: str, reference: str) -> RemoteImage | None:
+        """What REFERENCE (a tag or digest) holds, or None if it does not exist."""
+        resp = self.request("GET", f"{repository}/manifests/{reference}", {"Accept": MANIFEST_TYPES})
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise RegistryError(f"GET manifest {repository}:{reference} answered {resp.status_code}: {resp.text[:200]}")
+        digest = resp.headers.get("Docker-Content-Digest", "")
+        manifest = resp.json()
+        if "manifests" in manifest:  # an index: describe its first image
+            manifest = self.request(
+                "GET", f"{repository}/manifests/{manifest['manifests'][0]['digest']}", {"Accept": MANIFEST_TYPES}
+            ).json()
+        blob = self.request("GET", f"{repository}/blobs/{manifest['config']['digest']}")
+        if blob.status_code != 200:
+            raise RegistryError(f"GET config blob of {repository}:{reference} answered {blob.status_code}")
+        config = blob.json()
+        labels = (config.get("config") or {}).get("Labels") or {}
+        return RemoteImage(digest, config.get("architecture", ""), labels)
+
+    def tags(self, repository: str) -> list[str]:
+        resp = self.request("GET", f"{repository}/tags/list")
+        if resp.status_code == 404:
+            return []
+        if resp.status_code != 200:
+            raise RegistryError(f"GET tags of {repository} answered {resp.status_code}")
+        return sorted(resp.json().get("tags") or [])

@@ -1,0 +1,95 @@
+"""Make the sample project a git repository with dated history, so that source
+resolution (branch head, a tag, the last commit before a night) is real.
+
+`python -m include.nightly_ci.sample_repo DEST [--nights N]` creates a bare repository
+DEST whose branch `main` has one commit per night for the last N nights (06:00 UTC,
+before the 08:00 schedule), each with a different VERSION, then the project as it is
+now. It is left alone when it already holds the current tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_project"
+_IDENTITY = {"GIT_AUTHOR_NAME": "nightly-ci", "GIT_AUTHOR_EMAIL": "ci@localhost",
+             "GIT_COMMITTER_NAME": "nightly-ci", "GIT_COMMITTER_EMAIL": "ci@localhost"}
+
+
+def _git(*args: str, cwd: str | Path, when: datetime | None = None) -> str:
+    env = {**os.environ, **_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1"}
+    if when is not None:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = when.isoformat()
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(dest: Path, commits: Iterable[tuple[datetime, str | None, str]], source: Path = SAMPLE) -> list[str]:
+    """A bare repository at DEST from COMMITS: (date, VERSION or None for the project
+    as it is, message). Returns the commit ids in order."""
+    dest = dest.resolve()
+    shutil.rmtree(dest, ignore_errors=True)
+    ids = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        shutil.copytree(source, work, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+        version_file = work / "src" / "dynamo_sample" / "VERSION"
+        current_version = version_file.read_text()
+        _git("init", "-q", "-b", "main", cwd=work)
+        for when, version, message in commits:
+            version_file.write_text(f"{version}\n" if version else current_version)
+            _git("add", "-A", cwd=work)
+            _git("commit", "-q", "--allow-empty", "-m", message, cwd=work, when=when)
+            ids.append(_git("rev-parse", "HEAD", cwd=work))
+        _git("clone", "-q", "--bare", str(work), str(dest), cwd=tmp)
+    return ids
+
+
+def nightly_history(nights: int, now: datetime) -> list[tuple[datetime, str | None, str]]:
+    today = now.astimezone(timezone.utc).replace(hour=6, minute=0, second=0, microsecond=0)
+    history: list[tuple[datetime, str | None, str]] = [
+        (today - timedelta(days=n), f"0.1.{nights - n}", f"night -{n}: version 0.1.{nights - n}")
+        for n in range(nights, 0, -1)
+    ]
+    history.append((now, None, "the project as it is now"))
+    return history
+
+
+def _tree_matches(dest: Path, source: Path) -> bool:
+    """Does DEST's main hold exactly SOURCE's files?"""
+    if not (dest / "HEAD").exists():
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "w"
+        shutil.copytree(source, work, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+        _git("init", "-q", cwd=work)
+        _git("add", "-A", cwd=work)
+        want = _git("write-tree", cwd=work)
+    try:
+        return _git("rev-parse", "main^{tree}", cwd=dest) == want
+    except subprocess.CalledProcessError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--nights", type=int, default=5)
+    parser.add_argument("--force", action="store_true", help="recreate even if it holds the current tree")
+    args = parser.parse_args(argv)
+    if not args.force and _tree_matches(args.dest, SAMPLE):
+        print(f"sample repository {args.dest}: up to date")
+        return 0
+    ids = make_repo(args.dest, nightly_history(args.nights, datetime.now(timezone.utc)))
+    print(f"sample repository {args.dest}: {len(ids)} commits, main at {ids[-1][:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Which commit a run builds, and a checkout of it for the build context.
+
+Plain git through subprocess into a private temporary folder: nothing is shared between
+workers, and the resolved commit (not the ref) is what every later task uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from include.nightly_ci.names import COMMIT_RE, GIT_REF_RE
+
+log = logging.getLogger(__name__)
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+
+
+class SourceError(RuntimeError):
+    """The ref or repository can't give a commit to build."""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    commit: str
+    ref: str
+    reason: str  # a sentence for the task log and the summary
+    committed_at: str
+
+
+def _git(*args: str, cwd: str | None = None) -> str:
+    env = {**os.environ, **_GIT_ENV}
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SourceError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+def _fetch_history(repository: str, workdir: str) -> str:
+    """A bare, blob-less copy of the repository's refs and history (no file contents)."""
+    bare = os.path.join(workdir, "history.git")
+    _git("init", "-q", "--bare", bare)
+    _git("remote", "add", "origin", repository, cwd=bare)
+    spec = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
+    try:
+        _git("fetch", "-q", "--filter=blob:none", "origin", *spec, cwd=bare)
+    except SourceError:  # a server without partial clone: fetch it all
+        _git("fetch", "-q", "origin", *spec, cwd=bare)
+    return bare
+
+
+def resolve(
+    repository: str,
+    branch: str,
+    *,
+    run_type: str,
+    logical_date: datetime | None,
+    git_ref: str = "",
+) -> Resolution:
+    """The commit a run builds.
+
+    - a git_ref (manual runs) builds that branch, tag or commit;
+    - a backfill builds the last commit on the branch at or before its logical date;
+    - anything else (a scheduled run) builds the branch head.
+    """
+    if git_ref and not GIT_REF_RE.fullmatch(git_ref):
+        raise SourceError(f"git_ref {git_ref!r} is not a branch, tag or commit name")
+    with tempfile.TemporaryDirectory(prefix="nightly-ci-src-") as tmp:
+        bare = _fetch_history(repository, tmp)
+        if git_ref:
+            candidates = [f"refs/remotes/origin/{git_ref}", f"refs/tags/{git_ref}"]
+            if COMMIT_RE.fullmatch(git_ref):
+                candidates.append(git_ref)
+            for candidate in candidates:
+                try:
+                    commit = _git("rev-parse", "--verify", "-q", f"{candidate}^{{commit}}", cwd=bare)
+                except SourceError:
+                    continue
+                return Resolution(commit, git_ref, f"git_ref {git_ref!r} requested", _date_of(commit, bare))
+            raise SourceError(f"git_ref {git_ref!r} is not a branch, tag or commit of {repository}")
+        head = f"refs/remotes/origin/{branch}"
+        try:
+            _git("rev-parse", "--verify", "-q", head, cwd=bare)
+        except SourceError:
+            raise SourceError(f"branch {branch!r} does not exist in {repository}") from None
+        if run_type == "backfill":
+            if logical_date is None:
+                raise SourceError("a backfill run has no logical date")
+            when = logical_date.astimezone(timezone.utc).isoformat()
+            commit = _git("rev-list", "-1", "--first-parent", f"--before={when}", head, cwd=bare)
+            if not commit:
+                raise SourceError(f"branch {branch!r} has no commit at or before {when}")
+            return Resolution(commit, branch, f"backfill: last commit on {branch} at or before {when}", _date_of(commit, bare))
+        commit = _git("rev-parse", head, cwd=bare)
+        return Resolution(commit, branch, f"{run_type} run: head of {branch}", _date_of(commit, bare))
+
+
+def _date_of(commit: str, bare: str) -> str:
+    return _git("show", "-s", "--format=%cI", commit, cwd=bare)
+
+
+def checkout(repository: str, commit: str, dest: str) -> None:
+    """The tree of COMMIT in DEST, without its .git (the build context must not carry it)."""
+    _git("init", "-q", dest)
+    _git("remote", "add", "origin", repository, cwd=dest)
+    try:
+        _git("fetch", "-q", "--depth", "1", "origin", commit, cwd=dest)
+    except SourceError:  # servers that refuse a fetch by commit: fetch the branches
+        _git("fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", cwd=dest)
+    _git("-c", "advice.detachedHead=false", "checkout", "-q", commit, cwd=dest)
+    subprocess.run(["rm", "-rf", os.path.join(dest, ".git")], check=True)

@@ -1,0 +1,19 @@
+# The environment of the local setup: project-local AIRFLOW_HOME, the local config, and
+# the Airflow connections of the two loopback registries (passwords made by provision.sh).
+# Sourced by scripts/demo.sh and the tests; prints nothing.
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+source "$ROOT/scripts/env.sh"
+export AIRFLOW_HOME=${AIRFLOW_HOME:-$ROOT/.local/airflow}
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
+export NIGHTLY_CI_CONFIG=${NIGHTLY_CI_CONFIG:-$ROOT/include/config/local.yaml}
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+_registry_conn() {  # _registry_conn TYPE PORT NAME
+  local pw; pw=$(cat "$STATE/registries/$3/password" 2>/dev/null || true)
+  printf '{"conn_type": "%s", "host": "127.0.0.1:%s", "login": "ci", "password": "%s"}' "$1" "$2" "$pw"
+}
+AIRFLOW_CONN_NIGHTLY_CI_ECR=$(_registry_conn docker "$ECR_PORT" ecr)
+AIRFLOW_CONN_NIGHTLY_CI_ACR=$(_registry_conn azure_container_registry "$ACR_PORT" acr)
+export AIRFLOW_CONN_NIGHTLY_CI_ECR AIRFLOW_CONN_NIGHTLY_CI_ACR
+export PATH=$VENV/bin:$PATH
