@@ -3,7 +3,7 @@
 # Sourced by scripts/demo.sh and the tests; prints nothing.
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 source "$ROOT/scripts/env.sh"
-export AIRFLOW_HOME=${AIRFLOW_HOME:-$ROOT/.local/airflow}
+export AIRFLOW_HOME=${NIGHTLY_CI_AIRFLOW_HOME:-$ROOT/.local/airflow}
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins

@@ -94,11 +94,12 @@ class BuildResult:
 def parse_build_stream(chunks: Iterable[dict[str, Any]], sink: LineSink) -> BuildResult:
     """Follow a classic-builder stream: log every line, count steps and cache hits.
 
-    FROM is not counted as a step: it selects a base image and is never "cached".
+    FROM, and ARGs before the first FROM, are not counted: they select a base image and
+    are never "cached".
     """
     result = BuildResult(image_id="")
     pending = ""
-    counting = False
+    counting = seen_from = False
     for chunk in chunks:
         if "error" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -113,7 +114,9 @@ def parse_build_stream(chunks: Iterable[dict[str, Any]], sink: LineSink) -> Buil
             sink(line)
             step = _STEP.match(line)
             if step:
-                counting = step.group(3).upper() != "FROM"
+                is_from = step.group(3).upper() == "FROM"
+                seen_from = seen_from or is_from
+                counting = seen_from and not is_from
                 result.steps_total += counting
             elif counting and line.strip() == "---> Using cache":
                 result.steps_cached += 1

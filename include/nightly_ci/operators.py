@@ -76,6 +76,7 @@ class ResolveSourceOperator(BaseOperator):
             "run_type": run_type,
             "night": night.astimezone(timezone.utc).isoformat(),
             "publish": bool(context["params"].get("publish", True)),
+            "resolved_at": _now().isoformat(),
         }
 
 
@@ -163,7 +164,8 @@ class BuildImageOperator(_CellOperator):
         labels = {
             LABEL_REVISION: src["commit"],
             LABEL_SOURCE: src["repository"],
-            LABEL_CREATED: _now().isoformat(),
+            # The run's build time, not this try's: a retry then reuses every cached step.
+            LABEL_CREATED: src["resolved_at"],
             LABEL_LOGICAL_DATE: src["night"],
             LABEL_RUN_ID: src["run_id"],
         }

@@ -1,0 +1,26 @@
+# The two commands: `make demo` runs a whole nightly locally, `make test` runs the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+provision:  ## install and start what the local setup needs (Docker, registries, base images, venv)
+	bash scripts/provision.sh
+
+demo:  ## run one whole nightly locally against the sample project and print what it pushed
+	bash scripts/demo.sh
+
+test:  ## run every test (unit, DAG, integration, end to end)
+	bash scripts/test.sh
+
+lint:  ## ruff
+	source scripts/local_env.sh && ruff check . && ruff format --check .
+
+pools:  ## create the Airflow pools of the config
+	source scripts/local_env.sh && python -m include.nightly_ci pools
+
+bench:  ## parse-time and rebuild-cache benchmarks
+	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py
+
+.PHONY: help provision demo test lint pools bench
