@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 
 # Framework, arch and registry names end up in task ids, image tags and shell words.
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
@@ -61,8 +61,8 @@ def tag_safe_run_id(run_id: str) -> str:
             when = datetime.fromisoformat(stamp)
         except ValueError:
             when = None
-        if when is not None and when.tzinfo is not None and when.isoformat() == stamp:
-            when = when.astimezone(timezone.utc)
+        # Only Airflow's canonical UTC form compacts; any other offset would collide.
+        if when is not None and when.utcoffset() == timedelta(0) and when.isoformat() == stamp:
             compact = when.strftime("%Y%m%dT%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
             return f"{kind.replace('_', '-')}-{compact}Z"
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-.")

@@ -1,0 +1,136 @@
+"""Real services on loopback for the tests, and helpers to drive Airflow in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER_SOCK = "/var/run/docker.sock"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_provisioned() -> None:
+    import docker
+
+    try:
+        docker.APIClient(base_url=f"unix://{DOCKER_SOCK}").ping()
+        client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}")
+        client.inspect_image("nightly-ci-base:bookworm-arm64")
+        return
+    except Exception:
+        pass
+    subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh")], check=True)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready within {timeout} s")
+
+
+class LocalRegistry:
+    """Debian's distribution registry with htpasswd auth on 127.0.0.1:PORT."""
+
+    def __init__(self, root: Path, user: str = "ci", password: str | None = None, port: int | None = None):
+        self.root = root
+        self.user = user
+        self.password = password or secrets.token_urlsafe(12)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        htpasswd = subprocess.run(
+            ["htpasswd", "-Bbn", user, self.password], check=True, capture_output=True, text=True
+        ).stdout
+        (root / "htpasswd").write_text(htpasswd)
+        (root / "config.yml").write_text(
+            "version: 0.1\nlog: {level: warn}\n"
+            f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n  delete: {{enabled: true}}\n"
+            f"http: {{addr: 127.0.0.1:{self.port}}}\n"
+            f"auth:\n  htpasswd: {{realm: test, path: {root / 'htpasswd'}}}\n"
+        )
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def up(self) -> bool:
+        try:
+            return requests.get(f"http://{self.host}/v2/", timeout=1).status_code in (200, 401)
+        except requests.ConnectionError:
+            return False
+
+    def start(self) -> None:
+        log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.root / "config.yml")], stdout=log, stderr=log)
+        wait_for(self.up, 15, f"registry on {self.host}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def conn_env(self, conn_id: str, conn_type: str = "docker", password: str | None = None) -> dict[str, str]:
+        conn = {"conn_type": conn_type, "host": self.host, "login": self.user, "password": password or self.password}
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
+
+    def tags(self, repository: str) -> list[str]:
+        resp = requests.get(f"http://{self.host}/v2/{repository}/tags/list", auth=(self.user, self.password), timeout=10)
+        return sorted(resp.json().get("tags") or []) if resp.status_code == 200 else []
+
+
+def airflow_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra or {})
+    return env
+
+
+def airflow_db() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=airflow_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def run_dag(config: Path, *, logical_date: str | None = None, conf: dict | None = None,
+            env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`airflow dags test nightly_ci` for CONFIG in a subprocess; stdout+stderr in .stdout."""
+    cmd = [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci"]
+    if logical_date:
+        cmd.append(logical_date)
+    if conf:
+        cmd += ["-c", json.dumps(conf)]
+    return subprocess.run(
+        cmd, env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **(env or {})}),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+    )
+
+
+def write_config(path: Path, body: str) -> Path:
+    """A config extending the local one (include/config/local.yaml) with BODY on top."""
+    path.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n{body}")
+    return path
+
+
+def copy_tree(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest

@@ -1,0 +1,166 @@
+"""Config validation: every bad input names its YAML path; good configs load."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from include.nightly_ci.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "include" / "config" / "nightly_ci.yaml"
+
+
+def bad(tmp_path: Path, body: str) -> ConfigError:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"extends: {SHIPPED}\n" + textwrap.dedent(body))
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    return info.value
+
+
+def paths(err: ConfigError) -> set[str]:
+    return {f.path for f in err.findings}
+
+
+def test_shipped_and_local_configs_load():
+    cfg = load_config(SHIPPED)
+    assert cfg.dag.schedule == "0 8 * * *"
+    assert list(cfg.frameworks) == ["vllm", "sglang", "trtllm"]
+    assert list(cfg.arches) == ["amd64", "arm64"]
+    assert cfg.dag.catchup is False
+    local = load_config(ROOT / "include" / "config" / "local.yaml")
+    assert local.registries["ecr"].kind == "docker" and local.registries["acr"].kind == "acr"
+    assert local.overrides == cfg.overrides
+
+
+def test_env_var_points_at_another_file(tmp_path, monkeypatch):
+    other = tmp_path / "other.yaml"
+    other.write_text(f"extends: {SHIPPED}\ndag: {{dag_id: other_nightly}}\n")
+    monkeypatch.setenv("NIGHTLY_CI_CONFIG", str(other))
+    assert load_config().dag.dag_id == "other_nightly"
+
+
+def test_unknown_key(tmp_path):
+    err = bad(tmp_path, "frameworks:\n  vllm: {buildargs: {}}\n")
+    assert "frameworks.vllm.buildargs" in paths(err)
+    assert "unknown key" in str(err)
+    assert "(line 3)" in str(err)
+
+
+def test_wrong_types(tmp_path):
+    err = bad(tmp_path, "pools:\n  gpu-l40-amd64: {slots: four}\ndag: {catchup: 'yes'}\n")
+    assert {"pools.gpu-l40-amd64.slots", "dag.catchup"} <= paths(err)
+    assert "wrong type" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ("frameworks:\n  'vllm;rm -rf /': {}\n", "frameworks.vllm;rm -rf /"),
+        ("frameworks:\n  VLLM: {}\n", "frameworks.VLLM"),
+        ("arches:\n  'arm 64': {platform: linux/arm64, build_pool: cpu-amd-m5-4xlarge, test_pool: gpu-l40-amd64}\n",
+         "arches.arm 64"),
+        ("frameworks:\n  vllm: {build_args: {CUDA_VERSION: '$(reboot)'}}\n", "frameworks.vllm.build_args.CUDA_VERSION"),
+        ("frameworks:\n  vllm: {build_args: {'BAD NAME': x}}\n", "frameworks.vllm.build_args.BAD NAME"),
+        ("registries:\n  ecr: {repository: 'Ai Dynamo'}\n", "registries.ecr.repository"),
+        ("source: {branch: 'main; echo'}\n", "source.branch"),
+        ("source: {dockerfile: ../../etc/passwd}\n", "source.dockerfile"),
+        ("pools:\n  'GPU pool': {slots: 1}\n", "pools.GPU pool"),
+    ],
+)
+def test_unsafe_names(tmp_path, body, path):
+    err = bad(tmp_path, body)
+    assert path in paths(err), str(err)
+
+
+def test_overrides_for_unknown_framework_and_arch(tmp_path):
+    err = bad(tmp_path, "overrides:\n  riscv64: {vllm: {X: '1'}}\n  arm64: {tensorflow: {X: '1'}}\n")
+    assert {"overrides.riscv64", "overrides.arm64.tensorflow"} <= paths(err)
+    assert "unknown arch 'riscv64'" in str(err) and "unknown framework 'tensorflow'" in str(err)
+
+
+def test_pool_that_does_not_exist(tmp_path):
+    err = bad(tmp_path, "arches:\n  arm64: {build_pool: cpu-arm-huge}\n")
+    assert "arches.arm64.build_pool" in paths(err)
+    assert "'cpu-arm-huge' is not defined under pools" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("tags", "why"),
+    [
+        ("{nightly: 'nightly {framework}-{arch}'}", "valid image tag"),
+        ("{run: 'nightly-{framework}-{arch}'}", "must contain {run_id}"),
+        ("{nightly: 'nightly-{framework}-{arch}-{run_id}'}", "must not contain {run_id}"),
+        ("{framework: 'main-{fw}-{arch}'}", "unknown placeholder"),
+        ("{nightly: 'x-{arch}'}", "must contain {framework} and {arch}"),
+    ],
+)
+def test_bad_tag_patterns(tmp_path, tags, why):
+    err = bad(tmp_path, f"tags: {tags}\n")
+    assert why in str(err)
+    assert any(p.startswith("tags") for p in paths(err))
+
+
+def test_bad_schedule_and_registry_split(tmp_path):
+    err = bad(tmp_path, "dag: {schedule: 'every night'}\nregistries:\n  ecr: {images: [runtime]}\n")
+    assert "dag.schedule" in paths(err)
+    assert "no registry receives framework images" in str(err)
+
+
+def test_every_finding_at_once(tmp_path):
+    err = bad(tmp_path, "overrides:\n  riscv64: {}\narches:\n  arm64: {test_pool: nope}\ntags: {run: 'r-{framework}'}\n")
+    assert len(err.findings) >= 3
+
+
+def test_duplicate_key_and_invalid_yaml(tmp_path):
+    f = tmp_path / "dup.yaml"
+    f.write_text("frameworks:\n  vllm: {}\n  vllm: {}\n")
+    with pytest.raises(ConfigError, match=r"frameworks.vllm \(line 3\): duplicate key"):
+        load_config(f)
+    f.write_text("frameworks: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(f)
+
+
+def test_missing_file_and_missing_parent(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+    f = tmp_path / "child.yaml"
+    f.write_text("extends: parent.yaml\n")
+    with pytest.raises(ConfigError, match="parent.yaml"):
+        load_config(f)
+
+
+def test_fault_in_extended_file_names_that_file(tmp_path):
+    parent = tmp_path / "parent.yaml"
+    parent.write_text(SHIPPED.read_text().replace("build_pool: cpu-arm-r8g-4xlarge", "build_pool: missing-pool"))
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: parent.yaml\n")
+    with pytest.raises(ConfigError, match=r"arches.arm64.build_pool \(parent.yaml line \d+\)"):
+        load_config(child)
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "include.nightly_ci", "check", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def test_cli_check_valid_prints_one_line():
+    proc = run_check(str(SHIPPED))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1
+    assert "3 frameworks x 2 arches = 6 cells" in proc.stdout
+
+
+def test_cli_check_invalid_exits_1_with_every_problem(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"extends: {SHIPPED}\noverrides:\n  riscv64: {{}}\narches:\n  arm64: {{test_pool: nope}}\n")
+    proc = run_check(str(f))
+    assert proc.returncode == 1
+    assert "overrides.riscv64" in proc.stderr and "arches.arm64.test_pool" in proc.stderr

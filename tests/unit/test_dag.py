@@ -1,0 +1,143 @@
+"""The rendered DAG: imports cleanly, 6 build groups with the right edges, Params, pools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags["nightly_ci"]
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "nightly_ci" in dagbag.dags
+
+
+def test_schedule_and_run_settings(dag):
+    assert dag.timetable.expression == "0 8 * * *"
+    assert str(dag.timetable.timezone) in {"UTC", "Timezone('UTC')"}
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert "resolve_source" in dag.doc_md and "backfill" in dag.doc_md
+
+
+def test_six_build_groups_with_their_edges(dag):
+    groups = {t.task_group.group_id for t in dag.tasks if t.task_group and t.task_group.group_id}
+    assert groups == {f"{fw}_{a}" for fw in ("vllm", "sglang", "trtllm") for a in ("amd64", "arm64")}
+    for g in groups:
+        t = dag.task_dict
+        assert t[f"{g}.build_framework"].upstream_task_ids == {"resolve_source"}
+        assert t[f"{g}.push_framework_ecr"].upstream_task_ids == {f"{g}.build_framework"}
+        assert t[f"{g}.build_runtime"].upstream_task_ids == {f"{g}.push_framework_ecr"}
+        assert t[f"{g}.push_runtime_ecr"].upstream_task_ids == {f"{g}.build_runtime"}
+        assert t[f"{g}.push_runtime_acr"].upstream_task_ids == {f"{g}.build_runtime"}
+    assert len(dag.tasks) == 1 + 6 * 5
+
+
+def test_acr_receives_runtime_images_only(dag):
+    acr = [t for t in dag.tasks if t.task_id.endswith("_acr")]
+    assert len(acr) == 6
+    assert all(t.push.image == "runtime" for t in acr)
+    assert not [t for t in dag.tasks if t.task_id.endswith("push_framework_acr")]
+
+
+def test_builds_run_in_their_arch_pool(dag):
+    for t in dag.tasks:
+        if t.task_id.endswith(("build_framework", "build_runtime")):
+            want = "cpu-arm-r8g-4xlarge" if "_arm64." in t.task_id else "cpu-amd-m5-4xlarge"
+            assert t.pool == want
+
+
+def test_params_defaults(dag):
+    params = dag.params.validate()
+    assert params == {
+        "frameworks": ["vllm", "sglang", "trtllm"], "arches": ["amd64", "arm64"], "git_ref": "", "publish": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"frameworks": ["tensorflow"]},
+        {"frameworks": []},
+        {"frameworks": ["vllm", "vllm"]},
+        {"arches": ["riscv64"]},
+        {"arches": "amd64"},
+        {"git_ref": "main; rm -rf /"},
+        {"git_ref": "a..b"},
+        {"git_ref": "--upload-pack=evil"},
+        {"publish": "yes"},
+    ],
+)
+def test_params_reject_bad_input(dag, bad):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict({k: v for k, v in dag.params.items()})
+    with pytest.raises(ParamValidationError):
+        for key, value in bad.items():
+            params[key] = value
+        params.validate()
+
+
+@pytest.mark.parametrize("good", [{"frameworks": ["sglang"], "arches": ["arm64"]}, {"git_ref": "v1.2.3"}, {"publish": False}])
+def test_params_accept_good_input(dag, good):
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict({k: v for k, v in dag.params.items()})
+    for key, value in good.items():
+        params[key] = value
+    assert params.validate()[next(iter(good))] == next(iter(good.values()))
+
+
+def test_bad_config_is_the_dags_import_error(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {ROOT / 'include' / 'config' / 'nightly_ci.yaml'}\noverrides:\n  riscv64: {{}}\n")
+    monkeypatch.setenv("NIGHTLY_CI_CONFIG", str(bad))
+    bag = DagBag(str(ROOT / "dags"))
+    assert "nightly_ci" not in bag.dags
+    (error,) = bag.import_errors.values()
+    assert "overrides.riscv64" in error and "unknown arch 'riscv64'" in error
+
+
+ONE_TASK_DAG = """
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+with DAG("one_task", schedule=None):
+    EmptyOperator(task_id="only")
+"""
+
+
+def test_no_provider_module_beyond_a_one_task_dag_at_parse_time(tmp_path):
+    """Parsing imports what Airflow itself imports for a one-task DAG, and nothing more:
+    hooks, the Docker SDK and the cloud SDKs load inside tasks only."""
+    import subprocess
+    import sys
+
+    baseline = tmp_path / "baseline"
+    baseline.mkdir()
+    (baseline / "one_task.py").write_text(ONE_TASK_DAG)
+    code = (
+        "import sys; from airflow.dag_processing.dagbag import DagBag\n"
+        "def heavy(): return {m for m in sys.modules if m.startswith(('airflow.providers.', 'docker', 'boto', 'azure', 'kubernetes'))}\n"
+        f"DagBag({str(baseline)!r}); before = heavy()\n"
+        f"b = DagBag({str(ROOT / 'dags')!r}); assert b.dags, b.import_errors\n"
+        "print(sorted(heavy() - before))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,118 @@
+"""Build-stream accounting, error classification and retry backoff (no services)."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.nightly_ci.images import BuildError, classify_push_error, parse_build_stream
+from include.nightly_ci.registries import (
+    RegistryAuth,
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnavailable,
+    retry_transient,
+)
+
+AUTH = RegistryAuth("ecr", "aws_nightly", "127.0.0.1:5000", "AWS", "s3cret")
+
+
+def stream(*lines: str, image_id: str = "sha256:abc"):
+    chunks = [{"stream": line + "\n"} for line in lines]
+    return [*chunks, {"aux": {"ID": image_id}}]
+
+
+def test_counts_steps_and_cache_hits_excluding_from_and_meta_args():
+    out: list[str] = []
+    result = parse_build_stream(
+        stream(
+            "Step 1/7 : ARG BASE=x",
+            "Step 2/7 : FROM x AS framework",
+            " ---> 1234",
+            "Step 3/7 : RUN make deps",
+            " ---> Using cache",
+            " ---> 5678",
+            "Step 4/7 : COPY . /src",
+            " ---> Using cache",
+            "Step 5/7 : FROM framework AS runtime",
+            "Step 6/7 : RUN build",
+            " ---> Running in abc",
+            "Step 7/7 : LABEL a=b",
+            " ---> Running in def",
+        ),
+        out.append,
+    )
+    assert (result.steps_total, result.steps_cached) == (4, 2)
+    assert result.cache_hit_rate == 0.5
+    assert result.image_id == "sha256:abc"
+    assert out[0] == "Step 1/7 : ARG BASE=x"  # every line reaches the log as it comes
+
+
+def test_lines_split_across_chunks_are_joined():
+    out: list[str] = []
+    parse_build_stream([{"stream": "Step 1/1 : FR"}, {"stream": "OM x\nhello"}, {"aux": {"ID": "sha256:1"}}], out.append)
+    assert out == ["Step 1/1 : FROM x", "hello"]
+
+
+def test_a_failing_step_raises_with_its_output():
+    chunks = stream("Step 1/2 : FROM x", "Step 2/2 : RUN false", "compiling...")[:-1]
+    chunks.append({"error": "The command '/bin/sh -c false' returned a non-zero code: 1",
+                   "errorDetail": {"message": "The command '/bin/sh -c false' returned a non-zero code: 1"}})
+    with pytest.raises(BuildError, match="non-zero code: 1") as info:
+        parse_build_stream(chunks, lambda _: None)
+    assert "compiling..." in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("unauthorized: authentication required", RegistryAuthError),
+        ("denied: requested access to the resource is denied", RegistryAuthError),
+        ("no basic auth credentials", RegistryAuthError),
+        ("Get \"http://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused", RegistryUnavailable),
+        ("received unexpected HTTP status: 503 Service Unavailable", RegistryUnavailable),
+        ("received unexpected HTTP status: 500 Internal Server Error", RegistryUnavailable),
+        ("net/http: TLS handshake timeout", RegistryUnavailable),
+        ("manifest for x:y not found: manifest unknown: manifest unknown", RegistryError),
+    ],
+)
+def test_engine_error_texts_are_classified(text, kind):
+    err = classify_push_error(text, AUTH)
+    assert type(err) is kind
+
+
+def test_auth_errors_name_the_connection_and_hide_the_password():
+    err = classify_push_error("unauthorized: authentication required", AUTH)
+    assert "aws_nightly" in str(err) and "s3cret" not in str(err)
+
+
+def test_transient_errors_back_off_exponentially_with_a_cap():
+    sleeps: list[float] = []
+    calls = iter([RegistryUnavailable("refused")] * 5 + ["ok"])
+
+    def flaky():
+        item = next(calls)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    assert retry_transient("push", flaky, attempts=6, backoff=10, backoff_max=40, sleep=sleeps.append) == "ok"
+    assert sleeps == [10, 20, 40, 40, 40]
+
+
+def test_transient_errors_give_up_after_the_last_attempt():
+    def down():
+        raise RegistryUnavailable("503")
+
+    with pytest.raises(RegistryUnavailable, match="still failing after 3 attempts"):
+        retry_transient("push", down, attempts=3, backoff=1, backoff_max=1, sleep=lambda _: None)
+
+
+def test_auth_errors_are_not_retried():
+    sleeps: list[float] = []
+
+    def denied():
+        raise AUTH.auth_failure("401")
+
+    with pytest.raises(RegistryAuthError):
+        retry_transient("push", denied, attempts=5, backoff=1, backoff_max=1, sleep=sleeps.append)
+    assert sleeps == []

@@ -1,0 +1,105 @@
+"""Which commit a run builds, against a real git repository with dated commits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+
+from include.nightly_ci.sample_repo import make_repo
+from include.nightly_ci.source import SourceError, checkout, resolve
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("src") / "sample.git"
+    ids = make_repo(
+        dest,
+        [
+            (utc(2026, 11, 24, 6), "0.1.0", "night 24"),
+            (utc(2026, 11, 25, 6), "0.1.1", "night 25"),
+            (utc(2026, 11, 26, 8), "0.1.2", "exactly at the 26th's schedule"),
+            (utc(2026, 11, 27, 12), None, "after the 27th's schedule"),
+        ],
+    )
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", "tag", "v0.1.1", ids[1]], cwd=dest, check=True, env=env)
+    subprocess.run(["git", "branch", "release/0.1", ids[0]], cwd=dest, check=True, env=env)
+    return str(dest), ids
+
+
+def test_scheduled_run_builds_the_branch_head(repo):
+    url, ids = repo
+    res = resolve(url, "main", run_type="scheduled", logical_date=utc(2026, 11, 25, 8))
+    assert res.commit == ids[-1]
+    assert "head of main" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("night", "index"),
+    [
+        (utc(2026, 11, 25, 8), 1),  # the 06:00 commit of that day
+        (utc(2026, 11, 26, 8), 2),  # a commit exactly at the logical date counts
+        (utc(2026, 11, 27, 8), 2),  # the 12:00 commit came after that night
+        (utc(2026, 11, 28, 8), 3),
+    ],
+)
+def test_backfill_builds_the_last_commit_at_or_before_its_night(repo, night, index):
+    url, ids = repo
+    res = resolve(url, "main", run_type="backfill", logical_date=night)
+    assert res.commit == ids[index]
+
+
+def test_backfill_before_the_first_commit_is_refused(repo):
+    url, _ = repo
+    with pytest.raises(SourceError, match="no commit at or before 2026-11-01"):
+        resolve(url, "main", run_type="backfill", logical_date=utc(2026, 11, 1, 8))
+
+
+@pytest.mark.parametrize(("ref", "index"), [("v0.1.1", 1), ("release/0.1", 0), ("main", 3)])
+def test_manual_run_builds_the_requested_branch_or_tag(repo, ref, index):
+    url, ids = repo
+    assert resolve(url, "main", run_type="manual", logical_date=None, git_ref=ref).commit == ids[index]
+
+
+def test_manual_run_builds_a_commit_full_or_abbreviated(repo):
+    url, ids = repo
+    assert resolve(url, "main", run_type="manual", logical_date=None, git_ref=ids[2]).commit == ids[2]
+    assert resolve(url, "main", run_type="manual", logical_date=None, git_ref=ids[2][:10]).commit == ids[2]
+
+
+@pytest.mark.parametrize("ref", ["no-such-branch", "deadbeefdeadbeef"])
+def test_unknown_refs_are_refused(repo, ref):
+    url, _ = repo
+    with pytest.raises(SourceError, match=f"git_ref '{ref}' is not a branch, tag or commit"):
+        resolve(url, "main", run_type="manual", logical_date=None, git_ref=ref)
+
+
+@pytest.mark.parametrize("ref", ["main; rm -rf /", "$(id)", "-upload-pack=x", "a..b"])
+def test_refs_that_are_not_ref_names_are_refused_before_git_runs(repo, ref):
+    url, _ = repo
+    with pytest.raises(SourceError, match="is not a branch, tag or commit name"):
+        resolve(url, "main", run_type="manual", logical_date=None, git_ref=ref)
+
+
+def test_missing_branch_and_repository(repo, tmp_path):
+    url, _ = repo
+    with pytest.raises(SourceError, match="branch 'develop' does not exist"):
+        resolve(url, "develop", run_type="scheduled", logical_date=None)
+    with pytest.raises(SourceError, match="failed"):
+        resolve(str(tmp_path / "nowhere.git"), "main", run_type="scheduled", logical_date=None)
+
+
+def test_checkout_gives_the_tree_of_that_commit_without_git(repo, tmp_path):
+    url, ids = repo
+    dest = tmp_path / "ctx"
+    checkout(url, ids[1], str(dest))
+    assert (dest / "src" / "dynamo_sample" / "VERSION").read_text() == "0.1.1\n"
+    assert (dest / "container" / "Dockerfile").exists()
+    assert not (dest / ".git").exists()
