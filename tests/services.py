@@ -125,6 +125,15 @@ def run_dag(config: Path, *, logical_date: str | None = None, conf: dict | None 
     )
 
 
+def run_id_of(output: str) -> str:
+    """The run id `airflow dags test` used (it is not derived from the logical date)."""
+    import re
+
+    found = re.findall(r"DagRun Finished: dag_id=\S+, logical_date=[^,]+, run_id=([^,]+),", output)
+    assert found, "no finished DagRun in the output"
+    return found[-1]
+
+
 def write_config(path: Path, body: str) -> Path:
     """A config extending the local one (include/config/local.yaml) with BODY on top."""
     path.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n{body}")
@@ -134,3 +143,44 @@ def write_config(path: Path, body: str) -> Path:
 def copy_tree(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest
+
+
+class MotoServer:
+    """moto in server mode on loopback: ECR and S3 speaking the real AWS APIs."""
+
+    # moto's ECR token is deterministic: base64("AWS:<this>").
+    ECR_PASSWORD = "123456789012-auth-token"
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{self.url}/moto-api/", timeout=1).status_code < 500
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, 30, "moto server")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def conn_env(self, conn_id: str) -> dict[str, str]:
+        conn = {
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"region_name": "us-east-1", "endpoint_url": self.url},
+        }
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}

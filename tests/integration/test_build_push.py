@@ -1,0 +1,183 @@
+"""One cell built and published by the real DAG (`airflow dags test`), against the real
+engine, registries with auth, and ECR through EcrHook on moto."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import docker
+import pytest
+
+from include.nightly_ci.names import tag_safe_run_id
+from include.nightly_ci.plan import LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
+from include.nightly_ci.registries import RegistryAuth, RegistryClient
+from include.nightly_ci.sample_repo import make_repo, nightly_history
+from tests.services import DOCKER_SOCK, LocalRegistry, MotoServer, run_dag, run_id_of, write_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REPO = "ai-dynamo/dynamo"
+ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"]}
+
+
+class Stack:
+    def __init__(self, root: Path):
+        self.root = root
+        self.moto = MotoServer()
+        self.ecr = LocalRegistry(root / "ecr", user="AWS", password=MotoServer.ECR_PASSWORD)
+        self.acr = LocalRegistry(root / "acr")
+        self.repo = root / "sample.git"
+        self.commits = make_repo(self.repo, nightly_history(3, datetime.now(timezone.utc)))
+        self.artifacts = root / "artifacts"
+        self.config = write_config(
+            root / "nightly.yaml",
+            f"source: {{repository: {self.repo}}}\n"
+            "registries:\n"
+            f"  ecr: {{kind: ecr, conn_id: it_aws, host_override: '{self.ecr.host}'}}\n"
+            "  acr: {conn_id: it_acr}\n"
+            f"artifacts: {{base: {self.artifacts}}}\n",
+        )
+        self.env = {**self.moto.conn_env("it_aws"), **self.acr.conn_env("it_acr", "azure_container_registry")}
+
+    def start(self) -> None:
+        self.moto.start()
+        self.ecr.start()
+        self.acr.start()
+
+    def stop(self) -> None:
+        for s in (self.acr, self.ecr, self.moto):
+            s.stop()
+
+    def api(self, reg: LocalRegistry) -> RegistryClient:
+        return RegistryClient(RegistryAuth("t", "t", reg.host, reg.user, reg.password))
+
+    def run(self, logical_date: str, conf: dict | None = None):
+        proc = run_dag(self.config, logical_date=logical_date, conf=conf or ONE_CELL, env=self.env)
+        (self.root / f"run-{logical_date[:19].replace(':', '')}.log").write_text(proc.stdout)
+        return proc
+
+    def metrics(self, run_id: str, image: str) -> dict:
+        path = self.artifacts / tag_safe_run_id(run_id) / "vllm_amd64" / "build" / f"metrics-{image}.json"
+        return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, provisioned, airflow_home):
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    s.start()
+    yield s
+    s.stop()
+
+
+NIGHT = "2026-11-27T08:00:00+00:00"
+
+
+@pytest.fixture(scope="module")
+def first_run(stack):
+    proc = stack.run(NIGHT)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run_id(first_run) -> str:
+    return run_id_of(first_run.stdout)
+
+
+def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
+    RUN_ID = run_id  # noqa: N806
+    run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(RUN_ID)}"
+    assert stack.ecr.tags(REPO) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag])
+    assert stack.acr.tags(REPO) == sorted(["nightly-vllm-amd64", run_tag])  # runtime only
+    runtime = stack.api(stack.ecr).image(REPO, "nightly-vllm-amd64")
+    assert runtime.digest == stack.api(stack.ecr).image(REPO, run_tag).digest
+    assert runtime.labels[LABEL_REVISION] == stack.commits[-1]  # the branch head
+    assert runtime.labels[LABEL_SOURCE] == str(stack.repo)
+    assert runtime.labels[LABEL_LOGICAL_DATE] == NIGHT and runtime.labels[LABEL_RUN_ID] == RUN_ID
+    assert "org.opencontainers.image.created" in runtime.labels
+    framework = stack.api(stack.ecr).image(REPO, "main-vllm-framework-amd64")
+    assert framework.labels[LABEL_REVISION] == stack.commits[-1]
+    # Only the selected cell ran; the others were skipped by the Params.
+    assert "sglang/arm64 is not selected by this run's Params" in first_run.stdout
+
+
+def test_build_metrics_are_kept_as_files_with_every_field(stack, first_run, run_id):
+    RUN_ID = run_id  # noqa: N806
+    for image, target in (("framework", "framework"), ("runtime", "runtime")):
+        m = stack.metrics(RUN_ID, image)
+        assert m["framework"] == "vllm" and m["target"] == target and m["platform"] == "linux/amd64"
+        assert m["commit"] == stack.commits[-1]
+        assert m["image_size_bytes"] > 1_000_000
+        assert m["build_duration_sec"] > 0 and m["build_start_time"] < m["build_end_time"]
+        assert m["steps_total"] >= m["steps_cached"] >= 0
+        assert 0 <= m["cache_hit_rate"] <= 1
+    log = stack.artifacts / tag_safe_run_id(RUN_ID) / "vllm_amd64" / "build" / "build-runtime.log"
+    assert "Step 1/" in log.read_text()
+    # The runtime build really used the framework image pulled from ECR, by digest.
+    runtime = stack.metrics(RUN_ID, "runtime")
+    assert any("@sha256:" in ref for ref in runtime["cache_from"])
+    assert runtime["steps_cached"] >= 10
+
+
+def test_the_ecr_token_never_reaches_the_task_logs(stack, first_run):
+    assert "EcrHook" in first_run.stdout or "ecr" in first_run.stdout.lower()
+    assert MotoServer.ECR_PASSWORD not in first_run.stdout
+
+
+def test_streamed_build_output_is_in_the_task_log(first_run):
+    assert "Step 5/" in first_run.stdout and "---> Using cache" in first_run.stdout
+
+
+def test_an_older_night_pushes_only_its_run_tag(stack, first_run):
+    older = "2026-11-20T08:00:00+00:00"
+    before = stack.api(stack.ecr).image(REPO, "nightly-vllm-amd64")
+    proc = stack.run(older)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    after = stack.api(stack.ecr).image(REPO, "nightly-vllm-amd64")
+    assert after.digest == before.digest and after.labels[LABEL_LOGICAL_DATE] == NIGHT
+    assert stack.api(stack.acr).image(REPO, "nightly-vllm-amd64").labels[LABEL_LOGICAL_DATE] == NIGHT
+    old_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id_of(proc.stdout))}"
+    assert stack.api(stack.ecr).image(REPO, old_tag).labels[LABEL_LOGICAL_DATE] == older
+    assert stack.api(stack.acr).image(REPO, old_tag) is not None
+    assert "Not moving nightly-vllm-amd64" in proc.stdout
+    framework = stack.api(stack.ecr).image(REPO, "main-vllm-framework-amd64")
+    assert framework.labels[LABEL_LOGICAL_DATE] == NIGHT
+
+
+def test_rerunning_a_push_task_gives_the_same_tags(stack, first_run, run_id):
+    RUN_ID = run_id  # noqa: N806
+    import subprocess
+    import sys
+
+    from tests.services import airflow_env
+
+    before = {t: stack.api(stack.ecr).image(REPO, t).digest for t in stack.ecr.tags(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "airflow", "tasks", "test", "nightly_ci", "vllm_amd64.push_runtime_ecr", RUN_ID],
+        env=airflow_env({"NIGHTLY_CI_CONFIG": str(stack.config), **stack.env}),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    after = {t: stack.api(stack.ecr).image(REPO, t).digest for t in stack.ecr.tags(REPO)}
+    assert after == before
+
+
+def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cache(stack, first_run):
+    client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
+    for image in client.images():
+        tags = image.get("RepoTags") or []
+        if not any(t.startswith("nightly-ci-base:") for t in tags):
+            client.remove_image(image["Id"], force=True)
+    assert not [i for i in client.images() if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])]
+    night = "2026-11-28T08:00:00+00:00"
+    proc = stack.run(night)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    framework = stack.metrics(run_id_of(proc.stdout), "framework")
+    runtime = stack.metrics(run_id_of(proc.stdout), "runtime")
+    assert framework["cache_from"] == [f"{stack.ecr.host}/{REPO}:main-vllm-framework-amd64"]
+    # Every Dockerfile step of the framework stage comes from the pulled image; only the
+    # run's own labels (5 LABEL steps) are new.
+    assert framework["steps_cached"] == framework["steps_total"] - 5
+    assert runtime["steps_cached"] >= framework["steps_cached"]
+    assert f"Pulling cache image {stack.ecr.host}/{REPO}:main-vllm-framework-amd64" in proc.stdout
