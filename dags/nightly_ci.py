@@ -6,6 +6,6 @@ from pathlib import Path
 # The project root holds include/; make it importable wherever the dags folder is parsed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from include.nightly_ci.dag import dag_from_config  # noqa: E402
+from include.nightly_ci.dag import dag_from_config
 
 dag = dag_from_config()

@@ -137,9 +137,9 @@ ensure_venv() {
 main() {
   mkdir -p "$STATE"
   ensure_packages
-  ensure_venv
   ensure_docker
   ensure_binfmt
+  ensure_venv
   ensure_base_image amd64 bookworm-amd64
   ensure_base_image arm64 bookworm-arm64 25.06-cuda12.9-devel-ubuntu24.04 25.06-py3
   ensure_registry ecr "$ECR_PORT"

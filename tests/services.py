@@ -79,7 +79,9 @@ class LocalRegistry:
 
     def start(self) -> None:
         log = open(self.root / "registry.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.root / "config.yml")], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            ["docker-registry", "serve", str(self.root / "config.yml")], stdout=log, stderr=log
+        )
         wait_for(self.up, 15, f"registry on {self.host}")
 
     def stop(self) -> None:
@@ -93,7 +95,9 @@ class LocalRegistry:
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
 
     def tags(self, repository: str) -> list[str]:
-        resp = requests.get(f"http://{self.host}/v2/{repository}/tags/list", auth=(self.user, self.password), timeout=10)
+        resp = requests.get(
+            f"http://{self.host}/v2/{repository}/tags/list", auth=(self.user, self.password), timeout=10
+        )
         return sorted(resp.json().get("tags") or []) if resp.status_code == 200 else []
 
 
@@ -111,8 +115,14 @@ def airflow_db() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-def run_dag(config: Path, *, logical_date: str | None = None, conf: dict | None = None,
-            env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_dag(
+    config: Path,
+    *,
+    logical_date: str | None = None,
+    conf: dict | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess:
     """`airflow dags test nightly_ci` for CONFIG in a subprocess; stdout+stderr in .stdout."""
     cmd = [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci"]
     if logical_date:
@@ -120,8 +130,12 @@ def run_dag(config: Path, *, logical_date: str | None = None, conf: dict | None 
     if conf:
         cmd += ["-c", json.dumps(conf)]
     return subprocess.run(
-        cmd, env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **(env or {})}),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+        cmd,
+        env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **(env or {})}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -162,7 +176,8 @@ class MotoServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
         def up() -> bool:
@@ -180,7 +195,9 @@ class MotoServer:
 
     def conn_env(self, conn_id: str) -> dict[str, str]:
         conn = {
-            "conn_type": "aws", "login": "testing", "password": "testing",
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
             "extra": {"region_name": "us-east-1", "endpoint_url": self.url},
         }
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}

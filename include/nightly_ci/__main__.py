@@ -1,8 +1,8 @@
 """Command line: `python -m include.nightly_ci COMMAND`.
 
-  check [FILE]      validate a config; prints a one-line summary (exit 0) or every problem (exit 1)
-  pools [FILE]      create or update the Airflow pools the config names
-  inventory [FILE]  list what the registries hold for every cell, with digests
+check [FILE]      validate a config; prints a one-line summary (exit 0) or every problem (exit 1)
+pools [FILE]      create or update the Airflow pools the config names
+inventory [FILE]  list what the registries hold for every cell, with digests
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ Platform = Annotated[str, _pattern(PLATFORM_RE, "platform (os/arch[/variant])")]
 Repository = Annotated[str, _pattern(REPOSITORY_RE, "image repository name")]
 BuildArgName = Annotated[str, _pattern(BUILD_ARG_NAME_RE, "build arg name")]
 BuildArgValue = Annotated[
-    str, BeforeValidator(_scalar_to_str), _pattern(BUILD_ARG_VALUE_RE, "build arg value (no spaces or shell characters)")
+    str,
+    BeforeValidator(_scalar_to_str),
+    _pattern(BUILD_ARG_VALUE_RE, "build arg value (no spaces or shell characters)"),
 ]
 BuildArgs = dict[BuildArgName, BuildArgValue]
 
@@ -188,17 +190,27 @@ def _semantic_findings(cfg: NightlyConfig) -> list[Finding]:
     found: list[Finding] = []
     for arch, fws in cfg.overrides.items():
         if arch not in cfg.arches:
-            found.append(Finding(f"overrides.{arch}", f"override for unknown arch {arch!r} (arches: {', '.join(cfg.arches)})"))
+            found.append(
+                Finding(f"overrides.{arch}", f"override for unknown arch {arch!r} (arches: {', '.join(cfg.arches)})")
+            )
         for fw in fws:
             if fw not in cfg.frameworks:
                 found.append(
-                    Finding(f"overrides.{arch}.{fw}", f"override for unknown framework {fw!r} (frameworks: {', '.join(cfg.frameworks)})")
+                    Finding(
+                        f"overrides.{arch}.{fw}",
+                        f"override for unknown framework {fw!r} (frameworks: {', '.join(cfg.frameworks)})",
+                    )
                 )
     for arch, settings in cfg.arches.items():
         for field in ("build_pool", "test_pool"):
             pool = getattr(settings, field)
             if pool not in cfg.pools:
-                found.append(Finding(f"arches.{arch}.{field}", f"pool {pool!r} is not defined under pools (defined: {', '.join(cfg.pools)})"))
+                found.append(
+                    Finding(
+                        f"arches.{arch}.{field}",
+                        f"pool {pool!r} is not defined under pools (defined: {', '.join(cfg.pools)})",
+                    )
+                )
     for field, pattern in cfg.tags.model_dump().items():
         problem = tag_pattern_problem(pattern, require_run_id=(field == "run"))
         if problem:
@@ -247,7 +259,9 @@ class _LineMap:
             for key, value in node.value:
                 k = str(key.value)
                 if k in seen:
-                    self.duplicates.append(Finding(".".join((*path, k)), "duplicate key", f"line {key.start_mark.line + 1}"))
+                    self.duplicates.append(
+                        Finding(".".join((*path, k)), "duplicate key", f"line {key.start_mark.line + 1}")
+                    )
                 seen.add(k)
                 self.lines[(*path, k)] = key.start_mark.line + 1
                 self._walk(value, (*path, k))
@@ -278,7 +292,9 @@ def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(file, [Finding("", f"not valid YAML: {exc}", f"{label}line {mark.line + 1}" if mark else None)]) from None
+        raise ConfigError(
+            file, [Finding("", f"not valid YAML: {exc}", f"{label}line {mark.line + 1}" if mark else None)]
+        ) from None
     if lines.duplicates:
         raise ConfigError(file, lines.duplicates)
     if data is None:

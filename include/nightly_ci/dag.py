@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
 
@@ -111,13 +111,15 @@ def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskG
             for p in cell.runtime_pushes
         ]
         chain(resolve, build_fw, push_fw)
-        cache_push = next(t for t, p in zip(push_fw, cell.framework_pushes) if p.registry == cell.cache_registry)
+        cache_push = next(
+            t for t, p in zip(push_fw, cell.framework_pushes, strict=True) if p.registry == cell.cache_registry
+        )
         cache_push >> build_rt >> push_rt
     return group
 
 
 def build_dag(plan: Plan) -> DAG:
-    start = datetime.combine(plan.start_date, datetime.min.time(), tzinfo=timezone.utc)
+    start = datetime.combine(plan.start_date, datetime.min.time(), tzinfo=UTC)
     with DAG(
         dag_id=plan.dag_id,
         schedule=plan.schedule,

@@ -142,14 +142,18 @@ def build(
     network_mode: str | None,
     sink: LineSink,
 ) -> BuildResult:
+    """Build TARGET of the project's Dockerfile, then stamp LABELS on the result.
+
+    The labels change every run; added by the Dockerfile build they would be steps that
+    never hit the cache and would break the cache chain for what follows. Stamped in a
+    one-line metadata-only build on top, the project's own steps stay fully cacheable.
+    """
     stream = client.build(
         path=context_dir,
         dockerfile=dockerfile,
         target=target,
-        tag=tag,
         platform=platform,
         buildargs=build_args,
-        labels=labels,
         cache_from=cache_from or None,
         network_mode=network_mode,
         rm=True,
@@ -157,7 +161,28 @@ def build(
         pull=False,
         decode=True,
     )
-    return parse_build_stream(stream, sink)
+    result = parse_build_stream(stream, sink)
+    result.image_id = stamp_labels(client, result.image_id, labels, tag, platform, sink)
+    return result
+
+
+def stamp_labels(
+    client: APIClient, image_id: str, labels: dict[str, str], tag: str, platform: str, sink: LineSink
+) -> str:
+    """IMAGE_ID with LABELS added (no new layer), tagged TAG; the new image id."""
+    import io
+
+    stream = client.build(
+        fileobj=io.BytesIO(f"FROM {image_id}\n".encode()),
+        labels=labels,
+        tag=tag,
+        platform=platform,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    )
+    return parse_build_stream(stream, sink).image_id
 
 
 def _follow(stream: Iterable[dict[str, Any]], auth: RegistryAuth, sink: LineSink) -> str:
@@ -182,7 +207,7 @@ def pull(client: APIClient, ref: str, auth: RegistryAuth, platform: str, sink: L
     """Pull REF (repo:tag or repo@digest); its digest. Missing images raise RegistryError."""
     import docker.errors
 
-    repo, sep, tag = ref.rpartition("@") if "@" in ref else ref.rpartition(":")
+    repo, _, tag = ref.rpartition("@") if "@" in ref else ref.rpartition(":")
     try:
         stream = client.pull(repo, tag=tag, platform=platform, auth_config=auth.auth_config(), stream=True, decode=True)
         return _follow(stream, auth, sink)

@@ -49,14 +49,22 @@ def collect(plan: Plan, run_id: str | None = None) -> tuple[list[Entry], list[st
                     if by_run is None:
                         missing.append(f"{auth.host}/{reg.repository}:{run_tag}")
                     else:
-                        entries.append(_entry(reg.name, cell.group_id, image, f"{auth.host}/{reg.repository}:{run_tag}", by_run))
+                        entries.append(
+                            _entry(reg.name, cell.group_id, image, f"{auth.host}/{reg.repository}:{run_tag}", by_run)
+                        )
     return entries, missing
 
 
 def _entry(registry: str, cell: str, image: str, ref: str, found) -> Entry:
     return Entry(
-        registry, cell, image, ref, found.digest, found.architecture,
-        found.labels.get(LABEL_REVISION, "?"), found.labels.get(LABEL_LOGICAL_DATE, "?"),
+        registry,
+        cell,
+        image,
+        ref,
+        found.digest,
+        found.architecture,
+        found.labels.get(LABEL_REVISION, "?"),
+        found.labels.get(LABEL_LOGICAL_DATE, "?"),
     )
 
 

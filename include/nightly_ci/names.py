@@ -36,7 +36,8 @@ def tag_pattern_problem(pattern: str, *, require_run_id: bool) -> str | None:
         return f"{pattern!r} is not a valid pattern: {exc}"
     unknown = fields - set(TAG_PLACEHOLDERS)
     if unknown:
-        return f"unknown placeholder(s) {sorted(unknown)} in {pattern!r} (known: {', '.join('{' + p + '}' for p in TAG_PLACEHOLDERS)})"
+        known = ", ".join("{" + p + "}" for p in TAG_PLACEHOLDERS)
+        return f"unknown placeholder(s) {sorted(unknown)} in {pattern!r} (known: {known})"
     if not {"framework", "arch"} <= fields:
         return f"{pattern!r} must contain {{framework}} and {{arch}}"
     if require_run_id and "run_id" not in fields:

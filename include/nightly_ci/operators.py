@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -32,7 +32,7 @@ RESOLVE_TASK_ID = "resolve_source"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _skip_unless_selected(context: Any, cell: Cell) -> None:
@@ -74,7 +74,7 @@ class ResolveSourceOperator(BaseOperator):
             "committed_at": resolution.committed_at,
             "run_id": dag_run.run_id,
             "run_type": run_type,
-            "night": night.astimezone(timezone.utc).isoformat(),
+            "night": night.astimezone(UTC).isoformat(),
             "publish": bool(context["params"].get("publish", True)),
             "resolved_at": _now().isoformat(),
         }
@@ -160,7 +160,9 @@ class BuildImageOperator(_CellOperator):
         _skip_unless_selected(context, self.cell)
         src, cell = _source(context), self.cell
         client = self._engine()
+        pull_started = time.monotonic()
         cache_from = self._cache_refs(context, client)
+        pull_sec = round(time.monotonic() - pull_started, 2)
         labels = {
             LABEL_REVISION: src["commit"],
             LABEL_SOURCE: src["repository"],
@@ -183,7 +185,11 @@ class BuildImageOperator(_CellOperator):
                 checkout(src["repository"], src["commit"], ctx_dir)
                 self.log.info(
                     "Building %s target %r for %s at %s, cache from %s",
-                    cell.group_id, self.target, cell.platform, src["commit"][:12], cache_from or "nothing",
+                    cell.group_id,
+                    self.target,
+                    cell.platform,
+                    src["commit"][:12],
+                    cache_from or "nothing",
                 )
                 result = build(
                     client,
@@ -217,12 +223,19 @@ class BuildImageOperator(_CellOperator):
             "steps_cached": result.steps_cached,
             "cache_hit_rate": result.cache_hit_rate,
             "cache_from": cache_from,
+            "cache_pull_sec": pull_sec,
         }
-        metrics_file = write_json(store, artifact_key(src["run_id"], cell, "build", f"metrics-{self.image}.json"), metrics)
+        metrics_file = write_json(
+            store, artifact_key(src["run_id"], cell, "build", f"metrics-{self.image}.json"), metrics
+        )
         self.log.info(
             "Built %s (%s steps, %s cached, %.0f%% hit rate) in %.1f s; metrics: %s",
-            result.image_id[:19], result.steps_total, result.steps_cached, 100 * result.cache_hit_rate,
-            metrics["build_duration_sec"], metrics_file,
+            result.image_id[:19],
+            result.steps_total,
+            result.steps_cached,
+            100 * result.cache_hit_rate,
+            metrics["build_duration_sec"],
+            metrics_file,
         )
         return {"image_id": result.image_id, "local_tag": local_tag, "metrics": metrics, "metrics_file": metrics_file}
 

@@ -15,12 +15,16 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_project"
-_IDENTITY = {"GIT_AUTHOR_NAME": "nightly-ci", "GIT_AUTHOR_EMAIL": "ci@localhost",
-             "GIT_COMMITTER_NAME": "nightly-ci", "GIT_COMMITTER_EMAIL": "ci@localhost"}
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "nightly-ci",
+    "GIT_AUTHOR_EMAIL": "ci@localhost",
+    "GIT_COMMITTER_NAME": "nightly-ci",
+    "GIT_COMMITTER_EMAIL": "ci@localhost",
+}
 
 
 def _git(*args: str, cwd: str | Path, when: datetime | None = None) -> str:
@@ -52,7 +56,7 @@ def make_repo(dest: Path, commits: Iterable[tuple[datetime, str | None, str]], s
 
 
 def nightly_history(nights: int, now: datetime) -> list[tuple[datetime, str | None, str]]:
-    today = now.astimezone(timezone.utc).replace(hour=6, minute=0, second=0, microsecond=0)
+    today = now.astimezone(UTC).replace(hour=6, minute=0, second=0, microsecond=0)
     history: list[tuple[datetime, str | None, str]] = [
         (today - timedelta(days=n), f"0.1.{nights - n}", f"night -{n}: version 0.1.{nights - n}")
         for n in range(nights, 0, -1)
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.force and _tree_matches(args.dest, SAMPLE):
         print(f"sample repository {args.dest}: up to date")
         return 0
-    ids = make_repo(args.dest, nightly_history(args.nights, datetime.now(timezone.utc)))
+    ids = make_repo(args.dest, nightly_history(args.nights, datetime.now(UTC)))
     print(f"sample repository {args.dest}: {len(ids)} commits, main at {ids[-1][:12]}")
     return 0
 

@@ -11,7 +11,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from include.nightly_ci.names import COMMIT_RE, GIT_REF_RE
 
@@ -89,11 +89,13 @@ def resolve(
         if run_type == "backfill":
             if logical_date is None:
                 raise SourceError("a backfill run has no logical date")
-            when = logical_date.astimezone(timezone.utc).isoformat()
+            when = logical_date.astimezone(UTC).isoformat()
             commit = _git("rev-list", "-1", "--first-parent", f"--before={when}", head, cwd=bare)
             if not commit:
                 raise SourceError(f"branch {branch!r} has no commit at or before {when}")
-            return Resolution(commit, branch, f"backfill: last commit on {branch} at or before {when}", _date_of(commit, bare))
+            return Resolution(
+                commit, branch, f"backfill: last commit on {branch} at or before {when}", _date_of(commit, bare)
+            )
         commit = _git("rev-parse", head, cwd=bare)
         return Resolution(commit, branch, f"{run_type} run: head of {branch}", _date_of(commit, bare))
 

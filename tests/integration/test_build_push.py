@@ -4,7 +4,7 @@ engine, registries with auth, and ECR through EcrHook on moto."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -28,7 +28,7 @@ class Stack:
         self.ecr = LocalRegistry(root / "ecr", user="AWS", password=MotoServer.ECR_PASSWORD)
         self.acr = LocalRegistry(root / "acr")
         self.repo = root / "sample.git"
-        self.commits = make_repo(self.repo, nightly_history(3, datetime.now(timezone.utc)))
+        self.commits = make_repo(self.repo, nightly_history(3, datetime.now(UTC)))
         self.artifacts = root / "artifacts"
         self.config = write_config(
             root / "nightly.yaml",
@@ -86,7 +86,7 @@ def run_id(first_run) -> str:
 
 
 def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
-    RUN_ID = run_id  # noqa: N806
+    RUN_ID = run_id
     run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(RUN_ID)}"
     assert stack.ecr.tags(REPO) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag])
     assert stack.acr.tags(REPO) == sorted(["nightly-vllm-amd64", run_tag])  # runtime only
@@ -103,7 +103,7 @@ def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
 
 
 def test_build_metrics_are_kept_as_files_with_every_field(stack, first_run, run_id):
-    RUN_ID = run_id  # noqa: N806
+    RUN_ID = run_id
     for image, target in (("framework", "framework"), ("runtime", "runtime")):
         m = stack.metrics(RUN_ID, image)
         assert m["framework"] == "vllm" and m["target"] == target and m["platform"] == "linux/amd64"
@@ -146,7 +146,7 @@ def test_an_older_night_pushes_only_its_run_tag(stack, first_run):
 
 
 def test_rerunning_a_push_task_gives_the_same_tags(stack, first_run, run_id):
-    RUN_ID = run_id  # noqa: N806
+    RUN_ID = run_id
     import subprocess
     import sys
 
@@ -156,7 +156,10 @@ def test_rerunning_a_push_task_gives_the_same_tags(stack, first_run, run_id):
     proc = subprocess.run(
         [sys.executable, "-m", "airflow", "tasks", "test", "nightly_ci", "vllm_amd64.push_runtime_ecr", RUN_ID],
         env=airflow_env({"NIGHTLY_CI_CONFIG": str(stack.config), **stack.env}),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-5000:]
     after = {t: stack.api(stack.ecr).image(REPO, t).digest for t in stack.ecr.tags(REPO)}
@@ -176,8 +179,7 @@ def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cac
     framework = stack.metrics(run_id_of(proc.stdout), "framework")
     runtime = stack.metrics(run_id_of(proc.stdout), "runtime")
     assert framework["cache_from"] == [f"{stack.ecr.host}/{REPO}:main-vllm-framework-amd64"]
-    # Every Dockerfile step of the framework stage comes from the pulled image; only the
-    # run's own labels (5 LABEL steps) are new.
-    assert framework["steps_cached"] == framework["steps_total"] - 5
-    assert runtime["steps_cached"] >= framework["steps_cached"]
+    # Every Dockerfile step comes from the pulled images (the run's labels are stamped on top).
+    assert framework["steps_cached"] == framework["steps_total"] > 10
+    assert runtime["steps_cached"] == runtime["steps_total"] > framework["steps_total"]
     assert f"Pulling cache image {stack.ecr.host}/{REPO}:main-vllm-framework-amd64" in proc.stdout

@@ -61,8 +61,11 @@ def test_wrong_password_fails_fast_and_names_the_connection(registries, monkeypa
     started = time.monotonic()
     with pytest.raises(RegistryAuthError) as info:
         retry_transient(
-            "push", lambda: push(engine, small_image, f"{reg.host}/nightly-ci/test", "t", auth, lambda _: None),
-            attempts=5, backoff=5, backoff_max=30,
+            "push",
+            lambda: push(engine, small_image, f"{reg.host}/nightly-ci/test", "t", auth, lambda _: None),
+            attempts=5,
+            backoff=5,
+            backoff_max=30,
         )
     assert time.monotonic() - started < 5  # no backoff: 401 is final
     message = str(info.value)
@@ -83,8 +86,11 @@ def test_a_registry_down_for_a_few_seconds_is_retried_and_the_push_succeeds(
     started = time.monotonic()
     try:
         digest = retry_transient(
-            "push", lambda: push(engine, small_image, f"{reg.host}/nightly-ci/test", "t2", auth, lambda _: None),
-            attempts=8, backoff=0.5, backoff_max=2,
+            "push",
+            lambda: push(engine, small_image, f"{reg.host}/nightly-ci/test", "t2", auth, lambda _: None),
+            attempts=8,
+            backoff=0.5,
+            backoff_max=2,
         )
     finally:
         restart.join()

@@ -64,7 +64,10 @@ def test_builds_run_in_their_arch_pool(dag):
 def test_params_defaults(dag):
     params = dag.params.validate()
     assert params == {
-        "frameworks": ["vllm", "sglang", "trtllm"], "arches": ["amd64", "arm64"], "git_ref": "", "publish": True,
+        "frameworks": ["vllm", "sglang", "trtllm"],
+        "arches": ["amd64", "arm64"],
+        "git_ref": "",
+        "publish": True,
     }
 
 
@@ -93,7 +96,9 @@ def test_params_reject_bad_input(dag, bad):
         params.validate()
 
 
-@pytest.mark.parametrize("good", [{"frameworks": ["sglang"], "arches": ["arm64"]}, {"git_ref": "v1.2.3"}, {"publish": False}])
+@pytest.mark.parametrize(
+    "good", [{"frameworks": ["sglang"], "arches": ["arm64"]}, {"git_ref": "v1.2.3"}, {"publish": False}]
+)
 def test_params_accept_good_input(dag, good):
     from airflow.sdk.definitions.param import ParamsDict
 
@@ -134,7 +139,8 @@ def test_no_provider_module_beyond_a_one_task_dag_at_parse_time(tmp_path):
     (baseline / "one_task.py").write_text(ONE_TASK_DAG)
     code = (
         "import sys; from airflow.dag_processing.dagbag import DagBag\n"
-        "def heavy(): return {m for m in sys.modules if m.startswith(('airflow.providers.', 'docker', 'boto', 'azure', 'kubernetes'))}\n"
+        "HEAVY = ('airflow.providers.', 'docker', 'boto', 'azure', 'kubernetes')\n"
+        "def heavy(): return {m for m in sys.modules if m.startswith(HEAVY)}\n"
         f"DagBag({str(baseline)!r}); before = heavy()\n"
         f"b = DagBag({str(ROOT / 'dags')!r}); assert b.dags, b.import_errors\n"
         "print(sorted(heavy() - before))"

@@ -49,14 +49,20 @@ def test_counts_steps_and_cache_hits_excluding_from_and_meta_args():
 
 def test_lines_split_across_chunks_are_joined():
     out: list[str] = []
-    parse_build_stream([{"stream": "Step 1/1 : FR"}, {"stream": "OM x\nhello"}, {"aux": {"ID": "sha256:1"}}], out.append)
+    parse_build_stream(
+        [{"stream": "Step 1/1 : FR"}, {"stream": "OM x\nhello"}, {"aux": {"ID": "sha256:1"}}], out.append
+    )
     assert out == ["Step 1/1 : FROM x", "hello"]
 
 
 def test_a_failing_step_raises_with_its_output():
     chunks = stream("Step 1/2 : FROM x", "Step 2/2 : RUN false", "compiling...")[:-1]
-    chunks.append({"error": "The command '/bin/sh -c false' returned a non-zero code: 1",
-                   "errorDetail": {"message": "The command '/bin/sh -c false' returned a non-zero code: 1"}})
+    chunks.append(
+        {
+            "error": "The command '/bin/sh -c false' returned a non-zero code: 1",
+            "errorDetail": {"message": "The command '/bin/sh -c false' returned a non-zero code: 1"},
+        }
+    )
     with pytest.raises(BuildError, match="non-zero code: 1") as info:
         parse_build_stream(chunks, lambda _: None)
     assert "compiling..." in str(info.value)
@@ -68,7 +74,7 @@ def test_a_failing_step_raises_with_its_output():
         ("unauthorized: authentication required", RegistryAuthError),
         ("denied: requested access to the resource is denied", RegistryAuthError),
         ("no basic auth credentials", RegistryAuthError),
-        ("Get \"http://127.0.0.1:5000/v2/\": dial tcp 127.0.0.1:5000: connect: connection refused", RegistryUnavailable),
+        ('Get "http://127.0.0.1:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused', RegistryUnavailable),
         ("received unexpected HTTP status: 503 Service Unavailable", RegistryUnavailable),
         ("received unexpected HTTP status: 500 Internal Server Error", RegistryUnavailable),
         ("net/http: TLS handshake timeout", RegistryUnavailable),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from include.nightly_ci.config import load_config
@@ -15,7 +15,12 @@ SHIPPED = ROOT / "include" / "config" / "nightly_ci.yaml"
 def test_six_cells_with_their_names_and_tags():
     plan = load_plan(str(SHIPPED))
     assert [c.group_id for c in plan.cells] == [
-        "vllm_amd64", "vllm_arm64", "sglang_amd64", "sglang_arm64", "trtllm_amd64", "trtllm_arm64",
+        "vllm_amd64",
+        "vllm_arm64",
+        "sglang_amd64",
+        "sglang_arm64",
+        "trtllm_amd64",
+        "trtllm_arm64",
     ]
     cell = plan.cell("vllm", "arm64")
     assert cell.platform == "linux/arm64"
@@ -36,12 +41,20 @@ def test_arm64_overrides_exactly_as_the_seed():
     plan = load_plan(str(SHIPPED))
     args = {(c.framework, c.arch): dict(c.build_args) for c in plan.cells}
     assert args[("vllm", "arm64")] == {
-        "FRAMEWORK": "vllm", "ARCH": "arm64", "ARCH_ALT": "aarch64",
-        "BASE_IMAGE_TAG": "25.06-cuda12.9-devel-ubuntu24.04", "CUDA_VERSION": "129", "TORCH_BACKEND": "cu129",
+        "FRAMEWORK": "vllm",
+        "ARCH": "arm64",
+        "ARCH_ALT": "aarch64",
+        "BASE_IMAGE_TAG": "25.06-cuda12.9-devel-ubuntu24.04",
+        "CUDA_VERSION": "129",
+        "TORCH_BACKEND": "cu129",
     }
     assert args[("trtllm", "arm64")] == {
-        "FRAMEWORK": "trtllm", "ARCH": "arm64", "ARCH_ALT": "aarch64",
-        "BASE_IMAGE_TAG": "25.06-py3", "CUDA_VERSION": "129", "TORCH_BACKEND": "cu129",
+        "FRAMEWORK": "trtllm",
+        "ARCH": "arm64",
+        "ARCH_ALT": "aarch64",
+        "BASE_IMAGE_TAG": "25.06-py3",
+        "CUDA_VERSION": "129",
+        "TORCH_BACKEND": "cu129",
     }
     # sglang keeps the defaults on arm64; amd64 has no overrides at all.
     assert args[("sglang", "arm64")] == {"FRAMEWORK": "sglang", "ARCH": "arm64", "ARCH_ALT": "aarch64"}
@@ -68,12 +81,17 @@ def test_adding_a_framework_and_an_arch_is_a_yaml_edit(tmp_path):
     plan = build_plan(load_config(f))
     assert len(plan.cells) == 4 * 3
     cell = plan.cell("tensorrt_edge", "riscv64")
-    assert dict(cell.build_args) == {"FRAMEWORK": "tensorrt_edge", "ARCH": "riscv64", "FLAVOR": "edge", "CUDA_VERSION": "130"}
+    assert dict(cell.build_args) == {
+        "FRAMEWORK": "tensorrt_edge",
+        "ARCH": "riscv64",
+        "FLAVOR": "edge",
+        "CUDA_VERSION": "130",
+    }
     assert cell.nightly_tag == "nightly-tensorrt_edge-riscv64"
 
 
 def test_moving_tag_only_moves_forward():
-    night = datetime(2026, 11, 28, 8, tzinfo=timezone.utc)
+    night = datetime(2026, 11, 28, 8, tzinfo=UTC)
     assert moving_tag_may_move(None, night)  # nothing there yet
     assert moving_tag_may_move(night - timedelta(days=1), night)  # tonight after last night
     assert moving_tag_may_move(night, night)  # a retry of the same night

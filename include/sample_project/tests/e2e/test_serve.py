@@ -1,15 +1,12 @@
 import subprocess
 
 import pytest
-
 from dynamo_sample.backends import BACKENDS, current_backend
 
 
 @pytest.mark.e2e
 @pytest.mark.gpu_1
-@pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=getattr(pytest.mark, name)) for name in BACKENDS]
-)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=getattr(pytest.mark, name)) for name in BACKENDS])
 def test_serve_single_gpu(name, framework):
     if name != framework:
         pytest.skip(f"this image serves {framework}")

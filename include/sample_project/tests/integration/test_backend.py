@@ -1,7 +1,6 @@
 import platform
 
 import pytest
-
 from dynamo_sample.backends import current_backend
 
 

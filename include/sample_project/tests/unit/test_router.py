@@ -1,5 +1,4 @@
 import pytest
-
 from dynamo_sample.router import Router
 
 

@@ -1,0 +1,129 @@
+"""DAG parse time: the shipped config and generated larger matrices, against a one-task DAG.
+
+Each measurement runs in a fresh process (as a dag-processor parses a file) that has
+already imported Airflow; it times DagBag parsing of a one-task DAG, then of
+dags/nightly_ci.py with the config under test (our library's imports included), and
+lists any provider or SDK module the nightly DAG imported beyond the one-task DAG.
+
+    python benchmarks/parse_time.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "include" / "config" / "nightly_ci.yaml"
+
+ONE_TASK_DAG = """
+from airflow.sdk import DAG
+from airflow.providers.standard.operators.empty import EmptyOperator
+with DAG("one_task", schedule=None):
+    EmptyOperator(task_id="only")
+"""
+
+PROBE = r"""
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+HEAVY = ("airflow.providers.", "docker", "boto", "azure", "kubernetes", "slack_sdk")
+def heavy():
+    return {m for m in sys.modules if m.startswith(HEAVY)}
+t = time.perf_counter(); DagBag(sys.argv[1]); baseline = time.perf_counter() - t
+before = heavy()
+t = time.perf_counter(); bag = DagBag(sys.argv[2]); ours = time.perf_counter() - t
+assert not bag.import_errors, bag.import_errors
+(dag,) = bag.dags.values()
+extra = sorted(heavy() - before)
+print(json.dumps({"baseline": baseline, "ours": ours, "tasks": len(dag.tasks), "extra_modules": extra}))
+"""
+
+
+def generated_config(folder: Path, frameworks: int, arches: int) -> Path:
+    lines = [f"extends: {SHIPPED}", "frameworks:"]
+    lines += [f"  fw{i}: {{build_args: {{FLAVOR: f{i}}}}}" for i in range(frameworks)]
+    lines.append("arches:")
+    for i in range(arches):
+        pool = "cpu-arm-r8g-4xlarge" if i % 2 else "cpu-amd-m5-4xlarge"
+        lines.append(f"  arch{i}: {{platform: linux/arch{i}, build_pool: {pool}, test_pool: gpu-l40-amd64}}")
+    lines.append("overrides: {}")
+    # The generated file replaces the shipped matrix, not adds to it.
+    text = "\n".join(lines) + "\n"
+    path = folder / f"matrix-{frameworks}x{arches}.yaml"
+    path.write_text(text.replace(f"extends: {SHIPPED}", f"extends: {folder / 'base.yaml'}"))
+    return path
+
+
+def base_without_matrix(folder: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load(SHIPPED.read_text())
+    for key in ("frameworks", "arches", "overrides"):
+        data.pop(key)
+    (folder / "base.yaml").write_text(yaml.safe_dump(data))
+
+
+def measure(config: Path, baseline_dir: Path, repeat: int) -> dict:
+    env = {
+        **os.environ,
+        "NIGHTLY_CI_CONFIG": str(config),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(ROOT),
+    }
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, str(baseline_dir), str(ROOT / "dags" / "nightly_ci.py")],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        "baseline_s": statistics.median(r["baseline"] for r in runs),
+        "ours_s": statistics.median(r["ours"] for r in runs),
+        "tasks": runs[0]["tasks"],
+        "extra_modules": runs[0]["extra_modules"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "baseline").mkdir()
+        (folder / "baseline" / "one_task.py").write_text(ONE_TASK_DAG)
+        base_without_matrix(folder)
+        cases = [("shipped 3x2", SHIPPED, 6)]
+        cases += [(f"generated {f}x{a}", generated_config(folder, f, a), f * a) for f, a in ((5, 2), (10, 2), (10, 4))]
+        print(
+            f"{'config':16} {'cells':>5} {'tasks':>5} {'one-task DAG':>13} {'nightly_ci':>11}  extra modules at parse"
+        )
+        results = []
+        for name, path, cells in cases:
+            r = measure(path, folder / "baseline", args.repeat)
+            results.append((cells, r["ours_s"]))
+            print(
+                f"{name:16} {cells:5d} {r['tasks']:5d} {r['baseline_s'] * 1000:10.1f} ms {r['ours_s'] * 1000:8.1f} ms  "
+                f"{', '.join(r['extra_modules']) or 'none'}"
+            )
+    (c0, t0), (c1, t1) = results[0], results[-1]
+    per_cell = (t1 - t0) / (c1 - c0)
+    fixed = t0 - per_cell * c0
+    print(f"per cell: {per_cell * 1000:.2f} ms (from {c0} to {c1} cells); fixed part: {fixed * 1000:.1f} ms")
+    verdict = "meets" if t1 < 0.5 else "MISSES"
+    print(f"40 cells parse in {t1 * 1000:.0f} ms: {verdict} the 500 ms target")
+    return 0 if t1 < 0.5 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Rebuild after the engine's images were removed, against a cold build of the same cell.
+
+Runs the real DAG (`airflow dags test`) for one cell against two fresh registries with
+auth on loopback:
+  1. cold: no image of the project on the engine, nothing in the registries;
+  2. rebuild: every image but the base images removed from the engine again, so the only
+     cache is what the build pulls back from the registry (the framework image).
+Reports steps, cache hits and durations of both builds of the cell, from the metrics
+files the build tasks write. Target: at least 90% of steps cached on the rebuild.
+
+    python benchmarks/rebuild_cache.py [--framework vllm] [--arch amd64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="nightly-ci-bench-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+from include.nightly_ci.names import tag_safe_run_id  # noqa: E402
+from include.nightly_ci.sample_repo import make_repo, nightly_history  # noqa: E402
+from tests.services import (  # noqa: E402
+    DOCKER_SOCK,
+    LocalRegistry,
+    airflow_db,
+    ensure_provisioned,
+    run_dag,
+    run_id_of,
+    write_config,
+)
+
+
+def empty_engine() -> int:
+    import docker
+
+    client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
+    removed = 0
+    for image in client.images():
+        if not any(t.startswith("nightly-ci-base:") for t in image.get("RepoTags") or []):
+            client.remove_image(image["Id"], force=True)
+            removed += 1
+    return removed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", default="vllm")
+    parser.add_argument("--arch", default="amd64")
+    args = parser.parse_args()
+    ensure_provisioned()
+    airflow_db()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ecr, acr = LocalRegistry(root / "ecr"), LocalRegistry(root / "acr")
+        ecr.start()
+        acr.start()
+        try:
+            repo = root / "sample.git"
+            make_repo(repo, nightly_history(1, datetime.now(UTC)))
+            config = write_config(
+                root / "c.yaml",
+                f"source: {{repository: {repo}}}\nregistries:\n  ecr: {{conn_id: b_ecr}}\n  acr: {{conn_id: b_acr}}\n"
+                f"artifacts: {{base: {root / 'artifacts'}}}\n",
+            )
+            env = {**ecr.conn_env("b_ecr"), **acr.conn_env("b_acr", "azure_container_registry")}
+            conf = {"frameworks": [args.framework], "arches": [args.arch]}
+            rows = []
+            for phase, night in (("cold", "2026-11-27T08:00:00+00:00"), ("rebuild", "2026-11-28T08:00:00+00:00")):
+                removed = empty_engine()
+                proc = run_dag(config, logical_date=night, conf=conf, env=env)
+                if proc.returncode != 0:
+                    print(proc.stdout[-4000:])
+                    return 1
+                cell_dir = (
+                    root / "artifacts" / tag_safe_run_id(run_id_of(proc.stdout)) / f"{args.framework}_{args.arch}"
+                )
+                for image in ("framework", "runtime"):
+                    m = json.loads((cell_dir / "build" / f"metrics-{image}.json").read_text())
+                    rows.append((phase, image, removed, m))
+        finally:
+            ecr.stop()
+            acr.stop()
+    print(f"cell {args.framework}/{args.arch}: builds on an engine emptied of every image but the base images")
+    print(
+        f"{'phase':8} {'image':10} {'steps':>5} {'cached':>6} {'hit rate':>8} {'pull s':>6} {'build s':>8}  cache from"
+    )
+    for phase, image, _, m in rows:
+        print(
+            f"{phase:8} {image:10} {m['steps_total']:5d} {m['steps_cached']:6d} {m['cache_hit_rate']:8.0%} "
+            f"{m['cache_pull_sec']:6.2f} {m['build_duration_sec']:8.2f}  {', '.join(m['cache_from']) or '-'}"
+        )
+    totals = {}
+    for phase in ("cold", "rebuild"):
+        steps = sum(m["steps_total"] for p, _, _, m in rows if p == phase)
+        cached = sum(m["steps_cached"] for p, _, _, m in rows if p == phase)
+        secs = sum(m["build_duration_sec"] + m["cache_pull_sec"] for p, _, _, m in rows if p == phase)
+        totals[phase] = (steps, cached, secs)
+        print(f"{phase:8} {'both':10} {steps:5d} {cached:6d} {cached / steps:8.0%} {'':6} {secs:8.2f}  (pull + build)")
+    steps, cached, secs = totals["rebuild"]
+    rate = cached / steps
+    print(
+        f"rebuild: {rate:.0%} of steps cached ({'meets' if rate >= 0.9 else 'MISSES'} the 90% target), "
+        f"{secs:.1f} s against {totals['cold'][2]:.1f} s cold"
+    )
+    return 0 if rate >= 0.9 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
