@@ -11,8 +11,8 @@ provision:  ## install and start what the local setup needs (Docker, registries,
 demo:  ## run one whole nightly locally against the sample project and print what it pushed
 	bash scripts/demo.sh
 
-test:  ## run every test (unit, DAG, integration, end to end)
-	bash scripts/test.sh
+test:  ## run every test (unit, DAG, integration, end to end); PYTEST_ARGS=... to pass more
+	bash scripts/test.sh $(PYTEST_ARGS)
 
 lint:  ## ruff
 	source scripts/local_env.sh && ruff check . && ruff format --check .
