@@ -86,15 +86,14 @@ def run_id(first_run) -> str:
 
 
 def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
-    RUN_ID = run_id
-    run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(RUN_ID)}"
+    run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}"
     assert stack.ecr.tags(REPO) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag])
     assert stack.acr.tags(REPO) == sorted(["nightly-vllm-amd64", run_tag])  # runtime only
     runtime = stack.api(stack.ecr).image(REPO, "nightly-vllm-amd64")
     assert runtime.digest == stack.api(stack.ecr).image(REPO, run_tag).digest
     assert runtime.labels[LABEL_REVISION] == stack.commits[-1]  # the branch head
     assert runtime.labels[LABEL_SOURCE] == str(stack.repo)
-    assert runtime.labels[LABEL_LOGICAL_DATE] == NIGHT and runtime.labels[LABEL_RUN_ID] == RUN_ID
+    assert runtime.labels[LABEL_LOGICAL_DATE] == NIGHT and runtime.labels[LABEL_RUN_ID] == run_id
     assert "org.opencontainers.image.created" in runtime.labels
     framework = stack.api(stack.ecr).image(REPO, "main-vllm-framework-amd64")
     assert framework.labels[LABEL_REVISION] == stack.commits[-1]
@@ -103,19 +102,18 @@ def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
 
 
 def test_build_metrics_are_kept_as_files_with_every_field(stack, first_run, run_id):
-    RUN_ID = run_id
     for image, target in (("framework", "framework"), ("runtime", "runtime")):
-        m = stack.metrics(RUN_ID, image)
+        m = stack.metrics(run_id, image)
         assert m["framework"] == "vllm" and m["target"] == target and m["platform"] == "linux/amd64"
         assert m["commit"] == stack.commits[-1]
         assert m["image_size_bytes"] > 1_000_000
         assert m["build_duration_sec"] > 0 and m["build_start_time"] < m["build_end_time"]
         assert m["steps_total"] >= m["steps_cached"] >= 0
         assert 0 <= m["cache_hit_rate"] <= 1
-    log = stack.artifacts / tag_safe_run_id(RUN_ID) / "vllm_amd64" / "build" / "build-runtime.log"
+    log = stack.artifacts / tag_safe_run_id(run_id) / "vllm_amd64" / "build" / "build-runtime.log"
     assert "Step 1/" in log.read_text()
     # The runtime build really used the framework image pulled from ECR, by digest.
-    runtime = stack.metrics(RUN_ID, "runtime")
+    runtime = stack.metrics(run_id, "runtime")
     assert any("@sha256:" in ref for ref in runtime["cache_from"])
     assert runtime["steps_cached"] >= 10
 
@@ -145,23 +143,31 @@ def test_an_older_night_pushes_only_its_run_tag(stack, first_run):
     assert framework.labels[LABEL_LOGICAL_DATE] == NIGHT
 
 
-def test_rerunning_a_push_task_gives_the_same_tags(stack, first_run, run_id):
-    RUN_ID = run_id
+def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, first_run, run_id):
     import subprocess
     import sys
 
     from tests.services import airflow_env
 
+    def rerun(task_id: str) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "airflow", "tasks", "test", "nightly_ci", task_id, run_id],
+            env=airflow_env({"NIGHTLY_CI_CONFIG": str(stack.config), **stack.env}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout[-5000:]
+
     before = {t: stack.api(stack.ecr).image(REPO, t).digest for t in stack.ecr.tags(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "tasks", "test", "nightly_ci", "vllm_amd64.push_runtime_ecr", RUN_ID],
-        env=airflow_env({"NIGHTLY_CI_CONFIG": str(stack.config), **stack.env}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-5000:]
+    first_build = stack.metrics(run_id, "runtime")
+    rerun("vllm_amd64.build_runtime")
+    # The same commit, build args and labels: every step cached, the very same image.
+    again = stack.metrics(run_id, "runtime")
+    assert again["image_id"] == first_build["image_id"]
+    assert again["steps_cached"] == again["steps_total"]
+    rerun("vllm_amd64.push_runtime_ecr")
     after = {t: stack.api(stack.ecr).image(REPO, t).digest for t in stack.ecr.tags(REPO)}
     assert after == before
 
