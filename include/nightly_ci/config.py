@@ -124,13 +124,41 @@ class ArchSettings(_Model):
     platform: Platform
     build_pool: PoolName
     test_pool: PoolName
+    # run: the suites run; collect: `pytest --collect-only` (arm64 has no GPU runners)
+    test_mode: Literal["run", "collect"] = "run"
     builder: Builder = Builder()
     build_args: BuildArgs = {}
+
+
+class Toleration(_Model):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Runner(_Model):
+    """Where a pool's test tasks run: a Docker engine or a Kubernetes cluster."""
+
+    backend: Literal["docker", "kubernetes"] = "docker"
+    # docker: an engine connection (host tcp://... or unix://..., TLS files in extras);
+    # kubernetes: a kubernetes connection. None: the local engine / in-cluster config.
+    conn_id: ConnId | None = None
+    gpus: bool = True  # request the suite's GPUs (device_requests / nvidia.com/gpu)
+    cpus: float | None = Field(default=None, gt=0)
+    memory: str | None = None
+    network_mode: str | None = None  # docker only
+    namespace: str = "default"  # kubernetes only, below too
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+    image_pull_secrets: list[str] = []
+    startup_timeout_seconds: int = Field(default=1800, ge=1)
 
 
 class PoolSettings(_Model):
     slots: int = Field(ge=1)
     description: str = ""
+    runner: Runner | None = None
 
 
 class RegistrySettings(_Model):
@@ -161,6 +189,35 @@ class BuildSettings(_Model):
     network_mode: str | None = None
 
 
+class Suite(_Model):
+    marker: str  # a pytest -m expression; {framework} is the cell's framework
+    timeout_minutes: int = Field(ge=1)
+    gpus: int = Field(default=1, ge=0, le=8)
+
+
+DEFAULT_SUITES = {
+    "unit": Suite(marker="unit and (nightly or post_merge or pre_merge)", timeout_minutes=45),
+    "integration": Suite(marker="integration and (nightly or post_merge or pre_merge)", timeout_minutes=90),
+    "e2e_1gpu": Suite(marker="{framework} and e2e and gpu_1", timeout_minutes=120),
+    "e2e_2gpu": Suite(marker="(nightly or post_merge or pre_merge) and e2e and gpu_2", timeout_minutes=150, gpus=2),
+}
+
+
+class TestSettings(_Model):
+    __test__ = False  # not a pytest class
+
+    registry: Name | None = None  # where tests pull the image from; default: the cache registry
+    workdir: str = "/workspace"
+    results_dir: str = "/workspace/test-results"
+    suites: dict[Name, Suite] = DEFAULT_SUITES
+
+
+class RetentionSettings(_Model):
+    schedule: str = "0 12 * * *"
+    artifacts_days: int = Field(default=7, ge=1)
+    run_tags_days: int = Field(default=7, ge=1)
+
+
 class ArtifactSettings(_Model):
     # An ObjectStoragePath base: file:///..., s3://bucket/prefix, abfs://...; a plain
     # relative path is taken from the config file's folder.
@@ -178,7 +235,9 @@ class NightlyConfig(_Model):
     registries: dict[Name, RegistrySettings] = Field(min_length=1)
     tags: Tags = Tags()
     build: BuildSettings = BuildSettings()
+    tests: TestSettings = TestSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
+    retention: RetentionSettings = RetentionSettings()
     # Where relative paths in this file are taken from (set by the loader).
     base_dir: str = ""
 
@@ -224,18 +283,52 @@ def _semantic_findings(cfg: NightlyConfig) -> list[Finding]:
     for name, reg in cfg.registries.items():
         if len(set(reg.images)) != len(reg.images):
             found.append(Finding(f"registries.{name}.images", "lists an image kind twice"))
+    found += _test_findings(cfg)
     if cfg.build.framework_target == cfg.build.runtime_target:
         found.append(Finding("build.runtime_target", "must differ from build.framework_target"))
     if cfg.build.push_backoff_max_seconds < cfg.build.push_backoff_seconds:
         found.append(Finding("build.push_backoff_max_seconds", "must be at least build.push_backoff_seconds"))
-    try:
-        from croniter import croniter
+    from croniter import croniter
 
-        if not croniter.is_valid(cfg.dag.schedule):
-            found.append(Finding("dag.schedule", f"{cfg.dag.schedule!r} is not a valid cron expression"))
-    except ImportError:  # pragma: no cover - croniter ships with Airflow
-        pass
+    for path, cron in (("dag.schedule", cfg.dag.schedule), ("retention.schedule", cfg.retention.schedule)):
+        if not croniter.is_valid(cron):
+            found.append(Finding(path, f"{cron!r} is not a valid cron expression"))
     return found
+
+
+def _test_findings(cfg: NightlyConfig) -> list[Finding]:
+    found: list[Finding] = []
+    for arch, settings in cfg.arches.items():
+        pool = cfg.pools.get(settings.test_pool)
+        if pool is not None and pool.runner is None:
+            found.append(
+                Finding(f"pools.{settings.test_pool}.runner", f"is required: arch {arch!r} runs its tests in this pool")
+            )
+    reg = cfg.tests.registry
+    if reg is not None and (reg not in cfg.registries or "runtime" not in cfg.registries[reg].images):
+        found.append(Finding("tests.registry", f"{reg!r} is not a registry that receives runtime images"))
+    if not cfg.tests.suites:
+        found.append(Finding("tests.suites", "needs at least one suite"))
+    for name, suite in cfg.tests.suites.items():
+        problem = marker_problem(suite.marker, next(iter(cfg.frameworks), "framework"))
+        if problem:
+            found.append(Finding(f"tests.suites.{name}.marker", problem))
+    return found
+
+
+def marker_problem(marker: str, framework: str) -> str | None:
+    """Why MARKER (with {framework} filled in) is not a pytest marker expression, or None."""
+    from include.nightly_ci.markers import MarkerError, check_marker_expression
+
+    try:
+        expr = marker.format(framework=framework)
+    except (KeyError, IndexError, ValueError) as exc:
+        return f"{marker!r}: only the placeholder {{framework}} is known ({exc})"
+    try:
+        check_marker_expression(expr)
+    except MarkerError as exc:
+        return f"{marker!r} is not a pytest marker expression: {exc}"
+    return None
 
 
 # ---------------------------------------------------------------- loading
@@ -248,7 +341,7 @@ class _LineMap:
         self.label = label
         self.lines: dict[tuple[str, ...], int] = {}
         self.duplicates: list[Finding] = []
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
         if node is not None:
             self._walk(node, ())
 
@@ -282,6 +375,17 @@ def _line_in(maps: list[_LineMap], path: str | tuple[str, ...]) -> str | None:
     return next((m.line_of(parts) for m in maps if m.line_of(parts)), None)
 
 
+class Replace(dict):
+    """A mapping tagged `!replace` in an extending file: it replaces, not merges."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_constructor("!replace", lambda loader, node: Replace(loader.construct_mapping(node, deep=True)))
+
+
 def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
     try:
         text = file.read_text()
@@ -289,7 +393,7 @@ def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
         raise ConfigError(file, [Finding("", f"cannot read the file: {exc.strerror}")]) from None
     try:
         lines = _LineMap(text, label)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader with one extra tag
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(
@@ -307,10 +411,10 @@ def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and not isinstance(value, Replace) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
-            merged[key] = value
+            merged[key] = dict(value) if isinstance(value, Replace) else value
     return merged
 
 
@@ -341,7 +445,8 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
     """Load and validate FILE (default: $NIGHTLY_CI_CONFIG, else the shipped config).
 
     A file may start with `extends: OTHER.yaml` (relative to itself): OTHER is loaded
-    first and this file's mappings are merged over it.
+    first and this file's mappings are merged over it; a mapping tagged `!replace`
+    replaces the one it overrides instead.
     """
     path = Path(file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
     data, lines = _read_yaml(path)

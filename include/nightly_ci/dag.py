@@ -13,7 +13,8 @@ from include.nightly_ci.operators import (
     PushImageOperator,
     ResolveSourceOperator,
 )
-from include.nightly_ci.plan import FRAMEWORK, RUNTIME, Cell, Plan, load_plan
+from include.nightly_ci.plan import FRAMEWORK, RUNTIME, Cell, Plan, Push, load_plan
+from include.nightly_ci.suite_operators import suite_operator
 
 # Bad credentials, a bad ref or a broken Dockerfile won't fix themselves: fail at once.
 FAIL_FAST = ExceptionRetryPolicy(
@@ -83,38 +84,45 @@ def _params(plan: Plan) -> dict[str, Param]:
     }
 
 
+def _push(image: str, push: Push, common: dict) -> PushImageOperator:
+    return PushImageOperator(
+        task_id=push.task_id, task_display_name=f"Push {image} to {push.registry}", push=push, **common
+    )
+
+
+def _build(plan: Plan, cell: Cell, image: str, common: dict) -> BuildImageOperator:
+    return BuildImageOperator(
+        task_id=f"build_{image}",
+        task_display_name=f"Build {cell.framework} {image} ({cell.arch})",
+        image=image,
+        pool=cell.build_pool,
+        execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
+        **common,
+    )
+
+
 def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskGroup:
     common = {"plan": plan, "cell": cell, "retry_policy": FAIL_FAST}
-    with TaskGroup(cell.group_id, tooltip=f"Build and publish {cell.framework} for {cell.platform}") as group:
-        build_fw = BuildImageOperator(
-            task_id="build_framework",
-            task_display_name=f"Build {cell.framework} framework ({cell.arch})",
-            image=FRAMEWORK,
-            pool=cell.build_pool,
-            execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
-            **common,
-        )
-        push_fw = [
-            PushImageOperator(task_id=p.task_id, task_display_name=f"Push framework to {p.registry}", push=p, **common)
-            for p in cell.framework_pushes
-        ]
-        build_rt = BuildImageOperator(
-            task_id="build_runtime",
-            task_display_name=f"Build {cell.framework} runtime ({cell.arch})",
-            image=RUNTIME,
-            pool=cell.build_pool,
-            execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
-            **common,
-        )
-        push_rt = [
-            PushImageOperator(task_id=p.task_id, task_display_name=f"Push runtime to {p.registry}", push=p, **common)
-            for p in cell.runtime_pushes
-        ]
-        chain(resolve, build_fw, push_fw)
-        cache_push = next(
-            t for t, p in zip(push_fw, cell.framework_pushes, strict=True) if p.registry == cell.cache_registry
-        )
-        cache_push >> build_rt >> push_rt
+    with TaskGroup(cell.group_id, tooltip=f"Build, publish and test {cell.framework} for {cell.platform}") as group:
+        build_fw = _build(plan, cell, FRAMEWORK, common)
+        push_fw = {p.registry: _push(FRAMEWORK, p, common) for p in cell.framework_pushes}
+        build_rt = _build(plan, cell, RUNTIME, common)
+        push_rt = {p.registry: _push(RUNTIME, p, common) for p in cell.runtime_pushes}
+        with TaskGroup("tests", tooltip=f"Test suites in the pushed {cell.framework} {cell.arch} image") as tests:
+            for job in cell.tests:
+                how = "collect only" if job.mode == "collect" else f"{job.gpus} GPU" if job.gpus else "no GPU"
+                suite_operator(
+                    plan,
+                    cell,
+                    job,
+                    task_id=job.task_id,
+                    task_display_name=f"Test {job.suite} ({cell.framework} {cell.arch}, {how})",
+                    retries=0,  # a failing suite is a result, not a hiccup; it is not re-run
+                )
+        chain(resolve, build_fw, list(push_fw.values()))
+        push_fw[cell.cache_registry] >> build_rt >> list(push_rt.values())
+        # Tests wait for their own cell's push to the test registry, nothing else.
+        push_rt[cell.test_registry] >> tests
     return group
 
 

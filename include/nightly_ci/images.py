@@ -46,7 +46,12 @@ class BuildError(RuntimeError):
 
 
 def engine_client(conn_id: str | None, timeout: int = 600) -> APIClient:
-    """The Docker engine of a builder: an Airflow connection whose host is the engine URL
+    """The Docker engine of a builder or a test runner (see engine_hook)."""
+    return engine_hook(conn_id, timeout).api_client
+
+
+def engine_hook(conn_id: str | None, timeout: int = 600):
+    """A DockerHook on an engine: an Airflow connection whose host is the engine URL
     (tcp://host:2376, unix:///...) with optional TLS files in its extras
     (tls_ca_cert, tls_client_cert, tls_client_key); None means the local engine.
     """
@@ -66,7 +71,7 @@ def engine_client(conn_id: str | None, timeout: int = 600) -> APIClient:
                 client_key=extra.get("tls_client_key"),
                 verify=extra.get("tls_verify", True),
             )
-    return DockerHook(docker_conn_id=None, base_url=url, tls=tls, timeout=timeout).api_client
+    return DockerHook(docker_conn_id=None, base_url=url, tls=tls, timeout=timeout)
 
 
 def classify_push_error(message: str, auth: RegistryAuth) -> RegistryError:

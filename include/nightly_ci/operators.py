@@ -35,7 +35,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _skip_unless_selected(context: Any, cell: Cell) -> None:
+def skip_unless_selected(context: Any, cell: Cell) -> None:
     from airflow.sdk.exceptions import AirflowSkipException
 
     params = context["params"]
@@ -157,7 +157,7 @@ class BuildImageOperator(_CellOperator):
         from include.nightly_ci.images import build
         from include.nightly_ci.source import checkout
 
-        _skip_unless_selected(context, self.cell)
+        skip_unless_selected(context, self.cell)
         src, cell = _source(context), self.cell
         client = self._engine()
         pull_started = time.monotonic()
@@ -262,7 +262,7 @@ class PushImageOperator(_CellOperator):
         from include.nightly_ci.images import push
         from include.nightly_ci.registries import RegistryClient, registry_auth
 
-        _skip_unless_selected(context, self.cell)
+        skip_unless_selected(context, self.cell)
         src, cell, image = _source(context), self.cell, self.push.image
         built = context["ti"].xcom_pull(task_ids=f"{cell.group_id}.build_{image}")
         reg = self.plan.registries[self.push.registry]
@@ -295,6 +295,7 @@ class PushImageOperator(_CellOperator):
             )
         for tag, digest in pushed.items():
             self.log.info("%s:%s -> %s", repo_ref, tag, digest)
+        run_digest = pushed.get(cell.run_tag(src["run_id"])) or next(iter(pushed.values()), None)
         return {
             "registry": reg.name,
             "host": auth.host,
@@ -302,4 +303,6 @@ class PushImageOperator(_CellOperator):
             "image_id": built["image_id"],
             "pushed": pushed,
             "skipped": skipped,
+            # The exact image of this run, for the tests: re-running them days later tests it again.
+            "pinned": f"{repo_ref}@{run_digest}" if run_digest else None,
         }

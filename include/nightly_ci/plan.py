@@ -50,6 +50,42 @@ class Source:
 
 
 @dataclass(frozen=True)
+class RunnerSpec:
+    backend: str  # docker | kubernetes
+    conn_id: str | None
+    gpus: bool
+    cpus: float | None
+    memory: str | None
+    network_mode: str | None
+    namespace: str
+    node_selector: tuple[tuple[str, str], ...]
+    tolerations: tuple[tuple[tuple[str, str], ...], ...]
+    image_pull_secrets: tuple[str, ...]
+    startup_timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class TestJob:
+    """One suite of one cell: what runs, where, for how long."""
+
+    __test__ = False  # not a pytest class
+
+    suite: str
+    marker: str  # {framework} filled in
+    mode: str  # run | collect
+    timeout_minutes: int
+    gpus: int  # GPUs the container asks for (0 when collecting)
+    pool: str
+    pool_slots: int
+    runner: RunnerSpec
+    command: tuple[str, ...]
+
+    @property
+    def task_id(self) -> str:
+        return self.suite
+
+
+@dataclass(frozen=True)
 class Cell:
     """One framework x arch: its builds, pushes and the names they use."""
 
@@ -66,10 +102,17 @@ class Cell:
     framework_pushes: tuple[Push, ...]
     runtime_pushes: tuple[Push, ...]
     cache_registry: str  # where the runtime build pulls the framework image from
+    test_registry: str  # where the tests pull the runtime image from, by digest
+    tests: tuple[TestJob, ...] = ()
 
     @property
     def group_id(self) -> str:
         return f"{self.framework}_{self.arch}"
+
+    @property
+    def test_push_task_id(self) -> str:
+        """The one task the cell's tests wait for: the runtime push to the test registry."""
+        return f"{self.group_id}.{Push(self.test_registry, RUNTIME).task_id}"
 
     def run_tag(self, run_id: str) -> str:
         return render_tag(self.run_tag_pattern, self.framework, self.arch, run_id)
@@ -97,6 +140,11 @@ class Plan:
     build: BuildSettings
     artifacts_base: str
     artifacts_conn_id: str | None
+    workdir: str
+    results_dir: str
+    retention_schedule: str
+    artifacts_days: int
+    run_tags_days: int
 
     def cell(self, framework: str, arch: str) -> Cell:
         return next(c for c in self.cells if c.framework == framework and c.arch == arch)
@@ -108,6 +156,62 @@ def _build_args(cfg: NightlyConfig, framework: str, arch: str) -> tuple[tuple[st
     args.update(cfg.arches[arch].build_args)
     args.update(cfg.overrides.get(arch, {}).get(framework, {}))
     return tuple(sorted(args.items()))
+
+
+JUNIT_FILE = "pytest_test_report.xml"
+
+
+def pytest_command(marker: str, mode: str, results_dir: str) -> tuple[str, ...]:
+    """The original's pytest line (reference section 7), or its collect-only dry run."""
+    if mode == "collect":
+        return ("pytest", "-v", "--collect-only", "-m", marker)
+    return (
+        "pytest", "--continue-on-collection-errors", "-v", "--tb=short", "--basetemp=/tmp",
+        "-o", "cache_dir=/tmp/.pytest_cache", f"--junitxml={results_dir}/{JUNIT_FILE}", "--durations=10",
+        "-m", marker,
+    )  # fmt: skip
+
+
+def _runner(cfg: NightlyConfig, pool: str) -> RunnerSpec:
+    r = cfg.pools[pool].runner
+    assert r is not None  # the validator requires a runner on every test pool
+    return RunnerSpec(
+        backend=r.backend,
+        conn_id=r.conn_id,
+        gpus=r.gpus,
+        cpus=r.cpus,
+        memory=r.memory,
+        network_mode=r.network_mode,
+        namespace=r.namespace,
+        node_selector=tuple(sorted(r.node_selector.items())),
+        tolerations=tuple(tuple(sorted(t.model_dump(exclude_none=True).items())) for t in r.tolerations),
+        image_pull_secrets=tuple(r.image_pull_secrets),
+        startup_timeout_seconds=r.startup_timeout_seconds,
+    )
+
+
+def _tests(cfg: NightlyConfig, framework: str, arch: str) -> tuple[TestJob, ...]:
+    a = cfg.arches[arch]
+    runner = _runner(cfg, a.test_pool)
+    jobs = []
+    for name, suite in cfg.tests.suites.items():
+        marker = suite.marker.format(framework=framework)
+        running = a.test_mode == "run"
+        jobs.append(
+            TestJob(
+                suite=name,
+                marker=marker,
+                mode=a.test_mode,
+                timeout_minutes=suite.timeout_minutes,
+                gpus=suite.gpus if running else 0,
+                pool=a.test_pool,
+                # A pool of GPU runners counts GPUs: a 2-GPU suite takes 2 slots.
+                pool_slots=max(1, suite.gpus) if running else 1,
+                runner=runner,
+                command=pytest_command(marker, a.test_mode, cfg.tests.results_dir),
+            )
+        )
+    return tuple(jobs)
 
 
 def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
@@ -128,6 +232,8 @@ def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
         framework_pushes=tuple(Push(r, FRAMEWORK) for r in framework_regs),
         runtime_pushes=tuple(Push(r, RUNTIME) for r in runtime_regs),
         cache_registry=framework_regs[0],
+        test_registry=cfg.tests.registry or next((r for r in runtime_regs if r == framework_regs[0]), runtime_regs[0]),
+        tests=_tests(cfg, framework, arch),
     )
 
 
@@ -157,6 +263,11 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         build=cfg.build,
         artifacts_base=resolve_local(cfg.artifacts.base, cfg.base_dir),
         artifacts_conn_id=cfg.artifacts.conn_id,
+        workdir=cfg.tests.workdir,
+        results_dir=cfg.tests.results_dir,
+        retention_schedule=cfg.retention.schedule,
+        artifacts_days=cfg.retention.artifacts_days,
+        run_tags_days=cfg.retention.run_tags_days,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_schedule_and_run_settings(dag):
 
 
 def test_six_build_groups_with_their_edges(dag):
-    groups = {t.task_group.group_id for t in dag.tasks if t.task_group and t.task_group.group_id}
+    groups = {t.task_id.split(".")[0] for t in dag.tasks if "." in t.task_id}
     assert groups == {f"{fw}_{a}" for fw in ("vllm", "sglang", "trtllm") for a in ("amd64", "arm64")}
     for g in groups:
         t = dag.task_dict
@@ -44,7 +45,43 @@ def test_six_build_groups_with_their_edges(dag):
         assert t[f"{g}.build_runtime"].upstream_task_ids == {f"{g}.push_framework_ecr"}
         assert t[f"{g}.push_runtime_ecr"].upstream_task_ids == {f"{g}.build_runtime"}
         assert t[f"{g}.push_runtime_acr"].upstream_task_ids == {f"{g}.build_runtime"}
-    assert len(dag.tasks) == 1 + 6 * 5
+    assert len(dag.tasks) == 1 + 6 * (5 + 4)
+
+
+SUITES = {
+    "unit": ("unit and (nightly or post_merge or pre_merge)", 45, 1),
+    "integration": ("integration and (nightly or post_merge or pre_merge)", 90, 1),
+    "e2e_1gpu": ("{framework} and e2e and gpu_1", 120, 1),
+    "e2e_2gpu": ("(nightly or post_merge or pre_merge) and e2e and gpu_2", 150, 2),
+}
+
+
+def test_each_test_group_waits_only_for_its_own_ecr_runtime_push(dag):
+    for fw in ("vllm", "sglang", "trtllm"):
+        for arch in ("amd64", "arm64"):
+            g = f"{fw}_{arch}"
+            for suite, (marker, minutes, gpus) in SUITES.items():
+                t = dag.task_dict[f"{g}.tests.{suite}"]
+                assert t.upstream_task_ids == {f"{g}.push_runtime_ecr"}
+                assert t.job.marker == marker.format(framework=fw)
+                assert t.job.timeout_minutes == minutes
+                upstream = t.get_flat_relative_ids(upstream=True)
+                assert {u.split(".")[0] for u in upstream} == {g, "resolve_source"}
+                assert f"{g}.push_runtime_acr" not in upstream
+                if arch == "amd64":
+                    assert (t.pool, t.pool_slots, t.job.gpus, t.job.mode) == ("gpu-l40-amd64", gpus, gpus, "run")
+                else:
+                    assert (t.pool, t.pool_slots, t.job.gpus, t.job.mode) == ("cpu-arm-r8g-4xlarge", 1, 0, "collect")
+
+
+def test_backends_follow_the_pools(dag):
+    kinds = {t.task_id.split(".")[0]: type(t).__name__ for t in dag.tasks if ".tests." in t.task_id}
+    assert {k for k, v in kinds.items() if v == "KubernetesSuiteOperator"} == {
+        "vllm_amd64",
+        "sglang_amd64",
+        "trtllm_amd64",
+    }
+    assert {k for k, v in kinds.items() if v == "DockerSuiteOperator"} == {"vllm_arm64", "sglang_arm64", "trtllm_arm64"}
 
 
 def test_acr_receives_runtime_images_only(dag):
@@ -129,8 +166,9 @@ with DAG("one_task", schedule=None):
 
 
 def test_no_provider_module_beyond_a_one_task_dag_at_parse_time(tmp_path):
-    """Parsing imports what Airflow itself imports for a one-task DAG, and nothing more:
-    hooks, the Docker SDK and the cloud SDKs load inside tasks only."""
+    """Parsing imports what Airflow itself imports for a one-task DAG, plus the Docker
+    provider's operator that docker test pools use, and nothing more: the Kubernetes
+    client, the AWS, Azure and Slack SDKs and every hook load inside tasks only."""
     import subprocess
     import sys
 
@@ -146,4 +184,7 @@ def test_no_provider_module_beyond_a_one_task_dag_at_parse_time(tmp_path):
         "print(sorted(heavy() - before))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
+    extra = ast.literal_eval(out.strip().splitlines()[-1])
+    docker_provider = ("airflow.providers.docker.", "airflow.providers.common.compat.", "docker")
+    assert [m for m in extra if not m.startswith(docker_provider)] == []
+    assert "airflow.providers.docker.operators.docker" in extra
