@@ -131,6 +131,19 @@ def _follow(stream, sink: LineSink) -> None:
         sink(pending)
 
 
+def host_config(client: APIClient, *, gpus: int, cpus: float | None, memory: str | None, network_mode: str | None):
+    """GPUs through device_requests (the `--gpus N` of the CLI), a hard CPU limit
+    (`--cpus`, not the relative cpu_shares) and a memory limit."""
+    from docker.types import DeviceRequest
+
+    return client.create_host_config(
+        nano_cpus=int(cpus * 1e9) if cpus else None,
+        mem_limit=memory,
+        network_mode=network_mode,
+        device_requests=[DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus else None,
+    )
+
+
 def run_in_docker(
     client: APIClient,
     run: SuiteRun,
@@ -153,16 +166,15 @@ def run_in_docker(
     read first, so a timeout keeps the partial output.
     """
     import requests
-    from docker.types import DeviceRequest
 
-    host_config = client.create_host_config(
-        nano_cpus=int(cpus * 1e9) if cpus else None,
-        mem_limit=memory,
-        network_mode=network_mode,
-        device_requests=[DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus else None,
-    )
     container = client.create_container(
-        run.image, command=command, working_dir=workdir, labels=labels, host_config=host_config
+        run.image,
+        command=command,
+        working_dir=workdir,
+        labels=labels,
+        # Unbuffered: the output streams live, and survives a kill at the timeout.
+        environment={"PYTHONUNBUFFERED": "1"},
+        host_config=host_config(client, gpus=gpus, cpus=cpus, memory=memory, network_mode=network_mode),
     )
     on_container(container)
     cid = container["Id"]

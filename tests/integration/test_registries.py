@@ -34,7 +34,11 @@ def small_image(engine, provisioned):
     import io
 
     dockerfile = f"FROM {BASE}\nLABEL purpose=nightly-ci-test\n".encode()
-    out = list(engine.build(fileobj=io.BytesIO(dockerfile), tag="nightly-ci-test/small:latest", decode=True))
+    out = list(
+        engine.build(
+            fileobj=io.BytesIO(dockerfile), tag="nightly-ci-test/small:latest", rm=True, forcerm=True, decode=True
+        )
+    )
     return next(c["aux"]["ID"] for c in out if "aux" in c)
 
 
