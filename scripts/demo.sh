@@ -19,9 +19,11 @@ set +e
 airflow dags test nightly_ci "$LOGICAL_DATE" ${DEMO_CONF:+-c "$DEMO_CONF"} >"$RUN_LOG" 2>&1
 status=$?
 set -e
-# One line per task: what ran and how it ended.
-grep -E "\[DAG TEST\] end task|new_state=(failed|upstream_failed|skipped)" "$RUN_LOG" | sed -E 's/.*task_id=([^ ]+).*/  done \1/' | sort -u || true
+RUN_ID=$(grep -oE "DagRun Finished: .*run_id=[^,]+" "$RUN_LOG" | tail -1 | sed -E 's/.*run_id=//')
 grep -E "DagRun Finished" "$RUN_LOG" | sed -E 's/.*(run_id=[^,]+).*(state=[a-z_]+).*/[demo] \1 \2/' || true
+# How every task ended, by stage; anything not successful by name.
+airflow tasks states-for-dag-run nightly_ci "$RUN_ID" -o json 2>/dev/null | python "$ROOT/scripts/run_states.py"
+echo "[demo] artifacts (build logs and metrics, test output, JUnit, records): $ROOT/.local/artifacts"
 echo "[demo] what the registries hold now:"
 python -m include.nightly_ci inventory "$NIGHTLY_CI_CONFIG" || status=1
 exit $status

@@ -408,6 +408,17 @@ def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
     return data, lines
 
 
+# Values that may be paths: a relative one is taken from the folder of the file that says it.
+_PATH_KEYS = (("source", "repository"), ("artifacts", "base"))
+
+
+def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
+    for section, key in _PATH_KEYS:
+        value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value:
+            data[section][key] = resolve_local(value, str(folder))
+
+
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
@@ -450,6 +461,7 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
     """
     path = Path(file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
     data, lines = _read_yaml(path)
+    _anchor_paths(data, path.parent)
     line_maps = [lines]
     chain = [path]
     while "extends" in data:
@@ -460,6 +472,7 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
         if parent in chain:
             raise ConfigError(path, [Finding("extends", f"{parent} extends itself")])
         parent_data, parent_lines = _read_yaml(parent, f"{parent.name} ")
+        _anchor_paths(parent_data, parent.parent)
         data = _merge(parent_data, data)
         line_maps.append(parent_lines)
         chain.append(parent)

@@ -51,6 +51,8 @@ def test_demo_ends_by_printing_what_it_pushed_with_digests(demo):
     out, _ = demo
     assert "30 images in 2 registries, 0 missing" in out
     assert "state=success" in out
+    assert "[demo] build  tasks: 12 success" in out and "[demo] push   tasks: 18 success" in out
+    assert "[demo] test   tasks: 24 success" in out
     assert out.count("sha256:") >= 30
 
 

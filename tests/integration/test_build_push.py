@@ -29,21 +29,38 @@ class Stack:
         self.acr = LocalRegistry(root / "acr")
         self.repo = root / "sample.git"
         self.commits = make_repo(self.repo, nightly_history(3, datetime.now(UTC)))
-        self.artifacts = root / "artifacts"
+        # Artifacts go to S3 (moto), through ObjectStoragePath and the same AWS connection.
+        self.bucket = "nightly-ci-artifacts"
         self.config = write_config(
             root / "nightly.yaml",
             f"source: {{repository: {self.repo}}}\n"
             "registries:\n"
             f"  ecr: {{kind: ecr, conn_id: it_aws, host_override: '{self.ecr.host}'}}\n"
             "  acr: {conn_id: it_acr}\n"
-            f"artifacts: {{base: {self.artifacts}}}\n",
+            f"artifacts: {{base: 's3://{self.bucket}/nightly', conn_id: it_aws}}\n",
         )
         self.env = {**self.moto.conn_env("it_aws"), **self.acr.conn_env("it_acr", "azure_container_registry")}
 
     def start(self) -> None:
         self.moto.start()
+        self.s3().create_bucket(Bucket=self.bucket)
         self.ecr.start()
         self.acr.start()
+
+    def s3(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.moto.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def artifact(self, run_id: str, stage: str, name: str) -> str:
+        key = f"nightly/{tag_safe_run_id(run_id)}/vllm_amd64/{stage}/{name}"
+        return self.s3().get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
 
     def stop(self) -> None:
         for s in (self.acr, self.ecr, self.moto):
@@ -58,8 +75,7 @@ class Stack:
         return proc
 
     def metrics(self, run_id: str, image: str) -> dict:
-        path = self.artifacts / tag_safe_run_id(run_id) / "vllm_amd64" / "build" / f"metrics-{image}.json"
-        return json.loads(path.read_text())
+        return json.loads(self.artifact(run_id, "build", f"metrics-{image}.json"))
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +126,21 @@ def test_build_metrics_are_kept_as_files_with_every_field(stack, first_run, run_
         assert m["build_duration_sec"] > 0 and m["build_start_time"] < m["build_end_time"]
         assert m["steps_total"] >= m["steps_cached"] >= 0
         assert 0 <= m["cache_hit_rate"] <= 1
-    log = stack.artifacts / tag_safe_run_id(run_id) / "vllm_amd64" / "build" / "build-runtime.log"
-    assert "Step 1/" in log.read_text()
+    assert "Step 1/" in stack.artifact(run_id, "build", "build-runtime.log")
     # The runtime build really used the framework image pulled from ECR, by digest.
     runtime = stack.metrics(run_id, "runtime")
     assert any("@sha256:" in ref for ref in runtime["cache_from"])
     assert runtime["steps_cached"] >= 10
+
+
+def test_the_cells_suites_ran_in_the_pushed_image_and_their_results_are_in_s3(stack, first_run, run_id):
+    pinned = stack.api(stack.ecr).image(REPO, f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}").digest
+    for suite, tests in (("unit", 3), ("integration", 2), ("e2e_1gpu", 1), ("e2e_2gpu", 1)):
+        record = json.loads(stack.artifact(run_id, f"test-{suite}", "record.json"))
+        assert record["outcome"] == "passed" and record["counts"]["tests"] == tests
+        assert record["image"] == f"{stack.ecr.host}/{REPO}@{pinned}"  # by digest
+        assert "<testsuite" in stack.artifact(run_id, f"test-{suite}", "pytest_test_report.xml")
+        assert "passed" in stack.artifact(run_id, f"test-{suite}", "output.log")
 
 
 def test_the_ecr_token_never_reaches_the_task_logs(stack, first_run):

@@ -168,3 +168,14 @@ def test_cli_check_invalid_exits_1_with_every_problem(tmp_path):
     proc = run_check(str(f))
     assert proc.returncode == 1
     assert "overrides.riscv64" in proc.stderr and "arches.arm64.test_pool" in proc.stderr
+
+
+def test_relative_paths_are_taken_from_the_file_that_says_them(tmp_path):
+    child = tmp_path / "deeper" / "child.yaml"
+    child.parent.mkdir()
+    child.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n")
+    cfg = load_config(child)
+    assert cfg.source.repository == str(ROOT / ".local" / "sample-project.git")
+    assert cfg.artifacts.base == str(ROOT / ".local" / "artifacts")
+    child.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\nartifacts: {{base: here}}\n")
+    assert load_config(child).artifacts.base == str(tmp_path / "deeper" / "here")
