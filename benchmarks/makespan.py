@@ -1,0 +1,145 @@
+"""Makespan of a nightly: this DAG's real task graph against the original's stage order.
+
+Durations are the seed's typical ones (midpoints of its ranges): amd64 builds 75 min,
+arm64 builds 105 min, unit tests 15, integration 45, e2e 75. The seed gives none for an
+arm64 collect-only run; --collect-minutes sets it (default 2). Pushes take no time here.
+
+* critical path: the longest chain of the graph (unlimited runners);
+* the original's order: every test also waits for every build (its `needs:` on all
+  build jobs); same durations, same graph otherwise;
+* and, for both, a list schedule within the config's pool slots (a 2-GPU suite takes 2).
+
+    python benchmarks/makespan.py [--collect-minutes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+BUILD = {"amd64": 75.0, "arm64": 105.0}
+SUITE = {"unit": 15.0, "integration": 45.0, "e2e_1gpu": 75.0, "e2e_2gpu": 75.0}
+
+
+def durations(dag, collect_minutes: float) -> dict[str, float]:
+    out = {}
+    for t in dag.tasks:
+        cell = t.task_id.split(".")[0]
+        arch = cell.rsplit("_", 1)[-1]
+        if ".tests." in t.task_id:
+            out[t.task_id] = collect_minutes if t.job.mode == "collect" else SUITE[t.job.suite]
+        elif t.task_id.endswith("build_framework"):
+            out[t.task_id] = BUILD[arch] * 2 / 3  # the framework stage is the heavy part
+        elif t.task_id.endswith("build_runtime"):
+            out[t.task_id] = BUILD[arch] / 3
+        else:
+            out[t.task_id] = 0.0
+    return out
+
+
+def graph(dag, original: bool) -> dict[str, set[str]]:
+    """Upstream sets; with ORIGINAL, every test also waits for every build and push."""
+    ups = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    if original:
+        builds = {t for t in ups if ".tests." not in t and t != "resolve_source"}
+        for t in ups:
+            if ".tests." in t:
+                ups[t] |= builds
+    return ups
+
+
+def critical_path(ups: dict[str, set[str]], dur: dict[str, float]) -> tuple[float, list[str]]:
+    finish: dict[str, float] = {}
+    via: dict[str, str | None] = {}
+
+    def end(t: str) -> float:
+        if t not in finish:
+            best = max(ups[t], key=end, default=None)
+            via[t] = best
+            finish[t] = (end(best) if best else 0.0) + dur[t]
+        return finish[t]
+
+    last = max(ups, key=end)
+    path, node = [], last
+    while node:
+        path.append(node)
+        node = via[node]
+    return finish[last], path[::-1]
+
+
+def list_schedule(dag, ups, dur, pools: dict[str, int]) -> float:
+    """Start any ready task whose pool has room, longest remaining chain first."""
+    downs = defaultdict(set)
+    for t, us in ups.items():
+        for u in us:
+            downs[u].add(t)
+    tail: dict[str, float] = {}
+
+    def rest(t: str) -> float:
+        if t not in tail:
+            tail[t] = dur[t] + max((rest(d) for d in downs[t]), default=0.0)
+        return tail[t]
+
+    tasks = {t.task_id: t for t in dag.tasks}
+    free = dict(pools)
+    done: set[str] = set()
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    while len(done) < len(tasks):
+        ready = sorted((t for t in tasks if t not in done and t not in {r for _, r in running}
+                        and ups[t] <= done), key=rest, reverse=True)
+        for t in ready:
+            pool, slots = tasks[t].pool, tasks[t].pool_slots
+            if free.get(pool, 10**6) >= slots:
+                free[pool] = free.get(pool, 10**6) - slots
+                running.append((now + dur[t], t))
+        running.sort()
+        now, t = running.pop(0)
+        free[tasks[t].pool] = free.get(tasks[t].pool, 10**6) + tasks[t].pool_slots
+        done.add(t)
+    return now
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collect-minutes", type=float, default=2.0)
+    args = parser.parse_args()
+    os.environ["NIGHTLY_CI_CONFIG"] = str(ROOT / "include" / "config" / "nightly_ci.yaml")
+    from include.nightly_ci.dag import dag_from_config
+    from include.nightly_ci.plan import load_plan
+
+    dag = dag_from_config()
+    plan = load_plan()
+    dur = durations(dag, args.collect_minutes)
+    ours_g, orig_g = graph(dag, original=False), graph(dag, original=True)
+
+    # No test waits for a build it does not need: its whole upstream is its own cell.
+    for t in dag.tasks:
+        if ".tests." in t.task_id:
+            cells = {u.split(".")[0] for u in t.get_flat_relative_ids(upstream=True)} - {"resolve_source"}
+            assert cells == {t.task_id.split(".")[0]}, (t.task_id, cells)
+
+    ours, ours_path = critical_path(ours_g, dur)
+    orig, orig_path = critical_path(orig_g, dur)
+    pools = {name: slots for name, (slots, _) in plan.pools.items()}
+    ours_sched = list_schedule(dag, ours_g, dur, pools)
+    orig_sched = list_schedule(dag, orig_g, dur, pools)
+    print(f"tasks: {len(dag.tasks)}; arm64 collect-only: {args.collect_minutes:g} min; pools: {pools}")
+    print(f"{'':34} {'this DAG':>9} {'original':>9} {'shorter':>8}")
+    print(f"{'critical path (unlimited runners)':34} {ours:7.0f} m {orig:7.0f} m {1 - ours / orig:8.1%}")
+    print(f"{'list schedule within pool slots':34} {ours_sched:7.0f} m {orig_sched:7.0f} m {1 - ours_sched / orig_sched:8.1%}")
+    print("this DAG's critical path:  " + " -> ".join(p for p in ours_path if dur[p]))
+    print("original's critical path: " + " -> ".join(p for p in orig_path if dur[p]))
+    print("every test waits only for its own cell's build and push: yes")
+    return 0 if 1 - ours / orig >= 0.15 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
