@@ -20,7 +20,7 @@ lint:  ## ruff
 pools:  ## create the Airflow pools of the config
 	source scripts/local_env.sh && python -m include.nightly_ci pools
 
-bench:  ## parse-time and rebuild-cache benchmarks
-	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py
+bench:  ## parse-time, rebuild-cache and makespan benchmarks
+	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py && python benchmarks/makespan.py
 
 .PHONY: help provision demo test lint pools bench
