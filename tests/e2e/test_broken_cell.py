@@ -7,10 +7,12 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import docker
 import pytest
 
+from include.nightly_ci.sample_repo import make_repo, nightly_history
 from tests.services import DOCKER_SOCK, airflow_env, run_dag, run_id_of, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -18,9 +20,12 @@ BROKEN = "sglang_arm64"
 
 
 def test_a_broken_build_leaves_only_its_own_tests_upstream_failed(airflow_home, tmp_path):
+    repo = tmp_path / "sample.git"
+    make_repo(repo, nightly_history(1, datetime.now(UTC)))
     # A base image on a loopback port where nothing listens: the FROM fails fast, offline.
     config = write_config(
         tmp_path / "broken.yaml",
+        f"source: {{repository: {repo}}}\n"
         "overrides:\n  arm64:\n    sglang: {BASE_IMAGE: '127.0.0.1:9/missing'}\n"
         f"artifacts: {{base: {tmp_path / 'artifacts'}}}\n",
     )
