@@ -238,8 +238,6 @@ class NightlyConfig(_Model):
     tests: TestSettings = TestSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     retention: RetentionSettings = RetentionSettings()
-    # Where relative paths in this file are taken from (set by the loader).
-    base_dir: str = ""
 
 
 # ---------------------------------------------------------------- semantic checks
@@ -476,7 +474,6 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
         data = _merge(parent_data, data)
         line_maps.append(parent_lines)
         chain.append(parent)
-    data["base_dir"] = str(path.parent)
     try:
         cfg = NightlyConfig.model_validate(data)
     except ValidationError as exc:

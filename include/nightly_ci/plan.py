@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from include.nightly_ci.config import BuildSettings, NightlyConfig, load_config, resolve_local
+from include.nightly_ci.config import BuildSettings, NightlyConfig, load_config
 from include.nightly_ci.names import render_tag, tag_safe_run_id
 
 FRAMEWORK, RUNTIME = "framework", "runtime"
@@ -247,7 +247,7 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         owner=cfg.dag.owner,
         tags=tuple(cfg.dag.tags),
         source=Source(
-            repository=resolve_local(cfg.source.repository, cfg.base_dir),
+            repository=cfg.source.repository,
             branch=cfg.source.branch,
             dockerfile=cfg.source.dockerfile,
             context=cfg.source.context,
@@ -261,7 +261,7 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         },
         pools={name: (p.slots, p.description) for name, p in cfg.pools.items()},
         build=cfg.build,
-        artifacts_base=resolve_local(cfg.artifacts.base, cfg.base_dir),
+        artifacts_base=cfg.artifacts.base,
         artifacts_conn_id=cfg.artifacts.conn_id,
         workdir=cfg.tests.workdir,
         results_dir=cfg.tests.results_dir,

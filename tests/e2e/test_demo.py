@@ -99,21 +99,19 @@ def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
             assert out.decode().strip() == "aarch64"
 
 
-def test_arm64_overrides_reached_the_build(demo):
+def build_info(tag: str) -> str:
     engine = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}")
-    info = engine.containers.run(
-        f"127.0.0.1:5101/{REPO}:nightly-vllm-arm64",
+    out = engine.containers.run(
+        f"127.0.0.1:5101/{REPO}:{tag}",
         ["cat", "/opt/framework/build-info"],
         platform="linux/arm64",
         network_mode="none",
         remove=True,
-    ).decode()
+    )
+    return out.decode()
+
+
+def test_arm64_overrides_reached_the_build(demo):
+    info = build_info("nightly-vllm-arm64")
     assert "cuda_version=129" in info and "torch_backend=cu129" in info
-    sglang = engine.containers.run(
-        f"127.0.0.1:5101/{REPO}:nightly-sglang-arm64",
-        ["cat", "/opt/framework/build-info"],
-        platform="linux/arm64",
-        network_mode="none",
-        remove=True,
-    ).decode()
-    assert "cuda_version=128" in sglang  # sglang keeps the defaults
+    assert "cuda_version=128" in build_info("nightly-sglang-arm64")  # sglang keeps the defaults
