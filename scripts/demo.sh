@@ -26,4 +26,8 @@ airflow tasks states-for-dag-run nightly_ci "$RUN_ID" -o json 2>/dev/null | pyth
 echo "[demo] artifacts (build logs and metrics, test output, JUnit, records): $ROOT/.local/artifacts"
 echo "[demo] what the registries hold now:"
 python -m include.nightly_ci inventory "$NIGHTLY_CI_CONFIG" || status=1
+RESULTS="$ROOT/.local/artifacts/$(python -c 'import sys; from include.nightly_ci.names import tag_safe_run_id as t; print(t(sys.argv[1]))' "$RUN_ID")/results.md"
+if [ -s "$RESULTS" ]; then echo "[demo] $RESULTS:"; cat "$RESULTS"; else echo "[demo] no results summary was written" >&2; status=1; fi
+echo "[demo] the last message the (stand-in) Slack received:"
+grep '/T0NIGHTLY/' "$STATE/slack/messages.jsonl" | tail -1 | python -c 'import json, sys; print(json.loads(sys.stdin.read())["body"]["text"])' || status=1
 exit $status

@@ -16,4 +16,7 @@ _registry_conn() {  # _registry_conn TYPE PORT NAME
 AIRFLOW_CONN_NIGHTLY_CI_ECR=$(_registry_conn docker "$ECR_PORT" ecr)
 AIRFLOW_CONN_NIGHTLY_CI_ACR=$(_registry_conn azure_container_registry "$ACR_PORT" acr)
 export AIRFLOW_CONN_NIGHTLY_CI_ECR AIRFLOW_CONN_NIGHTLY_CI_ACR
+# The demo's Slack webhook (scripts/fake_slack.py on loopback); in production the password
+# of a slackwebhook connection is the real webhook URL.
+export AIRFLOW_CONN_NIGHTLY_CI_SLACK="{\"conn_type\": \"slackwebhook\", \"password\": \"http://127.0.0.1:$SLACK_PORT/services/T0NIGHTLY/B0DEMO/demo\"}"
 export PATH=$VENV/bin:$PATH

@@ -122,6 +122,18 @@ CFG
   die "registry $name did not start; see $dir/registry.log"
 }
 
+ensure_fake_slack() {  # the demo's Slack: a webhook on loopback that records what it gets
+  local dir="$STATE/slack"
+  mkdir -p "$dir"
+  if curl -s -o /dev/null -X POST "http://127.0.0.1:$SLACK_PORT/services/ping"; then log "fake Slack: running on 127.0.0.1:$SLACK_PORT"; return; fi
+  nohup python3 "$ROOT/scripts/fake_slack.py" --port "$SLACK_PORT" --log "$dir/messages.jsonl" >"$dir/server.log" 2>&1 &
+  for _ in $(seq 1 30); do
+    curl -s -o /dev/null -X POST "http://127.0.0.1:$SLACK_PORT/services/ping" && { log "fake Slack: started on 127.0.0.1:$SLACK_PORT (messages: $dir/messages.jsonl)"; return; }
+    sleep 0.3
+  done
+  die "the fake Slack did not start; see $dir/server.log"
+}
+
 ensure_venv() {
   local stamp="$VENV/.requirements.sha256" want
   want=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)
@@ -144,6 +156,7 @@ main() {
   ensure_base_image arm64 bookworm-arm64 25.06-cuda12.9-devel-ubuntu24.04 25.06-py3
   ensure_registry ecr "$ECR_PORT"
   ensure_registry acr "$ACR_PORT"
+  ensure_fake_slack
 }
 
 main "$@"

@@ -218,6 +218,22 @@ class RetentionSettings(_Model):
     run_tags_days: int = Field(default=7, ge=1)
 
 
+class SlackSettings(_Model):
+    # A `slackwebhook` connection (the webhook URL as its password), or with `channel`
+    # a `slack` connection to the Slack API. None: no Slack.
+    conn_id: ConnId | None = None
+    channel: str | None = None
+    ops_group_id: str | None = None  # the Slack user group mentioned on failure
+    when: Literal["always", "failure", "change"] = "failure"
+    retries: int = Field(default=5, ge=0)  # on 429 (after Retry-After) and 5xx
+
+
+class NotificationSettings(_Model):
+    slack: SlackSettings = SlackSettings()
+    # A run still going after this many hours posts to Slack (a Deadline Alert); null: none.
+    deadline_hours: float | None = Field(default=5, gt=0)
+
+
 class ArtifactSettings(_Model):
     # An ObjectStoragePath base: file:///..., s3://bucket/prefix, abfs://...; a plain
     # relative path is taken from the config file's folder.
@@ -238,6 +254,7 @@ class NightlyConfig(_Model):
     tests: TestSettings = TestSettings()
     artifacts: ArtifactSettings = ArtifactSettings()
     retention: RetentionSettings = RetentionSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
 
 # ---------------------------------------------------------------- semantic checks

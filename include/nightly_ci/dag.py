@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
+from airflow.sdk import DAG, DeadlineAlert, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineReference
 
 from include.nightly_ci.names import GIT_REF_RE
 from include.nightly_ci.operators import (
@@ -14,6 +16,7 @@ from include.nightly_ci.operators import (
     ResolveSourceOperator,
 )
 from include.nightly_ci.plan import FRAMEWORK, RUNTIME, Cell, Plan, Push, load_plan
+from include.nightly_ci.report_operators import SUMMARY_TASK_ID, SlackNotifyOperator, SummaryOperator
 from include.nightly_ci.suite_operators import suite_operator
 
 # Bad credentials, a bad ref or a broken Dockerfile won't fix themselves: fail at once.
@@ -138,13 +141,37 @@ def build_dag(plan: Plan) -> DAG:
         params=_params(plan),
         tags=list(plan.tags),
         default_args={"owner": plan.owner, "retries": plan.build.retries, "retry_delay": timedelta(minutes=1)},
+        deadline=_deadline(plan),
     ) as dag:
         resolve = ResolveSourceOperator(
             task_id=RESOLVE_TASK_ID, task_display_name="Resolve commit", plan=plan, retry_policy=FAIL_FAST
         )
-        for cell in plan.cells:
-            _cell_group(plan, cell, resolve)
+        groups = [_cell_group(plan, cell, resolve) for cell in plan.cells]
+        summary = SummaryOperator(task_id=SUMMARY_TASK_ID, task_display_name="Results summary", plan=plan)
+        groups >> summary
+        if plan.slack.conn_id:
+            summary >> SlackNotifyOperator(task_id="notify_slack", task_display_name="Notify Slack", plan=plan)
     return dag
+
+
+def _deadline(plan: Plan) -> DeadlineAlert | None:
+    """A nightly still running after deadline_hours posts to Slack while it runs."""
+    if not plan.slack.conn_id or not plan.deadline_hours:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=plan.deadline_hours),
+        callback=AsyncCallback(
+            "include.nightly_ci.deadline.notify_overrun",
+            kwargs={
+                "conn_id": plan.slack.conn_id,
+                "channel": plan.slack.channel,
+                "hours": plan.deadline_hours,
+                "dag_id": plan.dag_id,
+                "url": f"/dags/{plan.dag_id}",
+            },
+        ),
+    )
 
 
 def dag_from_config(file: str | None = None) -> DAG:

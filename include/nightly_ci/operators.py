@@ -27,6 +27,7 @@ from include.nightly_ci.plan import (
     artifact_key,
     moving_tag_may_move,
 )
+from include.nightly_ci.task_records import RecordedTask
 
 RESOLVE_TASK_ID = "resolve_source"
 
@@ -47,16 +48,17 @@ def _source(context: Any) -> dict[str, Any]:
     return context["ti"].xcom_pull(task_ids=RESOLVE_TASK_ID)
 
 
-class ResolveSourceOperator(BaseOperator):
+class ResolveSourceOperator(RecordedTask, BaseOperator):
     """Resolve the one commit the whole run builds (see source.resolve)."""
 
     ui_color = "#e8f0fe"
+    record_stage = "source"
 
     def __init__(self, *, plan: Plan, **kwargs: Any):
         super().__init__(**kwargs)
         self.plan = plan
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.source import resolve
 
         dag_run = context["dag_run"]
@@ -80,7 +82,7 @@ class ResolveSourceOperator(BaseOperator):
         }
 
 
-class _CellOperator(BaseOperator):
+class _CellOperator(RecordedTask, BaseOperator):
     """A task of one build cell, on that cell's builder engine."""
 
     def __init__(self, *, plan: Plan, cell: Cell, **kwargs: Any):
@@ -111,6 +113,7 @@ class BuildImageOperator(_CellOperator):
     """Build one target (framework or runtime) of a cell at the run's commit."""
 
     ui_color = "#fff4e5"
+    record_stage = "build"
 
     def __init__(self, *, image: str, **kwargs: Any):
         super().__init__(**kwargs)
@@ -152,7 +155,7 @@ class BuildImageOperator(_CellOperator):
                 self.log.warning("No cache from %s: %s", ref, exc)
         return refs
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.artifacts import write_json, write_text
         from include.nightly_ci.images import build
         from include.nightly_ci.source import checkout
@@ -245,6 +248,7 @@ class PushImageOperator(_CellOperator):
     for runtime images, the run's own tag."""
 
     ui_color = "#e6f4ea"
+    record_stage = "push"
 
     def __init__(self, *, push: Push, **kwargs: Any):
         super().__init__(**kwargs)
@@ -258,7 +262,7 @@ class PushImageOperator(_CellOperator):
             return True, ""
         return False, f"the registry's {tag} is from night {stamp}, newer than this run's {night.isoformat()}"
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.images import push
         from include.nightly_ci.registries import RegistryClient, registry_auth
 

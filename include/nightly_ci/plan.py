@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from include.nightly_ci.config import BuildSettings, NightlyConfig, load_config
+from include.nightly_ci.config import BuildSettings, NightlyConfig, SlackSettings, load_config
 from include.nightly_ci.names import render_tag, tag_safe_run_id
 
 FRAMEWORK, RUNTIME = "framework", "runtime"
@@ -145,6 +145,8 @@ class Plan:
     retention_schedule: str
     artifacts_days: int
     run_tags_days: int
+    slack: SlackSettings
+    deadline_hours: float | None
 
     def cell(self, framework: str, arch: str) -> Cell:
         return next(c for c in self.cells if c.framework == framework and c.arch == arch)
@@ -268,6 +270,8 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         retention_schedule=cfg.retention.schedule,
         artifacts_days=cfg.retention.artifacts_days,
         run_tags_days=cfg.retention.run_tags_days,
+        slack=cfg.notifications.slack,
+        deadline_hours=cfg.notifications.deadline_hours,
     )
 
 

@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator
 
 from include.nightly_ci.plan import JUNIT_FILE, Cell, Plan, TestJob, artifact_key
 from include.nightly_ci.suites import COLLECTED, NO_TESTS, PASSED, SuiteRun
+from include.nightly_ci.task_records import RecordedTask
 
 # Extra time the task gets beyond the suite's own timeout: pulling, collecting results.
 GRACE = timedelta(minutes=10)
@@ -29,13 +30,19 @@ def image_template(cell: Cell) -> str:
     return "{{ ti.xcom_pull(task_ids='" + cell.test_push_task_id + "')['pinned'] }}"
 
 
-class _SuiteMixin:
+class _SuiteMixin(RecordedTask):
     """What both backends share: selection, pulling by digest, keeping the results."""
 
     plan: Plan
     cell: Cell
     job: TestJob
     log: Any
+    record_stage = "test"
+    _suite_record: dict[str, Any] | None = None
+
+    def record_extra(self) -> dict[str, Any]:
+        r = self._suite_record or {}
+        return {k: r[k] for k in ("outcome", "counts", "image", "artifacts", "exit_code") if k in r}
 
     def _skip_unless_selected(self, context: Any) -> None:
         from include.nightly_ci.operators import skip_unless_selected
@@ -60,6 +67,7 @@ class _SuiteMixin:
             record["artifacts"]["junit"] = write_text(store, key(JUNIT_FILE), run.junit)
         record["artifacts"]["record"] = str(store / key("record.json"))
         write_json(store, key("record.json"), record)
+        self._suite_record = record
         self.log.info("Suite %s: %s %s; artifacts: %s", self.job.suite, run.outcome, run.counts, record["artifacts"])
         return record
 
@@ -119,7 +127,7 @@ class DockerSuiteOperator(_SuiteMixin, DockerOperator):
 
         return engine_hook(self.job.runner.conn_id, timeout=self.job.timeout_minutes * 60 + 120)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.suites import run_in_docker
 
         self._skip_unless_selected(context)
@@ -252,7 +260,7 @@ class KubernetesSuiteOperator(_SuiteMixin, BaseOperator):
             image_pull_policy="IfNotPresent",
         )
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         self._skip_unless_selected(context)
         run = self._new_run(context, self.image)
         self._pod_operator = self.pod_operator(self.image)

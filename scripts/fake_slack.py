@@ -1,0 +1,97 @@
+"""A stand-in for Slack on loopback: the incoming-webhook and chat.postMessage endpoints.
+
+Every request is appended to a JSON-lines file (method, path, headers, body, the answer
+given). Answers can be scripted per request, in order, with --script 'CODE[:RETRY_AFTER],...'
+(for example '429:1,500,200'); after the script every request gets 200.
+
+    python scripts/fake_slack.py --port 5103 --log messages.jsonl [--script 429:1,200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class FakeSlack(ThreadingHTTPServer):
+    def __init__(self, port: int, log: Path, script: list[tuple[int, int | None]] | None = None):
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.log_file = log
+        self.script = list(script or [])
+        self.lock = threading.Lock()
+
+    def next_answer(self) -> tuple[int, int | None]:
+        with self.lock:
+            return self.script.pop(0) if self.script else (200, None)
+
+    def record(self, entry: dict) -> None:
+        with self.lock, self.log_file.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeSlack
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        code, retry_after = self.server.next_answer()
+        api = self.path.startswith("/api/")
+        self.server.record(
+            {
+                "path": self.path,
+                "status": code,
+                "api": api,
+                "body": _json(body),
+                "auth": bool(self.headers.get("Authorization")),
+            }
+        )
+        if api:
+            payload = (
+                {"ok": code == 200, "channel": "C0NIGHTLY", "ts": "1.0"}
+                if code == 200
+                else {"ok": False, "error": f"http_{code}"}
+            )
+            data, kind = json.dumps(payload).encode(), "application/json"
+        else:
+            data, kind = (b"ok" if code == 200 else b"no_service" if code == 404 else b"error"), "text/plain"
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:  # quiet
+        pass
+
+
+def _json(body: str):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body
+
+
+def parse_script(text: str) -> list[tuple[int, int | None]]:
+    out = []
+    for item in filter(None, text.split(",")):
+        code, _, after = item.partition(":")
+        out.append((int(code), int(after) if after else None))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--script", default="")
+    args = parser.parse_args()
+    FakeSlack(args.port, args.log, parse_script(args.script)).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
