@@ -20,6 +20,8 @@ airflow dags test nightly_ci "$LOGICAL_DATE" ${DEMO_CONF:+-c "$DEMO_CONF"} >"$RU
 status=$?
 set -e
 RUN_ID=$(grep -oE "DagRun Finished: .*run_id=[^,]+" "$RUN_LOG" | tail -1 | sed -E 's/.*run_id=//')
+[ -n "$RUN_ID" ] || { echo "[demo] the run did not finish; see $RUN_LOG" >&2; tail -30 "$RUN_LOG" >&2; exit 1; }
+grep -qE "DagRun Finished: .*run_id=[^,]+.* state=success" "$RUN_LOG" || status=1
 grep -E "DagRun Finished" "$RUN_LOG" | sed -E 's/.*(run_id=[^,]+).*(state=[a-z_]+).*/[demo] \1 \2/' || true
 # How every task ended, by stage; anything not successful by name.
 airflow tasks states-for-dag-run nightly_ci "$RUN_ID" -o json 2>/dev/null | python "$ROOT/scripts/run_states.py"

@@ -6,7 +6,7 @@ import sys
 
 
 def stage(task_id: str) -> str:
-    if task_id in ("results_summary", "notify_slack"):
+    if task_id in ("results_summary", "verdict", "notify_slack"):
         return "report"
     if ".tests." in task_id:
         return "test"

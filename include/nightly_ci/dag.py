@@ -16,7 +16,12 @@ from include.nightly_ci.operators import (
     ResolveSourceOperator,
 )
 from include.nightly_ci.plan import FRAMEWORK, RUNTIME, Cell, Plan, Push, load_plan
-from include.nightly_ci.report_operators import SUMMARY_TASK_ID, SlackNotifyOperator, SummaryOperator
+from include.nightly_ci.report_operators import (
+    SUMMARY_TASK_ID,
+    SlackNotifyOperator,
+    SummaryOperator,
+    VerdictOperator,
+)
 from include.nightly_ci.suite_operators import suite_operator
 
 # Bad credentials, a bad ref or a broken Dockerfile won't fix themselves: fail at once.
@@ -148,7 +153,7 @@ def build_dag(plan: Plan) -> DAG:
         )
         groups = [_cell_group(plan, cell, resolve) for cell in plan.cells]
         summary = SummaryOperator(task_id=SUMMARY_TASK_ID, task_display_name="Results summary", plan=plan)
-        groups >> summary
+        groups >> summary >> VerdictOperator(task_id="verdict", task_display_name="Verdict")
         if plan.slack.conn_id:
             summary >> SlackNotifyOperator(task_id="notify_slack", task_display_name="Notify Slack", plan=plan)
     return dag

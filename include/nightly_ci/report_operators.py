@@ -126,6 +126,57 @@ def slack_retry_handlers(retries: int) -> list:
     ]
 
 
+class VerdictOperator(BaseOperator):
+    """The run's verdict: fails when any job did not pass, so that the run itself is red
+    (the summary and Slack tasks always run and would otherwise end it green)."""
+
+    ui_color = "#f1f3f4"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(trigger_rule=TriggerRule.ALL_DONE, retries=0, **kwargs)
+
+    def execute(self, context: Any) -> None:
+        from airflow.sdk.exceptions import AirflowException
+
+        results = context["ti"].xcom_pull(task_ids=SUMMARY_TASK_ID)
+        if not results:
+            raise AirflowException("the results summary did not complete: the nightly has no verdict")
+        if not results["success"]:
+            failed = [r["job"] for r in results["rows"] if r["status"] != "success"]
+            raise AirflowException(
+                f"{results['passed']}/{results['total']} jobs passed; not passing: {', '.join(failed)}"
+            )
+        self.log.info("All %d jobs passed", results["total"])
+
+
+def post_to_slack(conn_id: str, channel: str | None, message: dict[str, Any], retries: int) -> None:
+    """Through the Slack provider: a webhook connection, or the Slack API with a channel.
+    Fails at once, naming the connection, on anything but 2xx after the retries."""
+    from airflow.sdk.exceptions import AirflowException
+
+    handlers = slack_retry_handlers(retries)
+    if channel:
+        from airflow.providers.slack.hooks.slack import SlackHook
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            SlackHook(slack_conn_id=conn_id, retry_handlers=handlers).call(
+                "chat.postMessage", json={"channel": channel, **message}
+            )
+        except SlackApiError as exc:
+            raise AirflowException(
+                f"Slack API of connection {conn_id!r} refused chat.postMessage to {channel}: "
+                f"HTTP {exc.response.status_code} {exc.response.get('error')}"
+            ) from None
+        return
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    try:
+        SlackWebhookHook(slack_webhook_conn_id=conn_id, retry_handlers=handlers).send(**message)
+    except AirflowException as exc:
+        raise AirflowException(f"Slack webhook of connection {conn_id!r} refused the message: {exc}") from None
+
+
 class SlackNotifyOperator(BaseOperator):
     """Posts the stored results to Slack, per the config's policy. 429 is retried after
     Retry-After and 5xx with backoff; any other 4xx fails at once, naming the connection."""
@@ -135,9 +186,6 @@ class SlackNotifyOperator(BaseOperator):
     def __init__(self, *, plan: Plan, **kwargs: Any):
         super().__init__(trigger_rule=TriggerRule.ALL_DONE, retries=0, **kwargs)
         self.plan = plan
-
-    def _retry_handlers(self) -> list:
-        return slack_retry_handlers(self.plan.slack.retries)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException
@@ -152,33 +200,6 @@ class SlackNotifyOperator(BaseOperator):
             self.log.info("Not posting to Slack (policy %r, success=%s)", slack.when, results["success"])
             return {"posted": False}
         message = slack_message(results, slack.ops_group_id)
-        if slack.channel:
-            self._post_api(slack.conn_id, slack.channel, message)
-        else:
-            self._post_webhook(slack.conn_id, message)
+        post_to_slack(slack.conn_id, slack.channel, message, slack.retries)
         self.log.info("Posted the results to Slack through connection %r", slack.conn_id)
         return {"posted": True, "text": message["text"]}
-
-    def _post_webhook(self, conn_id: str, message: dict[str, Any]) -> None:
-        from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
-        from airflow.sdk.exceptions import AirflowException
-
-        try:
-            SlackWebhookHook(slack_webhook_conn_id=conn_id, retry_handlers=self._retry_handlers()).send(**message)
-        except AirflowException as exc:
-            raise AirflowException(f"Slack webhook of connection {conn_id!r} refused the message: {exc}") from None
-
-    def _post_api(self, conn_id: str, channel: str, message: dict[str, Any]) -> None:
-        from airflow.providers.slack.hooks.slack import SlackHook
-        from airflow.sdk.exceptions import AirflowException
-        from slack_sdk.errors import SlackApiError
-
-        try:
-            SlackHook(slack_conn_id=conn_id, retry_handlers=self._retry_handlers()).call(
-                "chat.postMessage", json={"channel": channel, **message}
-            )
-        except SlackApiError as exc:
-            raise AirflowException(
-                f"Slack API of connection {conn_id!r} refused chat.postMessage to {channel}: "
-                f"{exc.response.status_code} {exc.response.get('error')}"
-            ) from None

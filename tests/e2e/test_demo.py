@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from include.nightly_ci.names import tag_safe_run_id
 from include.nightly_ci.plan import LABEL_REVISION
 from include.nightly_ci.registries import RegistryAuth, RegistryClient
-from tests.services import DOCKER_SOCK, ROOT, run_id_of
+from tests.services import DOCKER_SOCK, ROOT, run_id_of, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -54,6 +55,24 @@ def test_demo_ends_by_printing_what_it_pushed_with_digests(demo):
     assert "[demo] build  tasks: 12 success" in out and "[demo] push   tasks: 18 success" in out
     assert "[demo] test   tasks: 24 success" in out
     assert out.count("sha256:") >= 30
+
+
+def test_demo_prints_the_results_table_and_posts_to_slack(demo):
+    out, run_id = demo
+    assert "# Nightly CI Results Summary" in out and "**Summary: 54/54 jobs passed**" in out
+    assert "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |" in out
+    assert "| vllm-amd64-unit | success | gpu-l40-amd64 @ " in out
+    assert "*Nightly CI Pipeline - Success ✅*\nSummary: 54/54 jobs passed" in out
+    run_dir = ROOT / ".local" / "artifacts" / tag_safe_run_id(run_id)
+    assert (run_dir / "results.md").read_text().startswith("# Nightly CI Results Summary")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert (results["passed"], results["total"]) == (54, 54)
+    posted = [json.loads(line) for line in (state_dir() / "slack" / "messages.jsonl").read_text().splitlines()]
+    assert any(
+        run_id.replace(":", "%3A").replace("+", "%2B") in m["body"]["text"]
+        for m in posted
+        if isinstance(m["body"], dict)
+    )
 
 
 def test_ecr_holds_framework_and_both_runtime_tags_for_all_six_cells(demo):
@@ -115,3 +134,40 @@ def test_arm64_overrides_reached_the_build(demo):
     info = build_info("nightly-vllm-arm64")
     assert "cuda_version=129" in info and "torch_backend=cu129" in info
     assert "cuda_version=128" in build_info("nightly-sglang-arm64")  # sglang keeps the defaults
+
+
+# Last: it moves the demo's moving tags to a newer, broken night.
+def test_a_night_with_one_test_broken_reports_exactly_that_test_as_new(demo, tmp_path):
+    """The next night's commit breaks one unit test: the summary names exactly it."""
+    work = tmp_path / "work"
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
+    subprocess.run([*git, "clone", "-q", str(ROOT / ".local" / "sample-project.git"), str(work)], check=True)
+    test_file = work / "tests" / "unit" / "test_router.py"
+    test_file.write_text(test_file.read_text().replace('== ["a", "b", "a"]', '== ["a", "a", "a"]'))
+    subprocess.run([*git, "commit", "-qam", "break test_round_robin"], cwd=work, check=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "broken.git")], check=True)
+    config = write_config(tmp_path / "broken.yaml", f"source: {{repository: {tmp_path / 'broken.git'}}}\n")
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_HOME"} | {"NIGHTLY_CI_CONFIG": str(config)}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode != 0  # the run failed, and make demo says so
+    run_id = run_id_of((ROOT / ".local" / "demo-run.log").read_text())
+    results = json.loads((ROOT / ".local" / "artifacts" / tag_safe_run_id(run_id) / "results.json").read_text())
+    non = results["night_over_night"]
+    assert non["previous"]["run_id"] == demo[1]
+    broken = [f"{fw}_amd64.tests.unit" for fw in ("vllm", "sglang", "trtllm")]
+    assert sorted(non["jobs"]["new_failures"]) == sorted(broken)
+    assert sorted(non["cases"]["new_failures"]) == sorted(
+        f"{t}::tests.unit.test_router::test_round_robin" for t in broken
+    )
+    assert non["jobs"]["fixed"] == [] and non["jobs"]["still_failing"] == []
+    assert (results["passed"], results["total"]) == (51, 54)
+    assert "- New failures: 3 jobs" in proc.stdout and "test_round_robin" in proc.stdout
+    assert "*Nightly CI Pipeline - Failed ❌*\nSummary: 51/54 jobs passed" in proc.stdout

@@ -45,7 +45,7 @@ def test_six_build_groups_with_their_edges(dag):
         assert t[f"{g}.build_runtime"].upstream_task_ids == {f"{g}.push_framework_ecr"}
         assert t[f"{g}.push_runtime_ecr"].upstream_task_ids == {f"{g}.build_runtime"}
         assert t[f"{g}.push_runtime_acr"].upstream_task_ids == {f"{g}.build_runtime"}
-    assert len(dag.tasks) == 1 + 6 * (5 + 4) + 2  # + results_summary, notify_slack
+    assert len(dag.tasks) == 1 + 6 * (5 + 4) + 3  # + results_summary, verdict, notify_slack
 
 
 SUITES = {

@@ -1,0 +1,166 @@
+"""Slack through the provider's hooks against a stand-in Slack on loopback that records
+every payload: webhook and API, the posting policies, 429/5xx retries, 4xx failures."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from include.nightly_ci.config import load_config
+from include.nightly_ci.plan import build_plan
+from include.nightly_ci.report_operators import SlackNotifyOperator, post_to_slack
+from tests.services import ROOT, free_port
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from fake_slack import FakeSlack, parse_script
+
+pytestmark = pytest.mark.integration
+MESSAGE = {"text": "*Nightly CI Pipeline - Success ✅*\nSummary: 3/3 jobs passed", "blocks": []}
+
+
+class Slack:
+    def __init__(self, tmp: Path):
+        self.log = tmp / "slack.jsonl"
+        self.server = FakeSlack(free_port(), self.log)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def script(self, text: str) -> None:
+        self.server.script = parse_script(text)
+
+    def received(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+@pytest.fixture
+def slack(tmp_path, monkeypatch):
+    s = Slack(tmp_path)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_HOOK", json.dumps({"conn_type": "slackwebhook", "password": f"{s.url}/services/T0/B0/x"})
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_API",
+        json.dumps({"conn_type": "slack", "password": "xoxb-test-token", "extra": {"base_url": f"{s.url}/api/"}}),
+    )
+    yield s
+    s.server.shutdown()
+
+
+def test_webhook_and_api_deliver_the_message(slack):
+    post_to_slack("slack_hook", None, MESSAGE, retries=2)
+    post_to_slack("slack_api", "#nightly-ci", MESSAGE, retries=2)
+    hook, api = slack.received()
+    assert hook["path"] == "/services/T0/B0/x" and hook["body"]["text"] == MESSAGE["text"]
+    assert api["path"] == "/api/chat.postMessage" and api["auth"]
+    assert api["body"]["channel"] == "#nightly-ci" and api["body"]["text"] == MESSAGE["text"]
+
+
+def test_429_is_retried_after_retry_after(slack):
+    slack.script("429:2,200")
+    started = time.monotonic()
+    post_to_slack("slack_hook", None, MESSAGE, retries=3)
+    assert time.monotonic() - started >= 2  # honoured the Retry-After of 2 s
+    assert [r["status"] for r in slack.received()] == [429, 200]
+
+
+@pytest.mark.parametrize("conn", ["slack_hook", "slack_api"])
+def test_500_then_success(slack, conn):
+    slack.script("500,502,200")
+    post_to_slack(conn, "#c" if conn == "slack_api" else None, MESSAGE, retries=3)
+    assert [r["status"] for r in slack.received()] == [500, 502, 200]
+
+
+@pytest.mark.parametrize("conn", ["slack_hook", "slack_api"])
+def test_404_fails_at_once_and_clearly(slack, conn):
+    from airflow.sdk.exceptions import AirflowException
+
+    slack.script("404")
+    with pytest.raises(AirflowException, match=f"connection '{conn}'.*404"):
+        post_to_slack(conn, "#c" if conn == "slack_api" else None, MESSAGE, retries=5)
+    assert [r["status"] for r in slack.received()] == [404]  # not retried
+
+
+def results(success: bool, new_failures: list[str] | None = None, previous: bool = True) -> dict:
+    rows = [
+        {"task_id": "vllm_amd64.tests.unit", "job": "vllm-amd64-unit", "status": "success" if success else "failed"}
+    ]
+    non = {"previous": None}
+    if previous:
+        empty = {"new_failures": [], "fixed": [], "still_failing": []}
+        non = {
+            "previous": {"run_id": "r0", "logical_date": "2026-11-27T08:00:00+00:00"},
+            "jobs": {**empty, "new_failures": new_failures or []},
+            "cases": dict(empty),
+        }
+    return {
+        "success": success,
+        "passed": int(success),
+        "total": 1,
+        "rows": rows,
+        "run_url": "http://ui/run",
+        "night_over_night": non,
+    }
+
+
+class _TI:
+    def __init__(self, value):
+        self.value = value
+
+    def xcom_pull(self, task_ids):
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("when", "result", "posted"),
+    [
+        ("always", results(True), True),
+        ("failure", results(True), False),
+        ("failure", results(False), True),
+        ("change", results(False), False),  # still failing, nothing new
+        ("change", results(False, new_failures=["vllm_amd64.tests.unit"]), True),
+    ],
+)
+def test_posting_policies_through_the_notify_task(slack, tmp_path, when, result, posted):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"extends: {ROOT / 'include/config/local.yaml'}\n"
+        f"notifications: {{slack: {{conn_id: slack_hook, when: {when}, ops_group_id: S0OPS}}}}\n"
+    )
+    op = SlackNotifyOperator(task_id="notify_slack", plan=build_plan(load_config(config)))
+    out = op.execute({"ti": _TI(result)})
+    assert out["posted"] is posted
+    assert len(slack.received()) == int(posted)
+    if posted and not result["success"]:
+        body = json.dumps(slack.received()[0]["body"], ensure_ascii=False)
+        assert "Failed ❌" in body and "<!subteam^S0OPS|@ops-support>" in body
+
+
+def test_the_deadline_callback_posts_while_the_run_goes_on(slack):
+    import asyncio
+
+    from include.nightly_ci.deadline import notify_overrun
+
+    asyncio.run(
+        notify_overrun(
+            {"run_id": "scheduled__2026-11-28T08:00:00+00:00"},
+            conn_id="slack_hook",
+            channel=None,
+            hours=5,
+            dag_id="nightly_ci",
+            url="http://ui/dags/nightly_ci",
+        )
+    )
+    (msg,) = slack.received()
+    assert (
+        "still running after 5 h" in msg["body"]["text"]
+        and "scheduled__2026-11-28T08:00:00+00:00" in msg["body"]["text"]
+    )

@@ -1,0 +1,331 @@
+"""The summary table, night over night, the Slack message and policy, the failure
+classifier: plain data in, plain data out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from include.nightly_ci.plan import load_plan
+from include.nightly_ci.results import (
+    build_rows,
+    junit_cases,
+    previous_results,
+    should_post,
+    slack_message,
+    summarize,
+    to_markdown,
+)
+from include.nightly_ci.task_records import classify_failure
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAN = load_plan(str(ROOT / "include" / "config" / "nightly_ci.yaml"))
+G = "vllm_amd64"
+
+
+def record(task_id, state, seconds=600.0, **extra):
+    return {
+        "task_id": task_id,
+        "state": state,
+        "duration_sec": seconds,
+        "pool": "gpu-l40-amd64",
+        "host": "worker-1",
+        "try_number": 1,
+        **extra,
+    }
+
+
+def fixed_outcomes():
+    """success, failed (test), upstream_failed, timeout, skipped, never ran."""
+    states = {t.task_id: "success" for t in []}
+    records = {}
+    for cell in PLAN.cells:
+        for task in (
+            f"{cell.group_id}.build_framework",
+            f"{cell.group_id}.push_framework_ecr",
+            f"{cell.group_id}.build_runtime",
+            f"{cell.group_id}.push_runtime_ecr",
+            f"{cell.group_id}.push_runtime_acr",
+        ):
+            states[task] = "success"
+            records[task] = record(task, "success", 1800)
+        for job in cell.tests:
+            task = f"{cell.group_id}.tests.{job.suite}"
+            states[task] = "success"
+            counts = (
+                {"collected": 3}
+                if job.mode == "collect"
+                else {"tests": 3, "passed": 3, "failed": 0, "skipped": 0, "errors": 0}
+            )
+            records[task] = record(task, "success", counts=counts, outcome="passed")
+    states[f"{G}.tests.unit"] = "failed"
+    records[f"{G}.tests.unit"] = record(
+        f"{G}.tests.unit",
+        "failed",
+        outcome="failed",
+        failure_class="test",
+        counts={"tests": 3, "passed": 2, "failed": 1, "skipped": 0, "errors": 0},
+    )
+    states[f"{G}.tests.e2e_2gpu"] = "failed"
+    records[f"{G}.tests.e2e_2gpu"] = record(
+        f"{G}.tests.e2e_2gpu", "failed", 9000, outcome="timeout", failure_class="timeout"
+    )
+    for t in ("build_framework", "push_framework_ecr", "build_runtime", "push_runtime_ecr", "push_runtime_acr"):
+        states[f"sglang_arm64.{t}"] = "upstream_failed" if t != "build_framework" else "failed"
+        records.pop(f"sglang_arm64.{t}")
+    records["sglang_arm64.build_framework"] = record("sglang_arm64.build_framework", "failed", failure_class="build")
+    for job in ("unit", "integration", "e2e_1gpu", "e2e_2gpu"):
+        states[f"sglang_arm64.tests.{job}"] = "upstream_failed"
+        records.pop(f"sglang_arm64.tests.{job}")
+    states["trtllm_arm64.tests.unit"] = "skipped"
+    records["trtllm_arm64.tests.unit"] = record("trtllm_arm64.tests.unit", "skipped", 6)
+    del states["trtllm_amd64.push_runtime_acr"]  # never ran: no state, no record
+    records.pop("trtllm_amd64.push_runtime_acr")
+    return states, records
+
+
+CASES = {
+    f"{G}.tests.unit": {
+        "tests.unit.test_router::test_round_robin": "failed",
+        "tests.unit.test_router::test_needs_a_worker": "passed",
+    }
+}
+
+
+def results_for(before=None, states_records=None):
+    states, records = states_records or fixed_outcomes()
+    rows = build_rows(
+        PLAN,
+        states,
+        records,
+        CASES,
+        log_url=lambda t, n: f"http://ui/{t}?try_number={n}",
+        artifacts_url=lambda t: f"s3://bucket/run/{t}",
+    )
+    return summarize(
+        PLAN, "scheduled__2026-11-28T08:00:00+00:00", "2026-11-28T08:00:00+00:00", "http://ui/run", rows, CASES, before
+    )
+
+
+def test_one_row_per_build_push_and_test_task_in_a_stable_order():
+    rows = results_for()["rows"]
+    assert len(rows) == 6 * (5 + 4)
+    assert [r["task_id"] for r in rows[:9]] == [
+        f"{G}.build_framework", f"{G}.push_framework_ecr", f"{G}.build_runtime", f"{G}.push_runtime_ecr",
+        f"{G}.push_runtime_acr", f"{G}.tests.unit", f"{G}.tests.integration", f"{G}.tests.e2e_1gpu", f"{G}.tests.e2e_2gpu",
+    ]  # fmt: skip
+    assert [r["task_id"].split(".")[0] for r in rows[::9]] == [c.group_id for c in PLAN.cells]
+
+
+def test_states_classes_and_counts():
+    by = {r["task_id"]: r for r in results_for()["rows"]}
+    assert (by[f"{G}.tests.unit"]["status"], by[f"{G}.tests.unit"]["failure_class"]) == ("failed", "test")
+    assert by[f"{G}.tests.unit"]["failed_cases"] == ["tests.unit.test_router::test_round_robin"]
+    assert by[f"{G}.tests.e2e_2gpu"]["failure_class"] == "timeout"
+    assert by[f"{G}.tests.e2e_2gpu"]["duration_min"] == 150.0
+    assert by["sglang_arm64.build_framework"]["failure_class"] == "build"
+    assert by["sglang_arm64.tests.unit"]["failure_class"] == "upstream"
+    assert by["sglang_arm64.tests.unit"]["duration_min"] is None
+    assert (
+        by["trtllm_arm64.tests.unit"]["status"] == "skipped" and by["trtllm_arm64.tests.unit"]["failure_class"] is None
+    )
+    never = by["trtllm_amd64.push_runtime_acr"]
+    assert (never["status"], never["runner"], never["duration_min"], never["log_url"]) == ("none", "N/A", None, "")
+
+
+def test_markdown():
+    results = results_for()
+    md = to_markdown(results)
+    assert md.startswith("# Nightly CI Results Summary\n")
+    assert "**Summary: 41/54 jobs passed**" in md
+    assert "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |" in md
+    assert (
+        "| vllm-amd64-unit | failed | gpu-l40-amd64 @ worker-1 | 10.0 | [Log](http://ui/vllm_amd64.tests.unit?try_number=1)"
+        " · [Artifacts](s3://bucket/run/vllm_amd64.tests.unit) | 2 passed, 1 failed, 0 skipped, 0 errors | test |"
+    ) in md
+    assert "| sglang-arm64-unit (collect only) | upstream_failed | N/A | N/A | N/A | N/A | upstream |" in md
+    assert (
+        "| vllm-arm64-unit (collect only) | success | gpu-l40-amd64 @ worker-1 | 10.0 |" in md and "3 collected" in md
+    )
+    assert "| Push trtllm (amd64) to acr | none | N/A | N/A | N/A |  |  |" in md
+    assert "No previous completed nightly to compare with." in md
+
+
+def test_json_is_what_the_markdown_shows():
+    results = json.loads(json.dumps(results_for()))
+    assert (results["passed"], results["total"], results["success"]) == (41, 54, False)
+    assert results["night_over_night"] == {"previous": None}
+
+
+def test_night_over_night_jobs_and_cases():
+    before = json.loads(json.dumps(results_for()))
+    states, records = fixed_outcomes()
+    states[f"{G}.tests.unit"] = "success"  # fixed
+    records[f"{G}.tests.unit"] = record(f"{G}.tests.unit", "success", outcome="passed")
+    states[f"{G}.tests.integration"] = "failed"  # new
+    cases = {
+        f"{G}.tests.unit": {"tests.unit.test_router::test_round_robin": "passed"},
+        f"{G}.tests.integration": {"tests.integration.test_backend::test_backend_matches_image": "failed"},
+    }
+    rows = build_rows(PLAN, states, records, cases, lambda t, n: "", lambda t: "")
+    now = summarize(PLAN, "scheduled__2026-11-29T08:00:00+00:00", "2026-11-29T08:00:00+00:00", "u", rows, cases, before)
+    non = now["night_over_night"]
+    assert non["previous"]["logical_date"] == "2026-11-28T08:00:00+00:00"
+    assert non["jobs"]["new_failures"] == [f"{G}.tests.integration"]
+    assert non["jobs"]["fixed"] == [f"{G}.tests.unit"]
+    assert (
+        f"{G}.tests.e2e_2gpu" in non["jobs"]["still_failing"]
+        and "sglang_arm64.build_framework" in non["jobs"]["still_failing"]
+    )
+    assert non["cases"]["new_failures"] == [
+        f"{G}.tests.integration::tests.integration.test_backend::test_backend_matches_image"
+    ]
+    assert non["cases"]["fixed"] == [f"{G}.tests.unit::tests.unit.test_router::test_round_robin"]
+    md = to_markdown(now)
+    assert "- New failures: 1 jobs: vllm-amd64-integration; 1 test cases" in md
+    assert "- Fixed: 1 jobs: vllm-amd64-unit; 1 test cases" in md
+
+
+def test_a_backfilled_older_night_compares_with_the_night_before_it():
+    nights = [
+        {"logical_date": d, "run_id": d}
+        for d in ("2026-11-25T08:00:00+00:00", "2026-11-27T08:00:00+00:00", "2026-11-28T08:00:00+00:00")
+    ]
+    # The 26th, backfilled after the 28th ran, compares with the 25th, not the newest.
+    assert previous_results(nights, "2026-11-26T08:00:00+00:00")["run_id"] == "2026-11-25T08:00:00+00:00"
+    assert previous_results(nights, "2026-11-29T08:00:00+00:00")["run_id"] == "2026-11-28T08:00:00+00:00"
+    assert previous_results(nights, "2026-11-20T08:00:00+00:00") is None
+
+
+def test_junit_cases_from_a_real_report(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_x.py").write_text(
+        "import pytest\ndef test_ok(): pass\ndef test_bad(): assert 0\n@pytest.mark.skip\ndef test_skip(): pass\n"
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pytest", f"--junitxml={tmp_path / 'r.xml'}", str(tmp_path)],
+        capture_output=True,
+        check=False,
+    )
+    assert junit_cases((tmp_path / "r.xml").read_text()) == {
+        "test_x::test_ok": "passed",
+        "test_x::test_bad": "failed",
+        "test_x::test_skip": "skipped",
+    }
+
+
+def all_green():
+    _, records = fixed_outcomes()
+    states = {r["task_id"]: "success" for r in results_for()["rows"]}
+    return results_for(states_records=(states, records))
+
+
+def test_slack_message_as_the_original():
+    ok = all_green()
+    msg = slack_message(ok, "S0OPS")
+    assert msg["text"].startswith(
+        "*Nightly CI Pipeline - Success ✅*\nSummary: 54/54 jobs passed\n<http://ui/run|View Workflow Summary>"
+    )
+    assert "subteam" not in json.dumps(msg["blocks"])
+    bad = slack_message(results_for(), "S0OPS")
+    assert bad["text"].startswith("*Nightly CI Pipeline - Failed ❌*\nSummary: 41/54 jobs passed")
+    blocks = json.dumps(bad["blocks"], ensure_ascii=False)
+    assert "*Failed Jobs (11):*" in blocks and "• vllm-amd64-unit" in blocks
+    assert ":rotating_light: cc <!subteam^S0OPS|@ops-support> - Please investigate the failures above." in blocks
+    assert "@ops-support> " not in json.dumps(slack_message(results_for(), None)["blocks"])
+
+
+def test_posting_policies():
+    ok = all_green()
+    bad = results_for()
+    same_bad = results_for(before=json.loads(json.dumps(bad)))
+    assert should_post(ok, "always") and should_post(bad, "always")
+    assert not should_post(ok, "failure") and should_post(bad, "failure")
+    assert should_post(bad, "change") and not should_post(same_bad, "change")  # nothing new since last night
+    assert should_post(results_for(before=json.loads(json.dumps(ok))), "change")
+
+
+@pytest.mark.parametrize(
+    ("stage", "error_type", "text", "outcome", "cls"),
+    [
+        (
+            "build",
+            "BuildError",
+            "build failed: The command '/bin/sh -c make' returned a non-zero code: 2",
+            None,
+            "build",
+        ),
+        (
+            "build",
+            "BuildError",
+            'build failed: Get "http://127.0.0.1:9/v2/": dial tcp 127.0.0.1:9: connect: connection refused',
+            None,
+            "infra",
+        ),
+        ("build", "AirflowException", "Failed to establish connection to any given Docker hosts.", None, "infra"),
+        (
+            "push",
+            "RegistryAuthError",
+            "registry 'ecr' (x) refused the credentials of Airflow connection 'aws_default': unauthorized: authentication required",
+            None,
+            "infra",
+        ),
+        (
+            "push",
+            "RegistryUnavailable",
+            "push x: still failing after 6 attempts: received unexpected HTTP status: 503 Service Unavailable",
+            None,
+            "infra",
+        ),
+        (
+            "test",
+            "APIError",
+            '500 Server Error for http+docker://localhost/v1.41/containers/x/start: Internal Server Error ("could not select device driver "" with capabilities: [[gpu]]")',
+            "error",
+            "infra",
+        ),
+        (
+            "test",
+            "RegistryError",
+            "manifest for 127.0.0.1:5101/ai-dynamo/dynamo@sha256:ab not found: manifest unknown: manifest unknown",
+            None,
+            "infra",
+        ),
+        (
+            "test",
+            "AirflowException",
+            "suite unit of vllm_amd64: failed (exit code 1, {'tests': 4, 'failed': 1})",
+            "failed",
+            "test",
+        ),
+        (
+            "test",
+            "AirflowException",
+            "suite unit of vllm_arm64: collection_error (exit code 2)",
+            "collection_error",
+            "test",
+        ),
+        ("test", "AirflowException", "suite e2e_2gpu of vllm_amd64: timeout (exit code None)", "timeout", "timeout"),
+        ("test", "AirflowTaskTimeout", "Timeout, PID: 4242", None, "timeout"),
+        (
+            "test",
+            "PodLaunchFailedException",
+            "Pod took too long to start. More than 1800s. Check the pod events in kubernetes.",
+            None,
+            "infra",
+        ),
+        (
+            "source",
+            "SourceError",
+            "git_ref 'nope' is not a branch, tag or commit of https://github.com/x/y.git",
+            None,
+            "build",
+        ),
+    ],
+)
+def test_failure_classifier_on_real_error_texts(stage, error_type, text, outcome, cls):
+    assert classify_failure(stage, error_type, text, outcome) == cls
