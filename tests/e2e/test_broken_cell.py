@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import docker
 import pytest
 
+from include.nightly_ci.names import tag_safe_run_id
 from include.nightly_ci.sample_repo import make_repo, nightly_history
 from tests.services import DOCKER_SOCK, airflow_env, run_dag, run_id_of, write_config
 
@@ -66,3 +67,13 @@ def test_a_broken_build_leaves_only_its_own_tests_upstream_failed(airflow_home, 
 
     assert created(BROKEN) == []
     assert len(created("sglang_amd64")) == 4  # the filter does see the other cells' test containers
+
+    # The summary ran anyway and says what happened to every job.
+    results = json.loads((tmp_path / "artifacts" / tag_safe_run_id(run_id) / "results.json").read_text())
+    rows = {r["task_id"]: r for r in results["rows"]}
+    assert rows[f"{BROKEN}.build_framework"]["failure_class"] == "infra"  # its base image could not be pulled
+    assert {rows[f"{BROKEN}.tests.{s}"]["failure_class"] for s in ("unit", "integration", "e2e_1gpu", "e2e_2gpu")} == {
+        "upstream"
+    }
+    assert (results["passed"], results["total"]) == (54 - 9, 54)
+    assert state["verdict"] == "failed" and state["results_summary"] == "success"

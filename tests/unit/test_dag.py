@@ -195,3 +195,21 @@ def test_no_provider_module_beyond_a_one_task_dag_at_parse_time(tmp_path):
     )
     assert [m for m in extra if not m.startswith(docker_provider)] == []
     assert "airflow.providers.docker.operators.docker" in extra
+
+
+def test_a_nightly_ends_with_summary_verdict_and_slack(dag):
+    t = dag.task_dict
+    assert t["results_summary"].trigger_rule == "all_done"
+    assert len(t["results_summary"].upstream_task_ids) == 6 * 5  # every cell's last tasks
+    assert t["verdict"].upstream_task_ids == {"results_summary"} and t["verdict"].trigger_rule == "all_done"
+    assert t["notify_slack"].upstream_task_ids == {"results_summary"} and t["notify_slack"].trigger_rule == "all_done"
+
+
+def test_an_overrunning_nightly_raises_a_deadline_alert(dag):
+    from datetime import timedelta
+
+    (alert,) = dag.deadline
+    assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline"
+    assert alert.interval == timedelta(hours=5)
+    assert alert.callback.path == "include.nightly_ci.deadline.notify_overrun"
+    assert alert.callback.kwargs["conn_id"] == "slack_nightly" and alert.callback.kwargs["hours"] == 5
