@@ -59,6 +59,7 @@ class SummaryOperator(BaseOperator):
             cases,
             log_url=lambda task_id, try_number: log_url(ti.dag_id, run_id, task_id, try_number),
             artifacts_url=lambda task_id: str(run_dir / self._artifact_dir(task_id)),
+            selected=(context["params"]["frameworks"], context["params"]["arches"]),
         )
         before = previous_results(self._completed_runs(store, run_dir.name), night)
         results = summarize(self.plan, run_id, night, run_url(ti.dag_id, run_id), rows, cases, before)

@@ -69,10 +69,14 @@ def build_rows(
     cases: dict[str, dict[str, str]],
     log_url: Callable[[str, int | None], str],
     artifacts_url: Callable[[str], str],
+    selected: tuple[list[str], list[str]] | None = None,
 ) -> list[Row]:
-    """One row per build, push and test task, by framework, arch and stage."""
+    """One row per build, push and test task, by framework, arch and stage, for the cells
+    the run's Params selected (SELECTED: frameworks, arches; None: all)."""
     rows = []
     for cell in plan.cells:
+        if selected and (cell.framework not in selected[0] or cell.arch not in selected[1]):
+            continue
         for task_id, job, kind in _job_names(cell):
             rec = records.get(task_id, {})
             status = states.get(task_id) or rec.get("state") or "none"

@@ -214,3 +214,12 @@ def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cac
     assert framework["steps_cached"] == framework["steps_total"] > 10
     assert runtime["steps_cached"] == runtime["steps_total"] > framework["steps_total"]
     assert f"Pulling cache image {stack.ecr.host}/{REPO}:main-vllm-framework-amd64" in proc.stdout
+
+
+def test_the_summary_of_a_one_cell_run_is_stored_in_s3(stack, first_run, run_id):
+    key = f"nightly/{tag_safe_run_id(run_id)}/results.json"
+    results = json.loads(stack.s3().get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+    assert (results["passed"], results["total"], results["success"]) == (9, 9, True)  # the selected cell only
+    assert {r["task_id"].split(".")[0] for r in results["rows"]} == {"vllm_amd64"}
+    md = stack.s3().get_object(Bucket=stack.bucket, Key=key.replace(".json", ".md"))["Body"].read().decode()
+    assert "**Summary: 9/9 jobs passed**" in md

@@ -207,7 +207,8 @@ def test_junit_cases_from_a_real_report(tmp_path):
         "import pytest\ndef test_ok(): pass\ndef test_bad(): assert 0\n@pytest.mark.skip\ndef test_skip(): pass\n"
     )
     subprocess.run(
-        [sys.executable, "-m", "pytest", f"--junitxml={tmp_path / 'r.xml'}", str(tmp_path)],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={tmp_path / 'r.xml'}"],
+        cwd=tmp_path,
         capture_output=True,
         check=False,
     )
@@ -329,3 +330,9 @@ def test_posting_policies():
 )
 def test_failure_classifier_on_real_error_texts(stage, error_type, text, outcome, cls):
     assert classify_failure(stage, error_type, text, outcome) == cls
+
+
+def test_cells_the_params_left_out_are_not_jobs_of_the_run():
+    states, records = fixed_outcomes()
+    rows = build_rows(PLAN, states, records, {}, lambda t, n: "", lambda t: "", selected=(["vllm"], ["amd64"]))
+    assert {r.task_id.split(".")[0] for r in rows} == {G} and len(rows) == 9
