@@ -11,6 +11,9 @@ provision:  ## install and start what the local setup needs (Docker, registries,
 demo:  ## run one whole nightly locally against the sample project and print what it pushed
 	bash scripts/demo.sh
 
+up:  ## the Airflow UI on :8080 (airflow standalone) with the project, its pools and local connections
+	bash scripts/up.sh
+
 test:  ## run every test (unit, DAG, integration, end to end); PYTEST_ARGS=... to pass more
 	bash scripts/test.sh $(PYTEST_ARGS)
 
@@ -23,4 +26,4 @@ pools:  ## create the Airflow pools of the config
 bench:  ## parse-time, rebuild-cache and makespan benchmarks
 	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py && python benchmarks/makespan.py
 
-.PHONY: help provision demo test lint pools bench
+.PHONY: help provision demo up test lint pools bench

@@ -31,6 +31,7 @@ ensure_packages() {
   apt_install git git
   apt_install dockerd docker.io
   apt_install docker-registry docker-registry
+  apt_install docker-compose docker-compose
   apt_install htpasswd apache2-utils
   apt_install debootstrap debootstrap
   apt_install qemu-aarch64-static qemu-user-static binfmt-support

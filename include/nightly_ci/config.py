@@ -159,6 +159,9 @@ class PoolSettings(_Model):
     slots: int = Field(ge=1)
     description: str = ""
     runner: Runner | None = None
+    # The Celery queue of the workers that serve this pool (default: the pool's name), so
+    # that builders and GPU hosts each take their own work.
+    queue: Annotated[str, _pattern(POOL_RE, "queue name")] | None = None
 
 
 class RegistrySettings(_Model):

@@ -110,7 +110,8 @@ def _build(plan: Plan, cell: Cell, image: str, common: dict) -> BuildImageOperat
 
 
 def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskGroup:
-    common = {"plan": plan, "cell": cell, "retry_policy": FAIL_FAST}
+    # Builds and pushes talk to the arch's builder engine: its workers' queue.
+    common = {"plan": plan, "cell": cell, "retry_policy": FAIL_FAST, "queue": plan.queues[cell.build_pool]}
     with TaskGroup(cell.group_id, tooltip=f"Build, publish and test {cell.framework} for {cell.platform}") as group:
         build_fw = _build(plan, cell, FRAMEWORK, common)
         push_fw = {p.registry: _push(FRAMEWORK, p, common) for p in cell.framework_pushes}
@@ -123,6 +124,7 @@ def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskG
                     plan,
                     cell,
                     job,
+                    queue=plan.queues[job.pool],
                     task_id=job.task_id,
                     task_display_name=f"Test {job.suite} ({cell.framework} {cell.arch}, {how})",
                     retries=0,  # a failing suite is a result, not a hiccup; it is not re-run

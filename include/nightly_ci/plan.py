@@ -137,6 +137,7 @@ class Plan:
     cells: tuple[Cell, ...]
     registries: dict[str, Registry]
     pools: dict[str, tuple[int, str]]
+    queues: dict[str, str]  # pool -> Celery queue
     build: BuildSettings
     artifacts_base: str
     artifacts_conn_id: str | None
@@ -262,6 +263,7 @@ def build_plan(cfg: NightlyConfig) -> Plan:
             for name, r in cfg.registries.items()
         },
         pools={name: (p.slots, p.description) for name, p in cfg.pools.items()},
+        queues={name: p.queue or name for name, p in cfg.pools.items()},
         build=cfg.build,
         artifacts_base=cfg.artifacts.base,
         artifacts_conn_id=cfg.artifacts.conn_id,

@@ -31,21 +31,21 @@ def client(name: str, port: int) -> RegistryClient:
     return RegistryClient(RegistryAuth(name, f"nightly_ci_{name}", f"127.0.0.1:{port}", "ci", password))
 
 
+def run_demo(config: Path | None = None) -> tuple[subprocess.CompletedProcess, str]:
+    """`make demo` as a user runs it (with another config if given); its output and run id."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "NIGHTLY_CI_CONFIG")}
+    if config:
+        env["NIGHTLY_CI_CONFIG"] = str(config)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)  # fmt: skip
+    return proc, run_id_of((ROOT / ".local" / "demo-run.log").read_text())
+
+
 @pytest.fixture(scope="module")
 def demo():
-    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "NIGHTLY_CI_CONFIG")}
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo.sh")],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=1800,
-    )
+    proc, run_id = run_demo()
     assert proc.returncode == 0, proc.stdout[-6000:]
-    run_log = (ROOT / ".local" / "demo-run.log").read_text()
-    return proc.stdout, run_id_of(run_log)
+    return proc.stdout, run_id
 
 
 def test_demo_ends_by_printing_what_it_pushed_with_digests(demo):
@@ -147,18 +147,8 @@ def test_a_night_with_one_test_broken_reports_exactly_that_test_as_new(demo, tmp
     subprocess.run([*git, "commit", "-qam", "break test_round_robin"], cwd=work, check=True)
     subprocess.run(["git", "clone", "-q", "--bare", str(work), str(tmp_path / "broken.git")], check=True)
     config = write_config(tmp_path / "broken.yaml", f"source: {{repository: {tmp_path / 'broken.git'}}}\n")
-    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_HOME"} | {"NIGHTLY_CI_CONFIG": str(config)}
-    proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo.sh")],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=1800,
-    )
+    proc, run_id = run_demo(config)
     assert proc.returncode != 0  # the run failed, and make demo says so
-    run_id = run_id_of((ROOT / ".local" / "demo-run.log").read_text())
     results = json.loads((ROOT / ".local" / "artifacts" / tag_safe_run_id(run_id) / "results.json").read_text())
     non = results["night_over_night"]
     assert non["previous"]["run_id"] == demo[1]

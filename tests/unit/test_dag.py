@@ -213,3 +213,13 @@ def test_an_overrunning_nightly_raises_a_deadline_alert(dag):
     assert alert.interval == timedelta(hours=5)
     assert alert.callback.path == "include.nightly_ci.deadline.notify_overrun"
     assert alert.callback.kwargs["conn_id"] == "slack_nightly" and alert.callback.kwargs["hours"] == 5
+
+
+def test_each_pool_has_its_own_queue(dag):
+    t = dag.task_dict
+    assert t["vllm_arm64.build_framework"].queue == "cpu-arm-r8g-4xlarge"
+    assert t["vllm_arm64.push_runtime_acr"].queue == "cpu-arm-r8g-4xlarge"
+    assert t["vllm_amd64.build_runtime"].queue == "cpu-amd-m5-4xlarge"
+    assert t["vllm_amd64.tests.e2e_2gpu"].queue == "gpu-l40-amd64"
+    assert t["vllm_arm64.tests.unit"].queue == "cpu-arm-r8g-4xlarge"
+    assert t["results_summary"].queue == "default"

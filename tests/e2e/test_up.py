@@ -1,0 +1,73 @@
+"""`make up`: the Airflow UI with the project's DAGs, and the login it prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+
+from tests.services import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
+    assert not port_in_use(8080), "something already listens on 8080: this test must reach its own server"
+    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "NIGHTLY_CI_CONFIG")}
+    log = (tmp_path / "up.log").open("w")
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "up.sh")],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        login = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and login is None:
+            found = re.search(
+                r"^\[up\] the UI is at (\S+); login: admin / (\S+)$", (tmp_path / "up.log").read_text(), re.M
+            )
+            login = found.group(2) if found else None
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            time.sleep(2)
+        assert login, "make up printed no login"
+        token = requests.post(
+            "http://127.0.0.1:8080/auth/token", json={"username": "admin", "password": login}, timeout=10
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        dags: set[str] = set()
+        while time.monotonic() < deadline and dags != {"nightly_ci", "nightly_ci_retention"}:
+            body = requests.get("http://127.0.0.1:8080/api/v2/dags", headers=headers, timeout=10).json()
+            dags = {d["dag_id"] for d in body["dags"]}
+            time.sleep(2)
+        assert dags == {"nightly_ci", "nightly_ci_retention"}
+        errors = requests.get("http://127.0.0.1:8080/api/v2/importErrors", headers=headers, timeout=10).json()
+        assert errors["total_entries"] == 0
+        pools = requests.get("http://127.0.0.1:8080/api/v2/pools", headers=headers, timeout=10).json()
+        assert {"cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge", "gpu-l40-amd64"} <= {p["name"] for p in pools["pools"]}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        deadline = time.monotonic() + 60
+        while port_in_use(8080) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not port_in_use(8080), "make up left its server behind"
