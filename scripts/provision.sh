@@ -29,6 +29,7 @@ docker() { "$DOCKER_CLI" "$@"; }
 
 ensure_packages() {
   apt_install git git
+  apt_install curl curl
   apt_install dockerd docker.io
   apt_install docker-registry docker-registry
   apt_install docker-compose docker-compose
