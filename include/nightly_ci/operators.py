@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from include.nightly_ci.links import RegistryImageLink
 from include.nightly_ci.plan import (
     FRAMEWORK,
     LABEL_CREATED,
@@ -249,6 +250,7 @@ class PushImageOperator(_CellOperator):
 
     ui_color = "#e6f4ea"
     record_stage = "push"
+    operator_extra_links = (RegistryImageLink(),)
 
     def __init__(self, *, push: Push, **kwargs: Any):
         super().__init__(**kwargs)

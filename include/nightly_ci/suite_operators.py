@@ -17,6 +17,7 @@ from typing import Any
 from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.sdk import BaseOperator
 
+from include.nightly_ci.links import ARTIFACTS_KEY, JUnitLink, TestOutputLink
 from include.nightly_ci.plan import JUNIT_FILE, Cell, Plan, TestJob, artifact_key
 from include.nightly_ci.suites import COLLECTED, NO_TESTS, PASSED, SuiteRun
 from include.nightly_ci.task_records import RecordedTask
@@ -38,6 +39,7 @@ class _SuiteMixin(RecordedTask):
     job: TestJob
     log: Any
     record_stage = "test"
+    operator_extra_links = (JUnitLink(), TestOutputLink())
     _suite_record: dict[str, Any] | None = None
 
     def record_extra(self) -> dict[str, Any]:
@@ -50,6 +52,15 @@ class _SuiteMixin(RecordedTask):
         skip_unless_selected(context, self.cell)
 
     def _new_run(self, context: Any, image: str) -> SuiteRun:
+        """A new suite run; first it tells the UI's links where its results will be."""
+        from include.nightly_ci.artifacts import store_root
+
+        store = store_root(self.plan.artifacts_base, self.plan.artifacts_conn_id)
+        stage = f"test-{self.job.suite}"
+        files = {"junit": JUNIT_FILE, "output": "output.log", "record": "record.json"}
+        run_id = context["dag_run"].run_id
+        urls = {name: str(store / artifact_key(run_id, self.cell, stage, file)) for name, file in files.items()}
+        context["ti"].xcom_push(key=ARTIFACTS_KEY, value=urls)
         return SuiteRun(self.cell.group_id, self.job.suite, self.job.mode, image, self.job.marker)
 
     def _keep(self, context: Any, run: SuiteRun) -> dict[str, Any]:

@@ -60,6 +60,7 @@ def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
         assert errors["total_entries"] == 0
         pools = requests.get("http://127.0.0.1:8080/api/v2/pools", headers=headers, timeout=10).json()
         assert {"cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge", "gpu-l40-amd64"} <= {p["name"] for p in pools["pools"]}
+        triggered_with_params_under_the_scheduler(headers)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -71,3 +72,50 @@ def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
         while port_in_use(8080) and time.monotonic() < deadline:
             time.sleep(1)
         assert not port_in_use(8080), "make up left its server behind"
+
+
+API = "http://127.0.0.1:8080/api/v2"
+
+
+def triggered_with_params_under_the_scheduler(headers: dict) -> None:
+    """A run triggered through the REST API with Params builds and tests only the chosen
+    cell under the real scheduler; the UI's extra links lead to its image and JUnit."""
+    assert requests.patch(f"{API}/dags/nightly_ci", json={"is_paused": False}, headers=headers, timeout=10).ok
+    resp = requests.post(
+        f"{API}/dags/nightly_ci/dagRuns",
+        headers=headers,
+        timeout=10,
+        json={"logical_date": None, "conf": {"frameworks": ["vllm"], "arches": ["amd64"]}},
+    )
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    deadline, state = time.monotonic() + 600, "queued"
+    while time.monotonic() < deadline and state not in ("success", "failed"):
+        time.sleep(5)
+        state = requests.get(f"{API}/dags/nightly_ci/dagRuns/{run_id}", headers=headers, timeout=10).json()["state"]
+    tis = requests.get(
+        f"{API}/dags/nightly_ci/dagRuns/{run_id}/taskInstances?limit=100", headers=headers, timeout=10
+    ).json()["task_instances"]
+    states = {t["task_id"]: t["state"] for t in tis}
+    assert state == "success", states
+    ran = {t for t, s in states.items() if s == "success"}
+    assert {t.split(".")[0] for t in ran} == {
+        "resolve_source",
+        "vllm_amd64",
+        "results_summary",
+        "verdict",
+        "notify_slack",
+    }
+    assert states["sglang_arm64.build_framework"] == "skipped"
+
+    def links(task_id: str) -> dict:
+        url = f"{API}/dags/nightly_ci/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        return requests.get(url, headers=headers, timeout=10).json()["extra_links"]
+
+    push_links = links("vllm_amd64.push_runtime_ecr")
+    assert "Image in registry" in push_links, push_links
+    image = push_links["Image in registry"]
+    assert image.startswith("http://127.0.0.1:5101/v2/ai-dynamo/dynamo/manifests/sha256:")
+    unit = links("vllm_amd64.tests.unit")
+    assert unit["JUnit report"].endswith("/vllm_amd64/test-unit/pytest_test_report.xml")
+    assert unit["Test output"].endswith("/vllm_amd64/test-unit/output.log")

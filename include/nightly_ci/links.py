@@ -1,0 +1,65 @@
+"""Extra links in the Airflow UI: a push task's image in its registry, a test task's JUnit
+and output. They read what the task put in XCom, so they work for failed tests too."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from airflow.sdk import BaseOperatorLink
+
+ARTIFACTS_KEY = "artifacts"
+_ECR = re.compile(r"(?P<account>\d+)\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com")
+
+
+def image_url(pinned: str | None) -> str:
+    """A browsable address of host/repo@digest: the ECR console for ECR, the registry API's
+    manifest otherwise."""
+    if not pinned or "@" not in pinned:
+        return ""
+    ref, digest = pinned.split("@", 1)
+    host, _, repo = ref.partition("/")
+    ecr = _ECR.fullmatch(host)
+    if ecr:
+        return (f"https://{ecr['region']}.console.aws.amazon.com/ecr/repositories/private/"
+                f"{ecr['account']}/{repo}/_/image/{digest}/details")  # fmt: skip
+    scheme = "http" if host.startswith(("127.", "localhost")) else "https"
+    return f"{scheme}://{host}/v2/{repo}/manifests/{digest}"
+
+
+def artifact_url(path: str | None) -> str:
+    """s3:// objects open in the S3 console; other stores' URLs are given as they are."""
+    if not path:
+        return ""
+    if path.startswith("s3://"):
+        bucket, _, key = path[len("s3://") :].partition("/")
+        return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={key}"
+    return path
+
+
+def _xcom(ti_key: Any, key: str) -> Any:
+    from airflow.providers.common.compat.sdk import XCom  # as the standard provider's links do
+
+    return XCom.get_value(ti_key=ti_key, key=key)
+
+
+class RegistryImageLink(BaseOperatorLink):
+    name = "Image in registry"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return image_url((_xcom(ti_key, "return_value") or {}).get("pinned"))
+
+
+class JUnitLink(BaseOperatorLink):
+    name = "JUnit report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return artifact_url((_xcom(ti_key, ARTIFACTS_KEY) or {}).get("junit"))
+
+
+class TestOutputLink(BaseOperatorLink):
+    __test__ = False  # not a pytest class
+    name = "Test output"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return artifact_url((_xcom(ti_key, ARTIFACTS_KEY) or {}).get("output"))

@@ -1,0 +1,15 @@
+"""Registers the nightly's extra links with the Airflow UI (api-server)."""
+
+import sys
+from pathlib import Path
+
+from airflow.plugins_manager import AirflowPlugin
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from include.nightly_ci.links import JUnitLink, RegistryImageLink, TestOutputLink
+
+
+class NightlyCiPlugin(AirflowPlugin):
+    name = "nightly_ci"
+    operator_extra_links = [RegistryImageLink(), JUnitLink(), TestOutputLink()]
