@@ -50,14 +50,23 @@ of every framework x arch ({cells}) from `{plan.source.repository}` branch `{pla
   `build_runtime` reuses that image pulled from the registry as its cache and
   `push_runtime_*` pushes the runtime image as `nightly-{{framework}}-{{arch}}` and
   `nightly-{{framework}}-{{arch}}-run-{{run_id}}`.
+* **tests** (in each group): one task per suite, started as soon as that cell's runtime
+  push to the test registry is done, in the exact image it pushed (by digest); amd64 on the
+  GPU pool, arm64 collect-only. A failed build leaves its tests `upstream_failed`.
+* **results_summary** always runs: the table of every job (stage, status, runner,
+  duration, links, test counts, failure class) and what changed since the previous
+  night, stored as `results.md`/`results.json` before **notify_slack** posts it;
+  **verdict** makes the run red when any job did not pass.
 * Moving tags only move forward: a backfill of an older night pushes only its run tag.
-* Build logs and metrics (duration, size, steps and cache hits) are kept under
-  `{plan.artifacts_base}` by run, cell and stage, and attached to each build task (XCom).
+* Build logs and metrics, test output, JUnit and records are kept under
+  `{plan.artifacts_base}` by run, cell and stage.
 
 **Re-run**: clear any task; builds and pushes are idempotent (the same tags, the same
-commit). **Manual run**: trigger with Params to pick frameworks, arches, a git ref, and
-whether moving tags are published. **Backfill**: `airflow backfill create --dag-id
-{plan.dag_id} --from-date ... --to-date ...`.
+commit), and a cleared test task tests the same image digest again.
+**Manual run**: trigger with Params to pick frameworks, arches, a git ref, and whether
+moving tags are published.
+**Backfill**: `airflow backfill create --dag-id {plan.dag_id} --from-date ... --to-date ...`:
+each night builds the commit of its own night.
 """
 
 
