@@ -2,15 +2,7 @@
 # `make demo`: provision what is missing, then run one whole nightly of the local config
 # through `airflow dags test` with a project-local AIRFLOW_HOME, and print what it pushed.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-bash "$ROOT/scripts/provision.sh"
-source "$ROOT/scripts/local_env.sh"
-cd "$ROOT"
-
-python -m include.nightly_ci check "$NIGHTLY_CI_CONFIG"
-python -m include.nightly_ci.sample_repo "$ROOT/.local/sample-project.git"
-airflow db migrate >"$ROOT/.local/db-migrate.log" 2>&1 || { tail -20 "$ROOT/.local/db-migrate.log"; exit 1; }
-python -m include.nightly_ci pools "$NIGHTLY_CI_CONFIG"
+source "$(dirname "$0")/prepare.sh"
 
 LOGICAL_DATE=${LOGICAL_DATE:-$(date -u +%Y-%m-%dT%H:%M:%S+00:00)}
 RUN_LOG="$ROOT/.local/demo-run.log"

@@ -3,14 +3,7 @@
 # scheduler, dag-processor, triggerer) with the project's dags/, plugins/ and include/,
 # its pools and the local connections. The login is printed once it is up.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-bash "$ROOT/scripts/provision.sh"
-source "$ROOT/scripts/local_env.sh"
-cd "$ROOT"
-python -m include.nightly_ci check "$NIGHTLY_CI_CONFIG"
-python -m include.nightly_ci.sample_repo "$ROOT/.local/sample-project.git"
-airflow db migrate >"$ROOT/.local/db-migrate.log" 2>&1 || { tail -20 "$ROOT/.local/db-migrate.log"; exit 1; }
-python -m include.nightly_ci pools "$NIGHTLY_CI_CONFIG"
+source "$(dirname "$0")/prepare.sh"
 export AIRFLOW__API__BASE_URL=${AIRFLOW__API__BASE_URL:-http://localhost:8080}
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 (

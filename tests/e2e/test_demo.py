@@ -103,31 +103,23 @@ def test_acr_holds_runtime_images_only(demo):
 
 def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
     ecr = client("ecr", 5101)
-    engine = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}")
     for fw, arch in CELLS:
         assert ecr.image(REPO, f"nightly-{fw}-{arch}").architecture == arch
         assert ecr.image(REPO, f"main-{fw}-framework-{arch}").architecture == arch
         if arch == "arm64":
-            out = engine.containers.run(
-                f"127.0.0.1:5101/{REPO}:nightly-{fw}-{arch}",
-                ["uname", "-m"],
-                platform="linux/arm64",
-                network_mode="none",
-                remove=True,
-            )
-            assert out.decode().strip() == "aarch64"
+            assert run_arm64(f"nightly-{fw}-{arch}", "uname", "-m").strip() == "aarch64"
+
+
+def run_arm64(tag: str, *command: str) -> str:
+    """What COMMAND prints in the demo's arm64 image TAG (under qemu)."""
+    engine = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}")
+    out = engine.containers.run(f"127.0.0.1:5101/{REPO}:{tag}", list(command), platform="linux/arm64",
+                                network_mode="none", remove=True)  # fmt: skip
+    return out.decode()
 
 
 def build_info(tag: str) -> str:
-    engine = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}")
-    out = engine.containers.run(
-        f"127.0.0.1:5101/{REPO}:{tag}",
-        ["cat", "/opt/framework/build-info"],
-        platform="linux/arm64",
-        network_mode="none",
-        remove=True,
-    )
-    return out.decode()
+    return run_arm64(tag, "cat", "/opt/framework/build-info")
 
 
 def test_arm64_overrides_reached_the_build(demo):
