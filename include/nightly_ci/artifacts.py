@@ -12,12 +12,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from include.nightly_ci.plan import Plan
+
 
 def store_root(base: str, conn_id: str | None = None) -> ObjectStoragePath:
     from airflow.sdk import ObjectStoragePath
 
     url = base if "://" in base else f"file://{base}"
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
+
+
+def plan_store(plan: Plan) -> ObjectStoragePath:
+    """The artifact store of PLAN (artifacts.base with artifacts.conn_id)."""
+    return store_root(plan.artifacts_base, plan.artifacts_conn_id)
 
 
 def write_text(root: ObjectStoragePath, key: str, text: str) -> str:

@@ -105,9 +105,9 @@ class _CellOperator(RecordedTask, BaseOperator):
         )
 
     def _store(self):
-        from include.nightly_ci.artifacts import store_root
+        from include.nightly_ci.artifacts import plan_store
 
-        return store_root(self.plan.artifacts_base, self.plan.artifacts_conn_id)
+        return plan_store(self.plan)
 
 
 class BuildImageOperator(_CellOperator):

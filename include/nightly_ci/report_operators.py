@@ -40,13 +40,13 @@ class SummaryOperator(BaseOperator):
         self.plan = plan
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from include.nightly_ci.artifacts import store_root, write_json, write_text
+        from include.nightly_ci.artifacts import plan_store, write_json, write_text
         from include.nightly_ci.results import build_rows, previous_results, summarize, to_markdown
 
         ti, dag_run = context["ti"], context["dag_run"]
         run_id = dag_run.run_id
         night = (dag_run.logical_date or dag_run.run_after).isoformat()
-        store = store_root(self.plan.artifacts_base, self.plan.artifacts_conn_id)
+        store = plan_store(self.plan)
         run_dir = store / tag_safe_run_id(run_id)
 
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})

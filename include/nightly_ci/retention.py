@@ -141,9 +141,9 @@ def expire_registry(plan: Plan, reg: Registry, now: datetime, dry_run: bool) -> 
 
 def expire_artifacts(plan: Plan, now: datetime, dry_run: bool) -> list[str]:
     """Delete every artifact file older than the retention; the deleted paths."""
-    from include.nightly_ci.artifacts import store_root
+    from include.nightly_ci.artifacts import plan_store
 
-    root = store_root(plan.artifacts_base, plan.artifacts_conn_id)
+    root = plan_store(plan)
     if not root.exists():
         log.info("artifact store %s is empty", root)
         return []

@@ -53,9 +53,9 @@ class _SuiteMixin(RecordedTask):
 
     def _new_run(self, context: Any, image: str) -> SuiteRun:
         """A new suite run; first it tells the UI's links where its results will be."""
-        from include.nightly_ci.artifacts import store_root
+        from include.nightly_ci.artifacts import plan_store
 
-        store = store_root(self.plan.artifacts_base, self.plan.artifacts_conn_id)
+        store = plan_store(self.plan)
         stage = f"test-{self.job.suite}"
         files = {"junit": JUNIT_FILE, "output": "output.log", "record": "record.json"}
         run_id = context["dag_run"].run_id
@@ -65,9 +65,9 @@ class _SuiteMixin(RecordedTask):
 
     def _keep(self, context: Any, run: SuiteRun) -> dict[str, Any]:
         """Write output, JUnit and the record to the artifact store; the record."""
-        from include.nightly_ci.artifacts import store_root, write_json, write_text
+        from include.nightly_ci.artifacts import plan_store, write_json, write_text
 
-        store = store_root(self.plan.artifacts_base, self.plan.artifacts_conn_id)
+        store = plan_store(self.plan)
 
         def key(name: str) -> str:
             return artifact_key(context["dag_run"].run_id, self.cell, f"test-{self.job.suite}", name)

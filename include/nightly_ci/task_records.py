@@ -103,7 +103,7 @@ class RecordedTask:
             self._write_record(context, state, started, time.monotonic() - t0, error_type, message)
 
     def _write_record(self, context, state, started, seconds, error_type, message) -> None:
-        from include.nightly_ci.artifacts import store_root, write_json
+        from include.nightly_ci.artifacts import plan_store, write_json
 
         extra = self.record_extra()
         record = {
@@ -123,7 +123,7 @@ class RecordedTask:
         if state == "failed":
             record["failure_class"] = classify_failure(self.record_stage, error_type, message, extra.get("outcome"))
         try:
-            store = store_root(self.plan.artifacts_base, self.plan.artifacts_conn_id)
+            store = plan_store(self.plan)
             write_json(store, record_key(context["dag_run"].run_id, self.task_id), record)
         except Exception:  # the store being down must not hide the task's own error
             self.log.exception("Could not write the task record of %s", self.task_id)
