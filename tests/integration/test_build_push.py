@@ -197,13 +197,38 @@ def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, fi
     assert after == before
 
 
+def _non_base_images(client: docker.APIClient) -> list[dict]:
+    return [i for i in client.images() if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])]
+
+
+def _remove_all_but_base_images(client: docker.APIClient) -> None:
+    """Empties the engine of everything but the base images, children before parents.
+
+    A listed image can be the parent of another listed one (a runtime image built on a
+    framework image that other tests left behind); the engine refuses to delete it until
+    the child is gone, so delete in passes until a pass makes no progress.
+    """
+    while True:
+        refused = []
+        for image in _non_base_images(client):
+            try:
+                client.remove_image(image["Id"], force=True)
+            except docker.errors.NotFound:
+                pass  # went with an image removed earlier in this pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                refused.append(exc)
+        if not refused:
+            return
+        if len(refused) == len(_non_base_images(client)):
+            raise RuntimeError(f"cannot empty the engine: {refused[0]}")
+
+
 def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cache(stack, first_run):
     client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
-    for image in client.images():
-        tags = image.get("RepoTags") or []
-        if not any(t.startswith("nightly-ci-base:") for t in tags):
-            client.remove_image(image["Id"], force=True)
-    assert not [i for i in client.images() if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])]
+    _remove_all_but_base_images(client)
+    assert not _non_base_images(client)
     night = "2026-11-28T08:00:00+00:00"
     proc = stack.run(night)
     assert proc.returncode == 0, proc.stdout[-5000:]
