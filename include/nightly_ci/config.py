@@ -314,6 +314,11 @@ def _semantic_findings(cfg: NightlyConfig) -> list[Finding]:
     return found
 
 
+# Docker takes a number with an optional b/k/m/g unit; Kubernetes a resource quantity.
+_DOCKER_MEMORY = re.compile(r"[0-9]+[bkmgBKMG]?")
+_K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?([EPTGMK]i|[EPTGMk]|m)?")
+
+
 def _test_findings(cfg: NightlyConfig) -> list[Finding]:
     found: list[Finding] = []
     for arch, settings in cfg.arches.items():
@@ -322,6 +327,18 @@ def _test_findings(cfg: NightlyConfig) -> list[Finding]:
             found.append(
                 Finding(f"pools.{settings.test_pool}.runner", f"is required: arch {arch!r} runs its tests in this pool")
             )
+    for name, pool in cfg.pools.items():
+        runner = pool.runner
+        if runner is not None and runner.memory is not None:
+            pattern = _DOCKER_MEMORY if runner.backend == "docker" else _K8S_QUANTITY
+            if not pattern.fullmatch(runner.memory):
+                found.append(
+                    Finding(
+                        f"pools.{name}.runner.memory",
+                        f"{runner.memory!r} is not a {runner.backend} memory size "
+                        + ("(like 64g or 512m)" if runner.backend == "docker" else "(like 64Gi or 512Mi)"),
+                    )
+                )
     reg = cfg.tests.registry
     if reg is not None and (reg not in cfg.registries or "runtime" not in cfg.registries[reg].images):
         found.append(Finding("tests.registry", f"{reg!r} is not a registry that receives runtime images"))
@@ -438,13 +455,27 @@ def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """TOP over BASE. A `!replace` mapping stays marked through a chain of extends, also
+    when a file further down refines it, so that no ancestor's keys leak back into it."""
     merged = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and not isinstance(value, Replace) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        old = merged.get(key)
+        if isinstance(value, dict) and not isinstance(value, Replace) and isinstance(old, dict):
+            merged[key] = _merge(old, value)
+            if isinstance(old, Replace):
+                merged[key] = Replace(merged[key])
         else:
-            merged[key] = dict(value) if isinstance(value, Replace) else value
+            merged[key] = value
     return merged
+
+
+def _unmark(data: Any) -> Any:
+    """Plain dicts again once every file is merged."""
+    if isinstance(data, dict):
+        return {k: _unmark(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_unmark(v) for v in data]
+    return data
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> tuple[str, ...]:
@@ -495,7 +526,7 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
         line_maps.append(parent_lines)
         chain.append(parent)
     try:
-        cfg = NightlyConfig.model_validate(data)
+        cfg = NightlyConfig.model_validate(_unmark(data))
     except ValidationError as exc:
         raise ConfigError(path, _pydantic_findings(exc, line_maps)) from None
     findings = _semantic_findings(cfg)

@@ -179,3 +179,50 @@ def test_relative_paths_are_taken_from_the_file_that_says_them(tmp_path):
     assert cfg.artifacts.base == str(ROOT / ".local" / "artifacts")
     child.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\nartifacts: {{base: here}}\n")
     assert load_config(child).artifacts.base == str(tmp_path / "deeper" / "here")
+
+
+def test_a_replaced_mapping_stays_replaced_through_a_chain_of_extends(tmp_path):
+    """local.yaml replaces the GPU pool's Kubernetes runner with a Docker one; a file that
+    extends local.yaml and only names the runner's connection must not bring the shipped
+    runner's Kubernetes keys (memory 64Gi, node selector, ...) back."""
+    child = tmp_path / "child.yaml"
+    child.write_text(
+        f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n"
+        "pools:\n  gpu-l40-amd64:\n    runner: {conn_id: gpu_host}\n"
+    )
+    runner = load_config(child).pools["gpu-l40-amd64"].runner
+    assert (runner.backend, runner.conn_id, runner.gpus, runner.cpus, runner.network_mode) == (
+        "docker",
+        "gpu_host",
+        False,
+        2,
+        "none",
+    )
+    assert (runner.memory, runner.node_selector, runner.image_pull_secrets) == (None, {}, [])
+    # And a !replace in the last file of the chain replaces what both files above it said.
+    child.write_text(
+        f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n"
+        "pools:\n  gpu-l40-amd64:\n    runner: !replace {backend: docker, cpus: 4}\n"
+    )
+    runner = load_config(child).pools["gpu-l40-amd64"].runner
+    assert (runner.conn_id, runner.gpus, runner.cpus, runner.network_mode, runner.memory) == (None, True, 4, None, None)
+
+
+def test_a_memory_size_in_the_wrong_backends_units_is_a_config_error(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        f"extends: {SHIPPED}\n"
+        "pools:\n"
+        "  cpu-arm-r8g-4xlarge:\n    runner: {memory: 64Gi}\n"
+        "  gpu-l40-amd64:\n    runner: {memory: 64g}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    text = str(err.value)
+    assert (
+        "pools.cpu-arm-r8g-4xlarge.runner.memory (line 4): '64Gi' is not a docker memory size (like 64g or 512m)"
+        in text
+    )
+    assert (
+        "pools.gpu-l40-amd64.runner.memory (line 6): '64g' is not a kubernetes memory size (like 64Gi or 512Mi)" in text
+    )
