@@ -1,4 +1,6 @@
-"""Registers the nightly's extra links with the Airflow UI (api-server)."""
+"""Registers the nightly's extra links with the Airflow UI (api-server), and installs the
+fix that keeps Clear working on runs with the nightly's Deadline Alert (see
+include/nightly_ci/airflow_fixes.py)."""
 
 import sys
 from pathlib import Path
@@ -7,7 +9,10 @@ from airflow.plugins_manager import AirflowPlugin
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from include.nightly_ci import airflow_fixes
 from include.nightly_ci.links import JUnitLink, RegistryImageLink, TestOutputLink
+
+airflow_fixes.apply()
 
 
 class NightlyCiPlugin(AirflowPlugin):

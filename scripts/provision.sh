@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the local nightly needs, reusing whatever is already there:
 # Docker engine, qemu for arm64, locally made base images, two registries with htpasswd
-# auth on loopback (standing in for ECR and ACR) and the Python environment.
+# auth on loopback (standing in for ECR and ACR), the Python environment, and Postgres
+# and Redis for the system test (installed only; the test starts its own).
 # Idempotent: a second run only checks. Nothing is pulled from any public registry.
 set -euo pipefail
 
@@ -37,6 +38,9 @@ ensure_packages() {
   apt_install debootstrap debootstrap
   apt_install qemu-aarch64-static qemu-user-static binfmt-support
   apt_install update-binfmts binfmt-support
+  # The system test's metadata database and Celery broker (started by the test itself).
+  apt_install pg_ctlcluster postgresql
+  apt_install redis-server redis-server
 }
 
 ensure_docker() {

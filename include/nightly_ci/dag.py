@@ -184,7 +184,6 @@ def _deadline(plan: Plan) -> DeadlineAlert | None:
                 "channel": plan.slack.channel,
                 "hours": plan.deadline_hours,
                 "dag_id": plan.dag_id,
-                "url": f"/dags/{plan.dag_id}",
             },
         ),
     )

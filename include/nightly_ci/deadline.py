@@ -4,18 +4,40 @@ still going, and posts to the Slack connection of the config."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 
-async def notify_overrun(context: dict[str, Any] | None = None, **kwargs: Any) -> None:
-    conn_id, channel, hours = kwargs["conn_id"], kwargs.get("channel"), kwargs["hours"]
-    dag_run = (context or {}).get("dag_run")
-    run = getattr(dag_run, "run_id", None) or (context or {}).get("run_id", "a nightly run")
-    text = (
+def overrun_text(context: dict[str, Any] | None, dag_id: str, hours: float) -> str:
+    """The message for the run in CONTEXT. Airflow 3.3 hands an AsyncCallback the run as
+    the REST API's JSON (context["dag_run"]["dag_run_id"]), not as a DagRun object."""
+    from include.nightly_ci.report_operators import run_url
+
+    dag_run = (context or {}).get("dag_run") or {}
+    run_id = dag_run.get("dag_run_id") or dag_run.get("run_id")
+    queued = dag_run.get("queued_at")
+    if not run_id:
+        return (
+            f"*Nightly CI Pipeline - still running after {hours:g} h* :hourglass:\n"
+            f"A run of `{dag_id}` has not finished."
+        )
+    return (
         f"*Nightly CI Pipeline - still running after {hours:g} h* :hourglass:\n"
-        f"Run `{run}` of `{kwargs['dag_id']}` has not finished. <{kwargs['url']}|View the run>"
+        f"Run `{run_id}` of `{dag_id}`{f' (queued at {queued})' if queued else ''} has not finished. "
+        f"<{run_url(dag_id, run_id)}|View the run>"
     )
-    await asyncio.to_thread(_post, conn_id, channel, text)
+
+
+async def notify_overrun(context: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    # Airflow prunes a run's deadline when the run succeeds but keeps it when the run fails,
+    # so the alert also fires hours after a failed nightly ended: its failure was already
+    # posted by notify_slack, and "still running" would be false.
+    state = ((context or {}).get("dag_run") or {}).get("state")
+    if state in ("success", "failed"):
+        logging.getLogger(__name__).info("Not posting an overrun: the run already ended (%s).", state)
+        return
+    text = overrun_text(context, kwargs["dag_id"], kwargs["hours"])
+    await asyncio.to_thread(_post, kwargs["conn_id"], kwargs.get("channel"), text)
 
 
 def _post(conn_id: str, channel: str | None, text: str) -> None:

@@ -149,18 +149,27 @@ def test_the_deadline_callback_posts_while_the_run_goes_on(slack):
 
     from include.nightly_ci.deadline import notify_overrun
 
-    asyncio.run(
-        notify_overrun(
-            {"run_id": "scheduled__2026-11-28T08:00:00+00:00"},
-            conn_id="slack_hook",
-            channel=None,
-            hours=5,
-            dag_id="nightly_ci",
-            url="http://ui/dags/nightly_ci",
-        )
-    )
+    # The context as Airflow 3.3's scheduler builds it (Deadline.handle_miss): the run as
+    # the REST API's JSON. The system test sees the same callback fire under a triggerer.
+    context = {
+        "dag_run": {"dag_run_id": "scheduled__2026-11-28T08:00:00+00:00", "queued_at": "2026-11-28T08:00:01Z"},
+        "deadline": {"id": "0", "deadline_time": "2026-11-28T13:00:01Z"},
+    }
+    asyncio.run(notify_overrun(context, conn_id="slack_hook", channel=None, hours=5, dag_id="nightly_ci"))
     (msg,) = slack.received()
-    assert (
-        "still running after 5 h" in msg["body"]["text"]
-        and "scheduled__2026-11-28T08:00:00+00:00" in msg["body"]["text"]
-    )
+    text = msg["body"]["text"]
+    assert "still running after 5 h" in text and "Run `scheduled__2026-11-28T08:00:00+00:00` of `nightly_ci`" in text
+    assert "/dags/nightly_ci/runs/scheduled__2026-11-28T08%3A00%3A00%2B00%3A00|View the run>" in text
+
+
+def test_the_deadline_callback_stays_quiet_for_a_run_that_already_ended(slack):
+    """Airflow keeps a failed run's deadline and fires it later: no "still running" then."""
+    import asyncio
+
+    from include.nightly_ci.deadline import notify_overrun
+
+    context = {"dag_run": {"dag_run_id": "scheduled__2026-11-28T08:00:00+00:00", "state": "failed"}}
+    asyncio.run(notify_overrun(context, conn_id="slack_hook", channel=None, hours=5, dag_id="nightly_ci"))
+    context["dag_run"]["state"] = "running"
+    asyncio.run(notify_overrun(context, conn_id="slack_hook", channel=None, hours=5, dag_id="nightly_ci"))
+    assert len(slack.received()) == 1  # only the running one

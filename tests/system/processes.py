@@ -1,0 +1,337 @@
+"""The production topology as processes on this machine: Postgres and Redis from Debian's
+packages, and Airflow's api-server, scheduler, dag-processor, triggerer and one Celery
+worker per group of queues, all on loopback with their own ports and home folder."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from tests.services import ROOT, free_port, wait_for
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[4]))
+    if not found:
+        raise RuntimeError("no PostgreSQL server under /usr/lib/postgresql: run scripts/provision.sh (apt: postgresql)")
+    return Path(found[-1]).parent
+
+
+class Postgres:
+    """A throwaway cluster in its own folder; password auth on 127.0.0.1:PORT.
+
+    PostgreSQL refuses to run as root, so under root the cluster belongs to Debian's
+    `postgres` user (its folder lives outside pytest's root-only tmp dirs).
+    """
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="nightly-ci-pg-"))
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        self.user = "postgres" if os.getuid() == 0 else None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://airflow:{self.password}@127.0.0.1:{self.port}/airflow"
+
+    def _run(self, *cmd: str | Path) -> None:
+        env = {**os.environ, "PGPASSWORD": self.password}
+        proc = subprocess.run([str(c) for c in cmd], user=self.user, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{Path(str(cmd[0])).name} failed: {proc.stdout}{proc.stderr}")
+
+    def start(self) -> None:
+        bin_dir = _pg_bin()
+        (self.root / "pwfile").write_text(self.password)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            for path in (self.root, self.root / "pwfile"):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        data = self.root / "data"
+        self._run(bin_dir / "initdb", "-D", data, "-U", "airflow", "--pwfile", self.root / "pwfile",
+                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8")  # fmt: skip
+        log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                bin_dir / "postgres",
+                "-D",
+                data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.root,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            user=self.user,
+            stdout=log,
+            stderr=log,
+        )
+        ready = [bin_dir / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        wait_for(lambda: subprocess.run(ready).returncode == 0, 30, f"postgres on 127.0.0.1:{self.port}")
+        self._run(bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", "airflow")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # smart shutdown
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Redis:
+    """redis-server with a password on 127.0.0.1:PORT, nothing persisted."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        if not server:
+            raise RuntimeError("redis-server is not installed: run scripts/provision.sh (apt: redis-server)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "redis.conf"  # the password stays off the command line
+        conf.write_text(
+            f'port {self.port}\nbind 127.0.0.1\nsave ""\nappendonly no\ndir {self.root}\nrequirepass {self.password}\n'
+        )
+        log = open(self.root / "redis.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen([server, str(conf)], stdout=log, stderr=log)
+
+        def up() -> bool:
+            cli = ["redis-cli", "-p", str(self.port), "--no-auth-warning", "-a", self.password, "ping"]
+            return subprocess.run(cli, capture_output=True, text=True).stdout.strip() == "PONG"
+
+        wait_for(up, 15, f"redis on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@dataclass
+class Worker:
+    name: str
+    queues: list[str]
+    concurrency: int
+
+
+@dataclass
+class AirflowStack:
+    """api-server, scheduler, dag-processor, triggerer and Celery workers on one
+    Postgres and one Redis, as the compose file runs them, but as local processes."""
+
+    root: Path
+    config: Path
+    workers: list[Worker]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    api_port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.postgres = Postgres()
+        self.redis = Redis(self.root / "redis")
+        self.home = self.root / "airflow"
+        self.logs = self.root / "logs"
+        self._token: str | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        from cryptography.fernet import Fernet
+
+        if not hasattr(self, "_env"):
+            passwords = self.home / "passwords.json"
+            self._env = {
+                **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
+                "AIRFLOW_HOME": str(self.home),
+                "PYTHONPATH": str(ROOT),
+                "NIGHTLY_CI_CONFIG": str(self.config),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api}/execution/",
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.system.hostname.worker_hostname",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
+                "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url.replace("+psycopg2", ""),
+                "AIRFLOW__API__BASE_URL": self.api,
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(24),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(24),
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
+                "AIRFLOW__LOGGING__TRIGGERER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                **self.extra_env,
+            }
+            self.home.mkdir(parents=True, exist_ok=True)
+            passwords.write_text(json.dumps({"admin": self.password}))
+        return self._env
+
+    def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """One Airflow CLI command against the stack's database; raises on failure."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+        return proc
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        self.procs[name] = subprocess.Popen(
+            cmd, env={**self.env(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start(self) -> None:
+        began = time.monotonic()
+        self.postgres.start()
+        self.redis.start()
+        self.timings["postgres and redis up (s)"] = time.monotonic() - began
+        began = time.monotonic()
+        self.airflow("db", "migrate")
+        subprocess.run(
+            [sys.executable, "-m", "include.nightly_ci", "pools", str(self.config)],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+        )
+        self.timings["db migrate and pools (s)"] = time.monotonic() - began
+        began = time.monotonic()
+        airflow = [sys.executable, "-m", "airflow"]
+        self._spawn("api-server", [*airflow, "api-server"])
+        self._spawn("scheduler", [*airflow, "scheduler"])
+        self._spawn("dag-processor", [*airflow, "dag-processor"])
+        self._spawn("triggerer", [*airflow, "triggerer"])
+        for w in self.workers:
+            self._spawn(
+                f"worker-{w.name}",
+                [
+                    *airflow,
+                    "celery",
+                    "worker",
+                    "--queues",
+                    ",".join(w.queues),
+                    "--concurrency",
+                    str(w.concurrency),
+                    "--celery-hostname",
+                    f"{w.name}@%h",
+                ],
+                env={"NIGHTLY_CI_WORKER_NAME": w.name, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+            )
+        wait_for(self._api_up, 120, "the api-server")
+        self.timings["processes up (s)"] = time.monotonic() - began
+
+    def _api_up(self) -> bool:
+        self.check_alive()
+        try:
+            return requests.get(f"{self.api}/api/v2/monitor/health", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        self.redis.stop()
+        self.postgres.stop()
+
+    # The REST API, as the UI and an operator's scripts use it.
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        if self._token is None:
+            resp = requests.post(
+                f"{self.api}/auth/token", json={"username": "admin", "password": self.password}, timeout=10
+            )
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        headers = {"Authorization": f"Bearer {self._token}"}
+        return requests.request(method, f"{self.api}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+
+    def get(self, path: str) -> dict:
+        resp = self.request("GET", path)
+        assert resp.ok, f"GET {path}: {resp.status_code} {resp.text}"
+        return resp.json()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        def parsed() -> bool:
+            self.check_alive()
+            return self.request("GET", f"/dags/{dag_id}").ok
+
+        wait_for(parsed, timeout, f"DAG {dag_id} parsed")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.get(f"/dags/{dag_id}/dagRuns?order_by=run_after&limit=100")["dag_runs"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            run = self.get(f"/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(3)
+        raise TimeoutError(f"run {run_id} not finished within {timeout} s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
+        body = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=500")
+        return {t["task_id"]: t for t in body["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true"
+        return self.get(path)["value"]

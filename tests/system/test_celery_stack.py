@@ -1,0 +1,309 @@
+"""The nightly under the production topology, without containers: Postgres and Redis,
+the api-server, scheduler, dag-processor, triggerer and two Celery workers (one for the
+build queues, one for the GPU pool's queue), driven only as an operator would drive
+them: the config, the REST API and `airflow backfill create`.
+
+The tests run in file order on one stack and one history of runs:
+1. the scheduled run starts by itself at its cron time (a minute ahead, set in the config);
+2. a run triggered through the REST API with Params builds and tests only its cells;
+3. a backfill of three missed nights builds each night's commit, and the moving tags stay
+   on the newest night;
+4. with the GPU host unreachable a run's test tasks fail as infra; once the host is back,
+   clearing one of them through the API re-runs only it, against the same image digest,
+   and the run's summary is rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from include.nightly_ci.names import tag_safe_run_id
+from include.nightly_ci.plan import LABEL_REVISION
+from include.nightly_ci.registries import RegistryAuth, RegistryClient
+from include.nightly_ci.sample_repo import make_repo
+from tests.services import ROOT, LocalRegistry, free_port, write_config
+from tests.system.processes import AirflowStack, Worker
+from tests.system.timings import TIMINGS
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from fake_slack import FakeSlack
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+DAG = "nightly_ci"
+REPO = "ai-dynamo/dynamo"
+CELLS = [f"{fw}_{arch}" for fw in ("vllm", "sglang", "trtllm") for arch in ("amd64", "arm64")]
+SUITES = ("unit", "integration", "e2e_1gpu", "e2e_2gpu")
+CELL_TASKS = ("build_framework", "push_framework_ecr", "build_runtime", "push_runtime_ecr", "push_runtime_acr")
+GPU_ENGINE = "gpu_host_engine"  # the GPU pool's Docker engine: a connection kept in the metadata DB
+LOCAL_ENGINE = "unix:///var/run/docker.sock"
+BUILD_QUEUES = ["default", "cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge"]
+
+
+class System:
+    """The stack, the services around it and what the tests learn on the way."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.ecr = LocalRegistry(root / "ecr")
+        self.acr = LocalRegistry(root / "acr")
+        self.slack_log = root / "slack.jsonl"
+        self.slack = FakeSlack(free_port(), self.slack_log)
+        # The cron time: the next whole minute at least 75 s away, which leaves the stack
+        # time to come up and the DAG to be parsed and unpaused before it.
+        now = datetime.now(UTC)
+        self.cron_time = (now + timedelta(seconds=75 + 59)).replace(second=0, microsecond=0)
+        self.nights = [self.cron_time - timedelta(days=n) for n in (3, 2, 1)]
+        # One commit an hour before each missed night, then the head (committed now).
+        history = [(night - timedelta(hours=1), f"0.1.{i}", f"night {i}") for i, night in enumerate(self.nights)]
+        self.repo = root / "sample.git"
+        self.commits = make_repo(self.repo, [*history, (now, None, "the project as it is now")])
+        self.artifacts = root / "artifacts"
+        self.config = write_config(
+            root / "system.yaml",
+            f"source: {{repository: {self.repo}}}\n"
+            f"dag: {{schedule: '{self.cron_time.minute} {self.cron_time.hour} * * *', "
+            f"start_date: {self.cron_time.date().isoformat()}}}\n"
+            "registries: {ecr: {conn_id: sys_ecr}, acr: {conn_id: sys_acr}}\n"
+            f"pools: {{gpu-l40-amd64: {{runner: {{conn_id: {GPU_ENGINE}}}}}}}\n"
+            f"artifacts: {{base: {self.artifacts}}}\n"
+            # 36 s: every run here overruns it, so the Deadline Alert fires while it runs.
+            "notifications: {slack: {conn_id: sys_slack}, deadline_hours: 0.01}\n",
+        )
+        self.stack = AirflowStack(
+            root / "stack",
+            self.config,
+            workers=[Worker("builder", BUILD_QUEUES, 4), Worker("gpu", ["gpu-l40-amd64"], 4)],
+            extra_env={
+                **self.ecr.conn_env("sys_ecr"),
+                **self.acr.conn_env("sys_acr", "azure_container_registry"),
+                "AIRFLOW_CONN_SYS_SLACK": json.dumps(
+                    {
+                        "conn_type": "slackwebhook",
+                        "password": f"http://127.0.0.1:{self.slack.server_port}/services/T/B/x",
+                    }
+                ),
+            },
+        )
+        self.timings: dict[str, float] = {}
+        self.runs: dict[str, str] = {}  # name -> run id
+
+    def start(self) -> None:
+        self.ecr.start()
+        self.acr.start()
+        threading.Thread(target=self.slack.serve_forever, daemon=True).start()
+        self.stack.start()
+        self.timings.update(self.stack.timings)
+
+    def stop(self) -> None:
+        self.stack.stop()
+        self.slack.shutdown()
+        self.ecr.stop()
+        self.acr.stop()
+
+    def messages(self) -> list[str]:
+        if not self.slack_log.exists():
+            return []
+        return [json.loads(line)["body"].get("text", "") for line in self.slack_log.read_text().splitlines()]
+
+    def registry(self, reg: LocalRegistry) -> RegistryClient:
+        return RegistryClient(RegistryAuth("t", "t", reg.host, reg.user, reg.password))
+
+    def results(self, run_id: str) -> dict:
+        return json.loads((self.artifacts / tag_safe_run_id(run_id) / "results.json").read_text())
+
+    def timed_wait(self, name: str, run_id: str, timeout: float = 900) -> dict:
+        began = time.monotonic()
+        run = self.stack.wait_for_run(DAG, run_id, timeout)
+        self.timings[f"{name} (s)"] = time.monotonic() - began
+        return run
+
+    def set_gpu_engine(self, host: str) -> None:
+        body = {"connection_id": GPU_ENGINE, "conn_type": "docker", "host": host}
+        resp = self.stack.request("PATCH", f"/connections/{GPU_ENGINE}", json=body)
+        if resp.status_code == 404:
+            resp = self.stack.request("POST", "/connections", json=body)
+        assert resp.ok, resp.text
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory, provisioned, request):
+    s = System(tmp_path_factory.mktemp("system"))
+    began = time.monotonic()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        s.timings["whole system test (s)"] = time.monotonic() - began
+        lines = [f"  {name}: {seconds:.1f}" for name, seconds in s.timings.items()]
+        text = "CeleryExecutor on Postgres and Redis, 2 workers:\n" + "\n".join(lines)
+        (s.root / "timings.txt").write_text(text + "\n")
+        request.config.stash[TIMINGS].append(text)
+
+
+def test_the_scheduled_run_starts_by_itself_at_its_cron_time(system):
+    stack = system.stack
+    stack.wait_for_dag(DAG)
+    system.set_gpu_engine(LOCAL_ENGINE)
+    unpaused_at = datetime.now(UTC)
+    assert stack.request("PATCH", f"/dags/{DAG}", json={"is_paused": False}).ok
+    assert unpaused_at < system.cron_time, "the stack came up too late to see the cron time arrive"
+
+    deadline = time.monotonic() + (system.cron_time - datetime.now(UTC)).total_seconds() + 120
+    scheduled = []
+    while not scheduled and time.monotonic() < deadline:
+        stack.check_alive()
+        scheduled = [r for r in stack.runs(DAG) if r["run_type"] == "scheduled"]
+        time.sleep(2)
+    assert len(scheduled) == 1, f"no scheduled run by {system.cron_time}: {stack.runs(DAG)}"
+    run = scheduled[0]
+    system.runs["scheduled"] = run["dag_run_id"]
+    assert datetime.fromisoformat(run["logical_date"]) == system.cron_time
+    queued = datetime.fromisoformat(run["queued_at"])
+    assert system.cron_time <= queued < system.cron_time + timedelta(seconds=60), (queued, system.cron_time)
+
+    run = system.timed_wait("scheduled run, 6 cells", run["dag_run_id"])
+    tis = stack.task_instances(DAG, run["dag_run_id"])
+    assert run["state"] == "success", {t: i["state"] for t, i in tis.items() if i["state"] != "success"}
+    assert {t for t, i in tis.items() if i["state"] != "success"} == set()
+    assert stack.xcom(DAG, run["dag_run_id"], "resolve_source")["commit"] == system.commits[-1]  # the branch head
+
+    # Each worker took only its own queues: GPU-pool suites on the GPU host, the rest on the builder.
+    for task_id, ti in tis.items():
+        queue = expected_queue(task_id)
+        assert (ti["queue"], ti["hostname"]) == (queue, "gpu" if queue == "gpu-l40-amd64" else "builder"), task_id
+
+    # The Deadline Alert (36 s here) posted while the run was still going: before its summary.
+    texts = system.messages()
+    overrun = [i for i, t in enumerate(texts) if "still running after" in t and run["dag_run_id"] in t]
+    summary = [i for i, t in enumerate(texts) if "Summary: 54/54 jobs passed" in t]
+    assert overrun and summary and overrun[0] < summary[0], texts
+    assert f"<{stack.api}/dags/{DAG}/runs/" in texts[overrun[0]]  # a link a person can click
+
+
+def expected_queue(task_id: str) -> str:
+    """The shipped config: each arch builds on its CPU pool; amd64 tests on the GPU pool,
+    arm64 tests (collect only) on the arm pool; the run's own tasks on the default queue."""
+    group = task_id.split(".")[0]
+    if group not in CELLS:
+        return "default"
+    if group.endswith("arm64"):
+        return "cpu-arm-r8g-4xlarge"
+    return "gpu-l40-amd64" if ".tests." in task_id else "cpu-amd-m5-4xlarge"
+
+
+def test_a_rest_trigger_with_params_builds_and_tests_only_the_chosen_cells(system):
+    stack = system.stack
+    conf = {"frameworks": ["sglang", "trtllm"], "arches": ["arm64"]}
+    resp = stack.request("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert resp.status_code == 200, resp.text
+    run_id = system.runs["chosen"] = resp.json()["dag_run_id"]
+    run = system.timed_wait("REST-triggered run, 2 cells", run_id)
+    tis = stack.task_instances(DAG, run_id)
+    assert run["state"] == "success"
+    chosen = {"sglang_arm64", "trtllm_arm64"}
+    for cell in CELLS:
+        states = {tis[f"{cell}.{t}"]["state"] for t in CELL_TASKS} | {tis[f"{cell}.tests.{s}"]["state"] for s in SUITES}
+        assert states == ({"success"} if cell in chosen else {"skipped"}), (cell, states)
+    results = system.results(run_id)
+    assert (results["passed"], results["total"]) == (18, 18)
+    assert {r["task_id"].split(".")[0] for r in results["rows"]} == chosen
+    assert all(r["tests"].get("collected", 0) > 0 for r in results["rows"] if r["kind"] == "test")
+
+
+def test_a_backfill_of_three_missed_nights_builds_each_nights_commit(system):
+    stack = system.stack
+    began = time.monotonic()
+    stack.airflow(
+        "backfill", "create", "--dag-id", DAG,
+        "--from-date", system.nights[0].isoformat(), "--to-date", system.nights[-1].isoformat(),
+        "--dag-run-conf", json.dumps({"frameworks": ["vllm"]}),
+    )  # fmt: skip
+    backfill = []
+    while len(backfill) < 3 and time.monotonic() - began < 60:
+        backfill = [r for r in stack.runs(DAG) if r["run_type"] == "backfill"]
+        time.sleep(1)
+    assert sorted(datetime.fromisoformat(r["logical_date"]) for r in backfill) == system.nights
+    for r in backfill:
+        assert stack.wait_for_run(DAG, r["dag_run_id"])["state"] == "success", r["dag_run_id"]
+    system.timings["backfill, 3 nights x 2 cells (s)"] = time.monotonic() - began
+
+    ecr = system.registry(system.ecr)
+    for r in sorted(backfill, key=lambda r: r["logical_date"]):
+        night = system.nights.index(datetime.fromisoformat(r["logical_date"]))
+        commit = system.commits[night]
+        assert stack.xcom(DAG, r["dag_run_id"], "resolve_source")["commit"] == commit
+        for arch in ("amd64", "arm64"):
+            pushed = stack.xcom(DAG, r["dag_run_id"], f"vllm_{arch}.push_runtime_ecr")["pushed"]
+            run_tag = f"nightly-vllm-{arch}-run-{tag_safe_run_id(r['dag_run_id'])}"
+            assert list(pushed) == [run_tag], pushed  # an older night pushes only its run tag
+            assert ecr.image(REPO, run_tag).labels[LABEL_REVISION] == commit
+
+    # The moving tags stay on the newest night that published each cell.
+    newest = {cell: system.runs["scheduled"] for cell in CELLS} | {
+        "sglang_arm64": system.runs["chosen"],
+        "trtllm_arm64": system.runs["chosen"],
+    }
+    for cell, run_id in newest.items():
+        fw, arch = cell.split("_")
+        for reg, task in ((system.ecr, "push_runtime_ecr"), (system.acr, "push_runtime_acr")):
+            pushed = stack.xcom(DAG, run_id, f"{cell}.{task}")["pushed"]
+            assert system.registry(reg).image(REPO, f"nightly-{fw}-{arch}").digest == pushed[f"nightly-{fw}-{arch}"]
+        framework = ecr.image(REPO, f"main-{fw}-framework-{arch}")
+        assert framework.labels[LABEL_REVISION] == system.commits[-1], cell
+
+
+def test_clearing_a_failed_test_task_reruns_only_it_against_the_same_image(system):
+    stack = system.stack
+    system.set_gpu_engine("unix:///run/nightly-ci-system-test-gpu-host-is-down.sock")
+    conf = {"frameworks": ["trtllm"], "arches": ["amd64"], "publish": False}
+    resp = stack.request("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    assert system.timed_wait("run with the GPU host down, 1 cell", run_id)["state"] == "failed"
+    before = stack.task_instances(DAG, run_id)
+    tests = [f"trtllm_amd64.tests.{s}" for s in SUITES]
+    assert {before[t]["state"] for t in tests} == {"failed"}
+    first = system.results(run_id)
+    rows = {r["task_id"]: r for r in first["rows"]}
+    assert {rows[t]["failure_class"] for t in tests} == {"infra"}, [rows[t] for t in tests]
+    assert (first["passed"], first["total"]) == (5, 9)
+    pinned = stack.xcom(DAG, run_id, "trtllm_amd64.push_runtime_ecr")["pinned"]
+    unit = "trtllm_amd64.tests.unit"
+    assert stack.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{unit}")["rendered_fields"]["image"] == pinned
+
+    # The host is back: clear the unit suite (and what reads it: the summary, verdict, Slack).
+    system.set_gpu_engine(LOCAL_ENGINE)
+    began = time.monotonic()
+    body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [unit], "include_downstream": True,
+            "only_failed": False, "reset_dag_runs": True}  # fmt: skip
+    resp = stack.request("POST", f"/dags/{DAG}/clearTaskInstances", json=body)
+    assert resp.ok, resp.text
+    cleared = {t["task_id"] for t in resp.json()["task_instances"]}
+    assert cleared == {unit, "results_summary", "verdict", "notify_slack"}, cleared
+    run = stack.wait_for_run(DAG, run_id)
+    system.timings["cleared test task and summary re-run (s)"] = time.monotonic() - began
+    after = stack.task_instances(DAG, run_id)
+    assert after[unit]["state"] == "success" and after[unit]["try_number"] == before[unit]["try_number"] + 1
+    for task_id, ti in after.items():
+        if task_id not in cleared:
+            assert (ti["state"], ti["try_number"]) == (before[task_id]["state"], before[task_id]["try_number"]), task_id
+    assert run["state"] == "failed"  # the other three suites still failed
+
+    # Same image digest: the retry ran the very image the run pushed.
+    record = json.loads(
+        (system.artifacts / tag_safe_run_id(run_id) / "trtllm_amd64" / "test-unit" / "record.json").read_text()
+    )
+    assert record["image"] == pinned and record["outcome"] == "passed"
+    second = system.results(run_id)
+    rows = {r["task_id"]: r for r in second["rows"]}
+    assert rows[unit]["status"] == "success" and rows[unit]["failure_class"] is None
+    assert rows[unit]["tests"]["passed"] > 0
+    assert (second["passed"], second["total"]) == (6, 9)
