@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import requests
@@ -172,48 +173,49 @@ class AirflowStack:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @cached_property
     def env(self) -> dict[str, str]:
+        """Every process's environment: one database, one broker, one JWT secret."""
         from cryptography.fernet import Fernet
 
-        if not hasattr(self, "_env"):
-            passwords = self.home / "passwords.json"
-            self._env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
-                "AIRFLOW_HOME": str(self.home),
-                "PYTHONPATH": str(ROOT),
-                "NIGHTLY_CI_CONFIG": str(self.config),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api}/execution/",
-                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.system.hostname.worker_hostname",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
-                "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url.replace("+psycopg2", ""),
-                "AIRFLOW__API__BASE_URL": self.api,
-                "AIRFLOW__API__PORT": str(self.api_port),
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(24),
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(24),
-                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
-                "AIRFLOW__LOGGING__TRIGGERER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                **self.extra_env,
-            }
-            self.home.mkdir(parents=True, exist_ok=True)
-            passwords.write_text(json.dumps({"admin": self.password}))
-        return self._env
+        passwords = self.home / "passwords.json"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")},
+            "AIRFLOW_HOME": str(self.home),
+            "PYTHONPATH": str(ROOT),
+            "NIGHTLY_CI_CONFIG": str(self.config),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api}/execution/",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.system.hostname.worker_hostname",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url.replace("+psycopg2", ""),
+            "AIRFLOW__API__BASE_URL": self.api,
+            "AIRFLOW__API__PORT": str(self.api_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(24),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(24),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
+            "AIRFLOW__LOGGING__TRIGGERER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            **self.extra_env,
+        }
+        self.home.mkdir(parents=True, exist_ok=True)
+        passwords.write_text(json.dumps({"admin": self.password}))
+        return env
 
     def airflow(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """One Airflow CLI command against the stack's database; raises on failure."""
         proc = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env(), capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if proc.returncode:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -223,7 +225,7 @@ class AirflowStack:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         self.procs[name] = subprocess.Popen(
-            cmd, env={**self.env(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def start(self) -> None:
@@ -235,7 +237,7 @@ class AirflowStack:
         self.airflow("db", "migrate")
         subprocess.run(
             [sys.executable, "-m", "include.nightly_ci", "pools", str(self.config)],
-            env=self.env(),
+            env=self.env,
             check=True,
             capture_output=True,
         )
