@@ -314,9 +314,21 @@ def _semantic_findings(cfg: NightlyConfig) -> list[Finding]:
     return found
 
 
-# Docker takes a number with an optional b/k/m/g unit; Kubernetes a resource quantity.
-_DOCKER_MEMORY = re.compile(r"[0-9]+[bkmgBKMG]?")
+# A Kubernetes resource quantity (64Gi, 512Mi, 1.5G).
 _K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?([EPTGMK]i|[EPTGMk]|m)?")
+
+
+def _memory_ok(backend: str, size: str) -> bool:
+    if backend == "kubernetes":
+        return bool(_K8S_QUANTITY.fullmatch(size))
+    from docker.errors import DockerException
+    from docker.utils import parse_bytes  # what the docker backend hands the engine
+
+    try:
+        parse_bytes(size)
+    except DockerException:
+        return False
+    return True
 
 
 def _test_findings(cfg: NightlyConfig) -> list[Finding]:
@@ -329,16 +341,14 @@ def _test_findings(cfg: NightlyConfig) -> list[Finding]:
             )
     for name, pool in cfg.pools.items():
         runner = pool.runner
-        if runner is not None and runner.memory is not None:
-            pattern = _DOCKER_MEMORY if runner.backend == "docker" else _K8S_QUANTITY
-            if not pattern.fullmatch(runner.memory):
-                found.append(
-                    Finding(
-                        f"pools.{name}.runner.memory",
-                        f"{runner.memory!r} is not a {runner.backend} memory size "
-                        + ("(like 64g or 512m)" if runner.backend == "docker" else "(like 64Gi or 512Mi)"),
-                    )
+        if runner is not None and runner.memory is not None and not _memory_ok(runner.backend, runner.memory):
+            found.append(
+                Finding(
+                    f"pools.{name}.runner.memory",
+                    f"{runner.memory!r} is not a {runner.backend} memory size "
+                    + ("(like 64g or 512m)" if runner.backend == "docker" else "(like 64Gi or 512Mi)"),
                 )
+            )
     reg = cfg.tests.registry
     if reg is not None and (reg not in cfg.registries or "runtime" not in cfg.registries[reg].images):
         found.append(Finding("tests.registry", f"{reg!r} is not a registry that receives runtime images"))

@@ -16,14 +16,11 @@ def overrun_text(context: dict[str, Any] | None, dag_id: str, hours: float) -> s
     dag_run = (context or {}).get("dag_run") or {}
     run_id = dag_run.get("dag_run_id") or dag_run.get("run_id")
     queued = dag_run.get("queued_at")
+    title = f"*Nightly CI Pipeline - still running after {hours:g} h* :hourglass:\n"
     if not run_id:
-        return (
-            f"*Nightly CI Pipeline - still running after {hours:g} h* :hourglass:\n"
-            f"A run of `{dag_id}` has not finished."
-        )
+        return title + f"A run of `{dag_id}` has not finished."
     return (
-        f"*Nightly CI Pipeline - still running after {hours:g} h* :hourglass:\n"
-        f"Run `{run_id}` of `{dag_id}`{f' (queued at {queued})' if queued else ''} has not finished. "
+        title + f"Run `{run_id}` of `{dag_id}`{f' (queued at {queued})' if queued else ''} has not finished. "
         f"<{run_url(dag_id, run_id)}|View the run>"
     )
 

@@ -226,3 +226,10 @@ def test_a_memory_size_in_the_wrong_backends_units_is_a_config_error(tmp_path):
     assert (
         "pools.gpu-l40-amd64.runner.memory (line 6): '64g' is not a kubernetes memory size (like 64Gi or 512Mi)" in text
     )
+    f.write_text(
+        f"extends: {SHIPPED}\n"
+        "pools:\n"
+        "  cpu-arm-r8g-4xlarge:\n    runner: {memory: 1.5g}\n"
+        "  gpu-l40-amd64:\n    runner: {memory: 512Mi}\n"
+    )
+    assert load_config(f).pools["cpu-arm-r8g-4xlarge"].runner.memory == "1.5g"
