@@ -7,11 +7,12 @@ import re
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from tests.services import ROOT
+from tests.services import ROOT, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,6 +27,10 @@ def port_in_use(port: int) -> bool:
 def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
     assert not port_in_use(8080), "something already listens on 8080: this test must reach its own server"
     env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "NIGHTLY_CI_CONFIG")}
+    # The local config, starting tomorrow: unpausing a catchup-off DAG otherwise queues the
+    # latest night at once (all 6 cells, ahead of the REST-triggered run: max one active run).
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    env["NIGHTLY_CI_CONFIG"] = str(write_config(tmp_path / "up.yaml", f"dag: {{start_date: {tomorrow}}}\n"))
     log = (tmp_path / "up.log").open("w")
     proc = subprocess.Popen(
         ["bash", str(ROOT / "scripts" / "up.sh")],
@@ -89,6 +94,8 @@ def triggered_with_params_under_the_scheduler(headers: dict) -> None:
     )
     assert resp.status_code == 200, resp.text
     run_id = resp.json()["dag_run_id"]
+    runs = requests.get(f"{API}/dags/nightly_ci/dagRuns", headers=headers, timeout=10).json()["dag_runs"]
+    assert [r["dag_run_id"] for r in runs] == [run_id]  # nothing scheduled before the start date
     deadline, state = time.monotonic() + 600, "queued"
     while time.monotonic() < deadline and state not in ("success", "failed"):
         time.sleep(5)
