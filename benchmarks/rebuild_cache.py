@@ -32,6 +32,7 @@ from tests.services import (  # noqa: E402
     DOCKER_SOCK,
     LocalRegistry,
     airflow_db,
+    empty_engine,
     ensure_provisioned,
     run_dag,
     run_id_of,
@@ -39,19 +40,9 @@ from tests.services import (  # noqa: E402
 )
 
 
-def empty_engine() -> int:
+def main() -> int:
     import docker
 
-    client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
-    removed = 0
-    for image in client.images():
-        if not any(t.startswith("nightly-ci-base:") for t in image.get("RepoTags") or []):
-            client.remove_image(image["Id"], force=True)
-            removed += 1
-    return removed
-
-
-def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", default="vllm")
     parser.add_argument("--arch", default="amd64")
@@ -75,7 +66,7 @@ def main() -> int:
             conf = {"frameworks": [args.framework], "arches": [args.arch]}
             rows = []
             for phase, night in (("cold", "2026-11-27T08:00:00+00:00"), ("rebuild", "2026-11-28T08:00:00+00:00")):
-                removed = empty_engine()
+                removed = empty_engine(docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300))
                 proc = run_dag(config, logical_date=night, conf=conf, env=env)
                 if proc.returncode != 0:
                     print(proc.stdout[-4000:])

@@ -94,11 +94,50 @@ class LocalRegistry:
         conn = {"conn_type": conn_type, "host": self.host, "login": self.user, "password": password or self.password}
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
 
+    def client(self):
+        """The project's own registry API client, logged in as this registry's user."""
+        from include.nightly_ci.registries import RegistryAuth, RegistryClient
+
+        return RegistryClient(RegistryAuth("t", "t", self.host, self.user, self.password))
+
     def tags(self, repository: str) -> list[str]:
         resp = requests.get(
             f"http://{self.host}/v2/{repository}/tags/list", auth=(self.user, self.password), timeout=10
         )
         return sorted(resp.json().get("tags") or []) if resp.status_code == 200 else []
+
+
+def non_base_images(client) -> list[dict]:
+    """The engine's images other than the locally made base images (nightly-ci-base:*)."""
+    return [i for i in client.images() if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])]
+
+
+def empty_engine(client) -> int:
+    """Remove every image but the base images, children before parents; the count removed.
+
+    A listed image can be the parent of another listed one (a runtime image built on a
+    framework image an earlier run left behind); the engine refuses to delete it until
+    the child is gone, so delete in passes until a pass makes no progress.
+    """
+    import docker
+
+    removed = 0
+    while True:
+        refused = []
+        for image in non_base_images(client):
+            try:
+                client.remove_image(image["Id"], force=True)
+                removed += 1
+            except docker.errors.NotFound:
+                pass  # went with an image removed earlier in this pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                refused.append(exc)
+        if not refused:
+            return removed
+        if len(refused) == len(non_base_images(client)):
+            raise RuntimeError(f"cannot empty the engine: {refused[0]}")
 
 
 def airflow_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -8,12 +8,11 @@ import logging
 from typing import Any
 
 
-def overrun_text(context: dict[str, Any] | None, dag_id: str, hours: float) -> str:
-    """The message for the run in CONTEXT. Airflow 3.3 hands an AsyncCallback the run as
-    the REST API's JSON (context["dag_run"]["dag_run_id"]), not as a DagRun object."""
+def overrun_text(dag_run: dict[str, Any], dag_id: str, hours: float) -> str:
+    """The message for DAG_RUN: Airflow 3.3 hands an AsyncCallback the run as the REST
+    API's JSON (context["dag_run"]["dag_run_id"]), not as a DagRun object."""
     from include.nightly_ci.report_operators import run_url
 
-    dag_run = (context or {}).get("dag_run") or {}
     run_id = dag_run.get("dag_run_id") or dag_run.get("run_id")
     queued = dag_run.get("queued_at")
     title = f"*Nightly CI Pipeline - still running after {hours:g} h* :hourglass:\n"
@@ -29,11 +28,11 @@ async def notify_overrun(context: dict[str, Any] | None = None, **kwargs: Any) -
     # Airflow prunes a run's deadline when the run succeeds but keeps it when the run fails,
     # so the alert also fires hours after a failed nightly ended: its failure was already
     # posted by notify_slack, and "still running" would be false.
-    state = ((context or {}).get("dag_run") or {}).get("state")
-    if state in ("success", "failed"):
-        logging.getLogger(__name__).info("Not posting an overrun: the run already ended (%s).", state)
+    dag_run = (context or {}).get("dag_run") or {}
+    if dag_run.get("state") in ("success", "failed"):
+        logging.getLogger(__name__).info("Not posting an overrun: the run already ended (%s).", dag_run["state"])
         return
-    text = overrun_text(context, kwargs["dag_id"], kwargs["hours"])
+    text = overrun_text(dag_run, kwargs["dag_id"], kwargs["hours"])
     await asyncio.to_thread(_post, kwargs["conn_id"], kwargs.get("channel"), text)
 
 

@@ -12,9 +12,17 @@ import pytest
 
 from include.nightly_ci.names import tag_safe_run_id
 from include.nightly_ci.plan import LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
-from include.nightly_ci.registries import RegistryAuth, RegistryClient
 from include.nightly_ci.sample_repo import make_repo, nightly_history
-from tests.services import DOCKER_SOCK, LocalRegistry, MotoServer, run_dag, run_id_of, write_config
+from tests.services import (
+    DOCKER_SOCK,
+    LocalRegistry,
+    MotoServer,
+    empty_engine,
+    non_base_images,
+    run_dag,
+    run_id_of,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -66,9 +74,6 @@ class Stack:
         for s in (self.acr, self.ecr, self.moto):
             s.stop()
 
-    def api(self, reg: LocalRegistry) -> RegistryClient:
-        return RegistryClient(RegistryAuth("t", "t", reg.host, reg.user, reg.password))
-
     def run(self, logical_date: str, conf: dict | None = None):
         proc = run_dag(self.config, logical_date=logical_date, conf=conf or ONE_CELL, env=self.env)
         (self.root / f"run-{logical_date[:19].replace(':', '')}.log").write_text(proc.stdout)
@@ -105,13 +110,13 @@ def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
     run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}"
     assert stack.ecr.tags(REPO) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag])
     assert stack.acr.tags(REPO) == sorted(["nightly-vllm-amd64", run_tag])  # runtime only
-    runtime = stack.api(stack.ecr).image(REPO, "nightly-vllm-amd64")
-    assert runtime.digest == stack.api(stack.ecr).image(REPO, run_tag).digest
+    runtime = stack.ecr.client().image(REPO, "nightly-vllm-amd64")
+    assert runtime.digest == stack.ecr.client().image(REPO, run_tag).digest
     assert runtime.labels[LABEL_REVISION] == stack.commits[-1]  # the branch head
     assert runtime.labels[LABEL_SOURCE] == str(stack.repo)
     assert runtime.labels[LABEL_LOGICAL_DATE] == NIGHT and runtime.labels[LABEL_RUN_ID] == run_id
     assert "org.opencontainers.image.created" in runtime.labels
-    framework = stack.api(stack.ecr).image(REPO, "main-vllm-framework-amd64")
+    framework = stack.ecr.client().image(REPO, "main-vllm-framework-amd64")
     assert framework.labels[LABEL_REVISION] == stack.commits[-1]
     # Only the selected cell ran; the others were skipped by the Params.
     assert "sglang/arm64 is not selected by this run's Params" in first_run.stdout
@@ -134,7 +139,7 @@ def test_build_metrics_are_kept_as_files_with_every_field(stack, first_run, run_
 
 
 def test_the_cells_suites_ran_in_the_pushed_image_and_their_results_are_in_s3(stack, first_run, run_id):
-    pinned = stack.api(stack.ecr).image(REPO, f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}").digest
+    pinned = stack.ecr.client().image(REPO, f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}").digest
     for suite, tests in (("unit", 3), ("integration", 2), ("e2e_1gpu", 1), ("e2e_2gpu", 1)):
         record = json.loads(stack.artifact(run_id, f"test-{suite}", "record.json"))
         assert record["outcome"] == "passed" and record["counts"]["tests"] == tests
@@ -154,17 +159,17 @@ def test_streamed_build_output_is_in_the_task_log(first_run):
 
 def test_an_older_night_pushes_only_its_run_tag(stack, first_run):
     older = "2026-11-20T08:00:00+00:00"
-    before = stack.api(stack.ecr).image(REPO, "nightly-vllm-amd64")
+    before = stack.ecr.client().image(REPO, "nightly-vllm-amd64")
     proc = stack.run(older)
     assert proc.returncode == 0, proc.stdout[-5000:]
-    after = stack.api(stack.ecr).image(REPO, "nightly-vllm-amd64")
+    after = stack.ecr.client().image(REPO, "nightly-vllm-amd64")
     assert after.digest == before.digest and after.labels[LABEL_LOGICAL_DATE] == NIGHT
-    assert stack.api(stack.acr).image(REPO, "nightly-vllm-amd64").labels[LABEL_LOGICAL_DATE] == NIGHT
+    assert stack.acr.client().image(REPO, "nightly-vllm-amd64").labels[LABEL_LOGICAL_DATE] == NIGHT
     old_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id_of(proc.stdout))}"
-    assert stack.api(stack.ecr).image(REPO, old_tag).labels[LABEL_LOGICAL_DATE] == older
-    assert stack.api(stack.acr).image(REPO, old_tag) is not None
+    assert stack.ecr.client().image(REPO, old_tag).labels[LABEL_LOGICAL_DATE] == older
+    assert stack.acr.client().image(REPO, old_tag) is not None
     assert "Not moving nightly-vllm-amd64" in proc.stdout
-    framework = stack.api(stack.ecr).image(REPO, "main-vllm-framework-amd64")
+    framework = stack.ecr.client().image(REPO, "main-vllm-framework-amd64")
     assert framework.labels[LABEL_LOGICAL_DATE] == NIGHT
 
 
@@ -185,7 +190,7 @@ def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, fi
         )
         assert proc.returncode == 0, proc.stdout[-5000:]
 
-    before = {t: stack.api(stack.ecr).image(REPO, t).digest for t in stack.ecr.tags(REPO)}
+    before = {t: stack.ecr.client().image(REPO, t).digest for t in stack.ecr.tags(REPO)}
     first_build = stack.metrics(run_id, "runtime")
     rerun("vllm_amd64.build_runtime")
     # The same commit, build args and labels: every step cached, the very same image.
@@ -193,42 +198,14 @@ def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, fi
     assert again["image_id"] == first_build["image_id"]
     assert again["steps_cached"] == again["steps_total"]
     rerun("vllm_amd64.push_runtime_ecr")
-    after = {t: stack.api(stack.ecr).image(REPO, t).digest for t in stack.ecr.tags(REPO)}
+    after = {t: stack.ecr.client().image(REPO, t).digest for t in stack.ecr.tags(REPO)}
     assert after == before
-
-
-def _non_base_images(client: docker.APIClient) -> list[dict]:
-    return [i for i in client.images() if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])]
-
-
-def _remove_all_but_base_images(client: docker.APIClient) -> None:
-    """Empties the engine of everything but the base images, children before parents.
-
-    A listed image can be the parent of another listed one (a runtime image built on a
-    framework image that other tests left behind); the engine refuses to delete it until
-    the child is gone, so delete in passes until a pass makes no progress.
-    """
-    while True:
-        refused = []
-        for image in _non_base_images(client):
-            try:
-                client.remove_image(image["Id"], force=True)
-            except docker.errors.NotFound:
-                pass  # went with an image removed earlier in this pass
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise
-                refused.append(exc)
-        if not refused:
-            return
-        if len(refused) == len(_non_base_images(client)):
-            raise RuntimeError(f"cannot empty the engine: {refused[0]}")
 
 
 def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cache(stack, first_run):
     client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
-    _remove_all_but_base_images(client)
-    assert not _non_base_images(client)
+    empty_engine(client)
+    assert not non_base_images(client)
     night = "2026-11-28T08:00:00+00:00"
     proc = stack.run(night)
     assert proc.returncode == 0, proc.stdout[-5000:]

@@ -26,7 +26,6 @@ import pytest
 
 from include.nightly_ci.names import tag_safe_run_id
 from include.nightly_ci.plan import LABEL_REVISION
-from include.nightly_ci.registries import RegistryAuth, RegistryClient
 from include.nightly_ci.sample_repo import make_repo
 from tests.services import DOCKER_SOCK, ROOT, LocalRegistry, free_port, write_config
 from tests.system.processes import AirflowStack, Worker
@@ -114,9 +113,6 @@ class System:
         if not self.slack_log.exists():
             return []
         return [json.loads(line)["body"].get("text", "") for line in self.slack_log.read_text().splitlines()]
-
-    def registry(self, reg: LocalRegistry) -> RegistryClient:
-        return RegistryClient(RegistryAuth("t", "t", reg.host, reg.user, reg.password))
 
     def results(self, run_id: str) -> dict:
         return json.loads((self.artifacts / tag_safe_run_id(run_id) / "results.json").read_text())
@@ -238,7 +234,7 @@ def test_a_backfill_of_three_missed_nights_builds_each_nights_commit(system):
         assert stack.wait_for_run(DAG, r["dag_run_id"])["state"] == "success", r["dag_run_id"]
     system.timings["backfill, 3 nights x 2 cells (s)"] = time.monotonic() - began
 
-    ecr = system.registry(system.ecr)
+    ecr = system.ecr.client()
     for r in sorted(backfill, key=lambda r: r["logical_date"]):
         night = system.nights.index(datetime.fromisoformat(r["logical_date"]))
         commit = system.commits[night]
@@ -258,7 +254,7 @@ def test_a_backfill_of_three_missed_nights_builds_each_nights_commit(system):
         fw, arch = cell.split("_")
         for reg, task in ((system.ecr, "push_runtime_ecr"), (system.acr, "push_runtime_acr")):
             pushed = stack.xcom(DAG, run_id, f"{cell}.{task}")["pushed"]
-            assert system.registry(reg).image(REPO, f"nightly-{fw}-{arch}").digest == pushed[f"nightly-{fw}-{arch}"]
+            assert reg.client().image(REPO, f"nightly-{fw}-{arch}").digest == pushed[f"nightly-{fw}-{arch}"]
         framework = ecr.image(REPO, f"main-{fw}-framework-{arch}")
         assert framework.labels[LABEL_REVISION] == system.commits[-1], cell
 
