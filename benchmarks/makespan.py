@@ -22,35 +22,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from include.nightly_ci.names import BUILD as BUILD_STAGE  # noqa: E402
+from include.nightly_ci.names import PUSH, TEST  # noqa: E402
+
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 BUILD = {"amd64": 75.0, "arm64": 105.0}
 SUITE = {"unit": 15.0, "integration": 45.0, "e2e_1gpu": 75.0, "e2e_2gpu": 75.0}
 
 
-def durations(dag, collect_minutes: float) -> dict[str, float]:
-    out = {}
-    for t in dag.tasks:
-        cell = t.task_id.split(".")[0]
-        arch = cell.rsplit("_", 1)[-1]
-        if ".tests." in t.task_id:
-            out[t.task_id] = collect_minutes if t.job.mode == "collect" else SUITE[t.job.suite]
-        elif t.task_id.endswith("build_framework"):
-            out[t.task_id] = BUILD[arch] * 2 / 3  # the framework stage is the heavy part
-        elif t.task_id.endswith("build_runtime"):
-            out[t.task_id] = BUILD[arch] / 3
-        else:
-            out[t.task_id] = 0.0
+def durations(plan, collect_minutes: float) -> dict[str, float]:
+    """Every task's minutes, by the plan's cells (tasks outside cells take none)."""
+    out = {t.task_id: 0.0 for t in plan.tasks()}
+    for cell in plan.cells:
+        out[cell.framework_build.task.task_id] = BUILD[cell.arch] * 2 / 3  # the framework stage is the heavy part
+        out[cell.runtime_build.task.task_id] = BUILD[cell.arch] / 3
+        for job in cell.tests:
+            out[job.task.task_id] = collect_minutes if job.mode == "collect" else SUITE[job.suite]
     return out
 
 
-def graph(dag, original: bool) -> dict[str, set[str]]:
+def graph(dag, plan, original: bool) -> dict[str, set[str]]:
     """Upstream sets; with ORIGINAL, every test also waits for every build and push."""
     ups = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
     if original:
-        builds = {t for t in ups if ".tests." not in t and t != "resolve_source"}
+        stage = {t.task_id: t.stage for t in plan.tasks()}
+        builds = {t for t in ups if stage[t] in (BUILD_STAGE, PUSH)}
         for t in ups:
-            if ".tests." in t:
+            if stage[t] == TEST:
                 ups[t] |= builds
     return ups
 
@@ -120,14 +120,15 @@ def main() -> int:
 
     dag = dag_from_config()
     plan = load_plan()
-    dur = durations(dag, args.collect_minutes)
-    ours_g, orig_g = graph(dag, original=False), graph(dag, original=True)
+    dur = durations(plan, args.collect_minutes)
+    ours_g, orig_g = graph(dag, plan, original=False), graph(dag, plan, original=True)
 
     # No test waits for a build it does not need: its whole upstream is its own cell.
-    for t in dag.tasks:
-        if ".tests." in t.task_id:
-            cells = {u.split(".")[0] for u in t.get_flat_relative_ids(upstream=True)} - {"resolve_source"}
-            assert cells == {t.task_id.split(".")[0]}, (t.task_id, cells)
+    for cell in plan.cells:
+        for job in cell.tests:
+            upstream = dag.task_dict[job.task.task_id].get_flat_relative_ids(upstream=True)
+            cells = {plan.task(u).cell for u in upstream} - {None}
+            assert cells == {cell.group_id}, (job.task.task_id, cells)
 
     ours, ours_path = critical_path(ours_g, dur)
     orig, orig_path = critical_path(orig_g, dur)

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="nightly-ci-bench-airflow-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
+from dev.sample_repo import make_repo, nightly_history  # noqa: E402
 from include.nightly_ci.names import tag_safe_run_id  # noqa: E402
-from include.nightly_ci.sample_repo import make_repo, nightly_history  # noqa: E402
 from tests.services import (  # noqa: E402
     DOCKER_SOCK,
     LocalRegistry,

@@ -5,6 +5,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from include.nightly_ci.retention_dag import retention_dag_from_config
+from include.nightly_ci.retention.dag import retention_dag_from_config
 
 dag = retention_dag_from_config()

@@ -7,7 +7,7 @@ export AIRFLOW_HOME=${NIGHTLY_CI_AIRFLOW_HOME:-$ROOT/.local/airflow}
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
-export NIGHTLY_CI_CONFIG=${NIGHTLY_CI_CONFIG:-$ROOT/include/config/local.yaml}
+export NIGHTLY_CI_CONFIG=${NIGHTLY_CI_CONFIG:-$ROOT/dev/local.yaml}
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 _registry_conn() {  # _registry_conn TYPE PORT NAME
   local pw; pw=$(cat "$STATE/registries/$3/password" 2>/dev/null || true)
@@ -16,7 +16,7 @@ _registry_conn() {  # _registry_conn TYPE PORT NAME
 AIRFLOW_CONN_NIGHTLY_CI_ECR=$(_registry_conn docker "$ECR_PORT" ecr)
 AIRFLOW_CONN_NIGHTLY_CI_ACR=$(_registry_conn azure_container_registry "$ACR_PORT" acr)
 export AIRFLOW_CONN_NIGHTLY_CI_ECR AIRFLOW_CONN_NIGHTLY_CI_ACR
-# The demo's Slack webhook (scripts/fake_slack.py on loopback); in production the password
+# The demo's Slack webhook (dev/fake_slack.py on loopback); in production the password
 # of a slackwebhook connection is the real webhook URL.
 export AIRFLOW_CONN_NIGHTLY_CI_SLACK="{\"conn_type\": \"slackwebhook\", \"password\": \"http://127.0.0.1:$SLACK_PORT/services/T0NIGHTLY/B0DEMO/demo\"}"
 export PATH=$VENV/bin:$PATH

@@ -6,6 +6,6 @@ bash "$ROOT/scripts/provision.sh"
 source "$ROOT/scripts/local_env.sh"
 cd "$ROOT"
 python -m include.nightly_ci check "$NIGHTLY_CI_CONFIG"
-python -m include.nightly_ci.sample_repo "$ROOT/.local/sample-project.git"
+python -m dev.sample_repo "$ROOT/.local/sample-project.git"
 airflow db migrate >"$ROOT/.local/db-migrate.log" 2>&1 || { tail -20 "$ROOT/.local/db-migrate.log"; exit 1; }
 python -m include.nightly_ci pools "$NIGHTLY_CI_CONFIG"

@@ -132,7 +132,7 @@ ensure_fake_slack() {  # the demo's Slack: a webhook on loopback that records wh
   local dir="$STATE/slack"
   mkdir -p "$dir"
   if curl -s -o /dev/null -X POST "http://127.0.0.1:$SLACK_PORT/services/ping"; then log "fake Slack: running on 127.0.0.1:$SLACK_PORT"; return; fi
-  nohup python3 "$ROOT/scripts/fake_slack.py" --port "$SLACK_PORT" --log "$dir/messages.jsonl" >"$dir/server.log" 2>&1 &
+  nohup python3 "$ROOT/dev/fake_slack.py" --port "$SLACK_PORT" --log "$dir/messages.jsonl" >"$dir/server.log" 2>&1 &
   for _ in $(seq 1 30); do
     curl -s -o /dev/null -X POST "http://127.0.0.1:$SLACK_PORT/services/ping" && { log "fake Slack: started on 127.0.0.1:$SLACK_PORT (messages: $dir/messages.jsonl)"; return; }
     sleep 0.3

@@ -96,7 +96,7 @@ class LocalRegistry:
 
     def client(self):
         """The project's own registry API client, logged in as this registry's user."""
-        from include.nightly_ci.registries import RegistryAuth, RegistryClient
+        from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 
         return RegistryClient(RegistryAuth("t", "t", self.host, self.user, self.password))
 
@@ -188,8 +188,8 @@ def run_id_of(output: str) -> str:
 
 
 def write_config(path: Path, body: str) -> Path:
-    """A config extending the local one (include/config/local.yaml) with BODY on top."""
-    path.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n{body}")
+    """A config extending the local one (dev/local.yaml) with BODY on top."""
+    path.write_text(f"extends: {ROOT / 'dev' / 'local.yaml'}\n{body}")
     return path
 
 

@@ -1,18 +1,35 @@
 """Keeping artifacts under one ObjectStoragePath base (file://, s3://, abfs://).
 
-Layout: BASE/RUN/CELL/STAGE/NAME (plan.artifact_key). Writes go straight to the store:
-no file system is shared between the worker and anything else.
+Layout: BASE/RUN/ARTIFACT_DIR/NAME, where RUN is the tag-safe run id and ARTIFACT_DIR is
+the plan's for each task (`CELL/build`, `CELL/test-SUITE`). Writes go straight to the
+store: no file system is shared between the worker and anything else.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from include.nightly_ci.names import tag_safe_run_id
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from include.nightly_ci.plan import Plan
+
+@dataclass(frozen=True)
+class ArtifactStore:
+    """Where a nightly keeps its files: an ObjectStoragePath base and its connection."""
+
+    base: str
+    conn_id: str | None = None
+
+    def root(self) -> ObjectStoragePath:
+        return store_root(self.base, self.conn_id)
+
+    def run_folder(self, run_id: str) -> ObjectStoragePath:
+        """BASE/RUN: everything one run wrote."""
+        return self.root() / tag_safe_run_id(run_id)
 
 
 def store_root(base: str, conn_id: str | None = None) -> ObjectStoragePath:
@@ -20,11 +37,6 @@ def store_root(base: str, conn_id: str | None = None) -> ObjectStoragePath:
 
     url = base if "://" in base else f"file://{base}"
     return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
-
-
-def plan_store(plan: Plan) -> ObjectStoragePath:
-    """The artifact store of PLAN (artifacts.base with artifacts.conn_id)."""
-    return store_root(plan.artifacts_base, plan.artifacts_conn_id)
 
 
 def write_text(root: ObjectStoragePath, key: str, text: str) -> str:

@@ -1,62 +1,62 @@
-"""Render a plan into the `nightly_ci` DAG: thin, no business logic, no I/O."""
+"""Render a plan into the `nightly_ci` DAG: thin, no business logic, no I/O.
+
+Every task's id, display name, pool and queue come from the plan's TaskSpecs; each
+operator gets explicit, typed arguments. Only the Airflow SDK and this package are
+imported here: providers and SDKs load inside the tasks.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from airflow.sdk import DAG, DeadlineAlert, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
+from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
 from airflow.sdk.definitions.callback import AsyncCallback
-from airflow.sdk.definitions.deadline import DeadlineReference
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from include.nightly_ci.names import GIT_REF_RE
-from include.nightly_ci.operators import (
-    RESOLVE_TASK_ID,
-    BuildImageOperator,
-    PushImageOperator,
-    ResolveSourceOperator,
-)
-from include.nightly_ci.plan import FRAMEWORK, RUNTIME, Cell, Plan, Push, load_plan
-from include.nightly_ci.report_operators import (
-    SUMMARY_TASK_ID,
-    SlackNotifyOperator,
-    SummaryOperator,
-    VerdictOperator,
-)
-from include.nightly_ci.suite_operators import suite_operator
+from include.nightly_ci.build.operators import BuildCache, BuildImageOperator, PushImageOperator, ResolveSourceOperator
+from include.nightly_ci.errors import PermanentError
+from include.nightly_ci.names import GIT_REF_RE, RUNTIME
+from include.nightly_ci.plan import TESTS_GROUP, Build, Cell, Plan, Push, TaskSpec, TestJob, load_plan
+from include.nightly_ci.records import NightlyOperator, PushResult
+from include.nightly_ci.report.operators import SlackNotifyOperator, SummaryOperator, VerdictOperator
+from include.nightly_ci.suites.docker import DockerSuiteOperator
+from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
 
-# Bad credentials, a bad ref or a broken Dockerfile won't fix themselves: fail at once.
+# Bad credentials, a bad ref, a broken Dockerfile won't fix themselves: fail at once.
+# One rule on the family's base class; every subclass of PermanentError matches.
 FAIL_FAST = ExceptionRetryPolicy(
     rules=[
-        RetryRule(exception="include.nightly_ci.registries.RegistryAuthError", action=RetryAction.FAIL),
-        RetryRule(exception="include.nightly_ci.source.SourceError", action=RetryAction.FAIL),
-        RetryRule(exception="include.nightly_ci.images.BuildError", action=RetryAction.FAIL),
+        RetryRule(exception=PermanentError, action=RetryAction.FAIL, reason="a permanent error: retrying can't help")
     ]
 )
+# The Deadline Alert's callback, as Airflow stores it with each run.
+OVERRUN_CALLBACK = "include.nightly_ci.report.deadline.notify_overrun"
 
 
 def _doc(plan: Plan) -> str:
     cells = ", ".join(f"{c.framework}/{c.arch}" for c in plan.cells)
+    tags = plan.tag_patterns
     return f"""\
 # Nightly CI
 
 Every night at `{plan.schedule}` (UTC) this DAG builds and publishes the container images
 of every framework x arch ({cells}) from `{plan.source.repository}` branch `{plan.source.branch}`.
 
-* **resolve_source** picks the one commit the run builds: the branch head for a scheduled
-  run, the `git_ref` Param for a manual run, and for a backfill the last commit on the
-  branch at or before the run's logical date.
+* **{plan.resolve.display_name}** (`{plan.resolve.task_id}`) picks the one commit the run builds:
+  the branch head for a scheduled run, the `git_ref` Param for a manual run, and for a
+  backfill the last commit on the branch at or before the run's logical date.
 * **one group per framework x arch**: `build_framework` builds the framework (cache)
-  image and `push_framework_*` pushes it as `main-{{framework}}-framework-{{arch}}`;
+  image and `push_framework_*` pushes it as `{tags.framework}`;
   `build_runtime` reuses that image pulled from the registry as its cache and
-  `push_runtime_*` pushes the runtime image as `nightly-{{framework}}-{{arch}}` and
-  `nightly-{{framework}}-{{arch}}-run-{{run_id}}`.
+  `push_runtime_*` pushes the runtime image as `{tags.nightly}` and `{tags.run}`.
 * **tests** (in each group): one task per suite, started as soon as that cell's runtime
-  push to the test registry is done, in the exact image it pushed (by digest); amd64 on the
-  GPU pool, arm64 collect-only. A failed build leaves its tests `upstream_failed`.
-* **results_summary** always runs: the table of every job (stage, status, runner,
-  duration, links, test counts, failure class) and what changed since the previous
-  night, stored as `results.md`/`results.json` before **notify_slack** posts it;
-  **verdict** makes the run red when any job did not pass.
+  push to the test registry is done, in the exact image it pushed (by digest). A failed
+  build leaves its tests `upstream_failed`.
+* **{plan.summary.display_name}** (`{plan.summary.task_id}`) always runs: the table of every job
+  (stage, status, runner, duration, links, test counts, failure class) and what changed
+  since the previous night, stored as `results.md`/`results.json` before Slack is told;
+  **{plan.verdict.display_name}** makes the run red when any job did not pass.
 * Moving tags only move forward: a backfill of an older night pushes only its run tag.
 * Build logs and metrics, test output, JUnit and records are kept under
   `{plan.artifacts_base}` by run, cell and stage.
@@ -101,43 +101,107 @@ def _params(plan: Plan) -> dict[str, Param]:
     }
 
 
-def _push(image: str, push: Push, common: dict) -> PushImageOperator:
-    return PushImageOperator(
-        task_id=push.task_id, task_display_name=f"Push {image} to {push.registry}", push=push, **common
+def _named(spec: TaskSpec) -> dict[str, Any]:
+    """The BaseOperator arguments of a task that keeps no record (the report's)."""
+    return {"task_id": spec.local_id, "task_display_name": spec.display_name}
+
+
+def _cell_common(plan: Plan, cell: Cell, spec: TaskSpec) -> dict[str, Any]:
+    return {
+        "spec": spec,
+        "store": plan.store,
+        "framework": cell.framework,
+        "arch": cell.arch,
+        "builder_conn_id": cell.builder_conn_id,
+        "backoff": plan.backoff,
+        "source_task_id": plan.resolve.task_id,
+        "retry_policy": FAIL_FAST,
+    }
+
+
+def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
+    registry = plan.registries[cell.cache_registry]
+    tags = (cell.framework_tag,)
+    from_push = from_tag = None
+    if build.image == RUNTIME:
+        # The exact framework image this run pushed, and last night's runtime image if the
+        # cache registry receives runtime images too.
+        from_push, from_tag = cell.cache_push.task.task_id, cell.framework_tag
+        if any(p.registry == cell.cache_registry for p in cell.runtime_pushes):
+            tags += (cell.nightly_tag,)
+    return BuildImageOperator(
+        **_cell_common(plan, cell, build.task),
+        image=build.image,
+        target=build.target,
+        platform=cell.platform,
+        dockerfile=plan.source.dockerfile,
+        build_args=dict(cell.build_args),
+        network_mode=plan.build.network_mode,
+        cache=BuildCache(registry, tags, from_push, from_tag),
+        execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
     )
 
 
-def _build(plan: Plan, cell: Cell, image: str, common: dict) -> BuildImageOperator:
-    return BuildImageOperator(
-        task_id=f"build_{image}",
-        task_display_name=f"Build {cell.framework} {image} ({cell.arch})",
-        image=image,
-        pool=cell.build_pool,
-        execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
+def _push(plan: Plan, cell: Cell, push: Push) -> PushImageOperator:
+    return PushImageOperator(
+        **_cell_common(plan, cell, push.task),
+        image=push.image,
+        registry=plan.registries[push.registry],
+        build_task_id=cell.build_of(push.image).task.task_id,
+        moving_tags=cell.tags_for(push.image),
+        run_tag_pattern=cell.run_tag_pattern if push.image == RUNTIME else None,
+    )
+
+
+def _suite(plan: Plan, cell: Cell, job: TestJob) -> NightlyOperator:
+    r = job.runner
+    common: dict[str, Any] = {
+        "spec": job.task,
+        "store": plan.store,
+        "framework": cell.framework,
+        "arch": cell.arch,
+        "suite": job.suite,
+        "image": PushResult.pinned_template(cell.test_push.task.task_id),
+        "command": job.command,
+        "mode": job.mode,
+        "marker": job.marker,
+        "workdir": plan.workdir,
+        "junit_path": job.junit_path,
+        "timeout_minutes": job.timeout_minutes,
+        "gpus": job.gpus if r.gpus else 0,
+        "cpus": r.cpus,
+        "memory": r.memory,
+        "retries": 0,  # a failing suite is a result, not a hiccup; it is not re-run
+    }
+    if r.backend == "kubernetes":
+        return KubernetesSuiteOperator(
+            **common,
+            kubernetes_conn_id=r.conn_id,
+            namespace=r.namespace,
+            node_selector=dict(r.node_selector),
+            tolerations=[dict(t) for t in r.tolerations],
+            image_pull_secrets=list(r.image_pull_secrets),
+            startup_timeout_seconds=r.startup_timeout_seconds,
+        )
+    return DockerSuiteOperator(
         **common,
+        docker_conn_id=r.conn_id,
+        registry=plan.registries[cell.test_registry],
+        platform=cell.platform,
+        backoff=plan.backoff,
+        network_mode=r.network_mode,
     )
 
 
 def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskGroup:
-    # Builds and pushes talk to the arch's builder engine: its workers' queue.
-    common = {"plan": plan, "cell": cell, "retry_policy": FAIL_FAST, "queue": plan.queues[cell.build_pool]}
     with TaskGroup(cell.group_id, tooltip=f"Build, publish and test {cell.framework} for {cell.platform}") as group:
-        build_fw = _build(plan, cell, FRAMEWORK, common)
-        push_fw = {p.registry: _push(FRAMEWORK, p, common) for p in cell.framework_pushes}
-        build_rt = _build(plan, cell, RUNTIME, common)
-        push_rt = {p.registry: _push(RUNTIME, p, common) for p in cell.runtime_pushes}
-        with TaskGroup("tests", tooltip=f"Test suites in the pushed {cell.framework} {cell.arch} image") as tests:
+        build_fw = _build(plan, cell, cell.framework_build)
+        push_fw = {p.registry: _push(plan, cell, p) for p in cell.framework_pushes}
+        build_rt = _build(plan, cell, cell.runtime_build)
+        push_rt = {p.registry: _push(plan, cell, p) for p in cell.runtime_pushes}
+        with TaskGroup(TESTS_GROUP, tooltip=f"Test suites in the pushed {cell.framework} {cell.arch} image") as tests:
             for job in cell.tests:
-                how = "collect only" if job.mode == "collect" else f"{job.gpus} GPU" if job.gpus else "no GPU"
-                suite_operator(
-                    plan,
-                    cell,
-                    job,
-                    queue=plan.queues[job.pool],
-                    task_id=job.task_id,
-                    task_display_name=f"Test {job.suite} ({cell.framework} {cell.arch}, {how})",
-                    retries=0,  # a failing suite is a result, not a hiccup; it is not re-run
-                )
+                _suite(plan, cell, job)
         chain(resolve, build_fw, list(push_fw.values()))
         push_fw[cell.cache_registry] >> build_rt >> list(push_rt.values())
         # Tests wait for their own cell's push to the test registry, nothing else.
@@ -160,14 +224,35 @@ def build_dag(plan: Plan) -> DAG:
         deadline=_deadline(plan),
     ) as dag:
         resolve = ResolveSourceOperator(
-            task_id=RESOLVE_TASK_ID, task_display_name="Resolve commit", plan=plan, retry_policy=FAIL_FAST
+            spec=plan.resolve,
+            store=plan.store,
+            repository=plan.source.repository,
+            branch=plan.source.branch,
+            retry_policy=FAIL_FAST,
         )
         groups = [_cell_group(plan, cell, resolve) for cell in plan.cells]
-        summary = SummaryOperator(task_id=SUMMARY_TASK_ID, task_display_name="Results summary", plan=plan)
-        groups >> summary >> VerdictOperator(task_id="verdict", task_display_name="Verdict")
-        if plan.slack.conn_id:
-            summary >> SlackNotifyOperator(task_id="notify_slack", task_display_name="Notify Slack", plan=plan)
+        summary = SummaryOperator(**_named(plan.summary), plan=plan, store=plan.store)
+        groups >> summary >> VerdictOperator(**_named(plan.verdict), summary_task_id=plan.summary.task_id)
+        slack = plan.slack
+        if plan.notify is not None and slack.conn_id:
+            summary >> SlackNotifyOperator(
+                **_named(plan.notify),
+                summary_task_id=plan.summary.task_id,
+                slack_conn_id=slack.conn_id,
+                channel=slack.channel,
+                ops_group_id=slack.ops_group_id,
+                when=slack.when,
+                slack_retries=slack.retries,
+            )
+    _check_ids(plan, dag)
     return dag
+
+
+def _check_ids(plan: Plan, dag: DAG) -> None:
+    """The plan's ids are the DAG's: the table, the records and the links rely on it."""
+    planned, rendered = {t.task_id for t in plan.tasks()}, set(dag.task_dict)
+    if planned != rendered:
+        raise AssertionError(f"the DAG's task ids differ from the plan's: {sorted(planned ^ rendered)}")
 
 
 def _deadline(plan: Plan) -> DeadlineAlert | None:
@@ -178,7 +263,7 @@ def _deadline(plan: Plan) -> DeadlineAlert | None:
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=plan.deadline_hours),
         callback=AsyncCallback(
-            "include.nightly_ci.deadline.notify_overrun",
+            OVERRUN_CALLBACK,
             kwargs={
                 "conn_id": plan.slack.conn_id,
                 "channel": plan.slack.channel,

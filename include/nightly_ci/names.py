@@ -1,6 +1,8 @@
-"""The one place names are made and checked: task-id, tag, ref and path rules.
+"""The one place names are made and checked: name rules, image kinds, stages, labels,
+tag patterns and tag-safe run ids.
 
 Pure Python (no Airflow): the config validator, the plan and the Params share these.
+Task ids are not made here: plan.py makes every one of them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,22 @@ BUILD_ARG_VALUE_RE = re.compile(r"[A-Za-z0-9._:/+=@-]{0,256}")
 GIT_REF_RE = re.compile(r"(?!.*\.\.)(?!.*//)(?!.*\.lock$)(?!.*[./]$)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
 COMMIT_RE = re.compile(r"[0-9a-f]{7,40}")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+# The two images of a cell, and the stages of a nightly (the table's kinds of job).
+FRAMEWORK, RUNTIME = "framework", "runtime"
+SOURCE, BUILD, PUSH, TEST, REPORT = "source", "build", "push", "test", "report"
+STAGES = (SOURCE, BUILD, PUSH, TEST, REPORT)
+RETENTION = "retention"  # the tasks of the retention DAG
+
+# OCI and project labels every image carries.
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_CREATED = "org.opencontainers.image.created"
+LABEL_SOURCE = "org.opencontainers.image.source"
+LABEL_LOGICAL_DATE = "dev.nightly-ci.logical-date"
+LABEL_RUN_ID = "dev.nightly-ci.run-id"
+# Labels of the containers a suite runs in.
+LABEL_CELL = "dev.nightly-ci.cell"
+LABEL_SUITE = "dev.nightly-ci.suite"
 
 TAG_PLACEHOLDERS = ("framework", "arch", "run_id")
 _SAMPLE = {"framework": "f" * 24, "arch": "a" * 24, "run_id": "r" * 48}  # the longest each can be

@@ -1,34 +1,59 @@
-"""Expand a validated config into the build cells of one nightly: pure Python, no Airflow.
+"""Expand a validated config into the tasks of one nightly: pure Python, no Airflow.
 
-Every name the DAG and the tasks use (group and task ids, image tags, build args,
-artifact paths) is made here, so the rendering and the tasks never invent one.
+The plan owns every name: each task's id, display name, stage, pool, queue and artifact
+folder is made here once (a `TaskSpec`), and the DAG, the results table, the artifact
+layout, the demo's printout and the UI's links all read it. Nothing else formats or
+parses a task id.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 
-from include.nightly_ci.config import BuildSettings, NightlyConfig, SlackSettings, load_config
-from include.nightly_ci.names import render_tag, tag_safe_run_id
+from include.nightly_ci.artifacts import ArtifactStore
+from include.nightly_ci.config import NightlyConfig, load_config
+from include.nightly_ci.config.schema import BuildSettings, SlackSettings
+from include.nightly_ci.names import (
+    BUILD,
+    FRAMEWORK,
+    PUSH,
+    REPORT,
+    RETENTION,
+    RUNTIME,
+    SOURCE,
+    TEST,
+    render_tag,
+    tag_safe_run_id,
+)
 
-FRAMEWORK, RUNTIME = "framework", "runtime"
-# OCI and project labels every image carries.
-LABEL_REVISION = "org.opencontainers.image.revision"
-LABEL_CREATED = "org.opencontainers.image.created"
-LABEL_SOURCE = "org.opencontainers.image.source"
-LABEL_LOGICAL_DATE = "dev.nightly-ci.logical-date"
-LABEL_RUN_ID = "dev.nightly-ci.run-id"
+JUNIT_FILE = "pytest_test_report.xml"
+TESTS_GROUP = "tests"
 
 
 @dataclass(frozen=True)
-class Push:
-    registry: str
-    image: str  # FRAMEWORK or RUNTIME
+class TaskSpec:
+    """One task of a nightly, as every part of the project names and places it."""
 
-    @property
-    def task_id(self) -> str:
-        return f"push_{self.image}_{self.registry}"
+    task_id: str  # the full id: "vllm_amd64.tests.unit"
+    local_id: str  # its id inside its TaskGroup: "unit"
+    display_name: str  # the UI's name and the table's Stage column: "vllm-amd64-unit"
+    stage: str  # source | build | push | test | report
+    pool: str | None = None  # None: Airflow's default pool
+    pool_slots: int = 1
+    queue: str | None = None  # None: the default queue
+    cell: str | None = None  # the cell's group id ("vllm_amd64"), None outside cells
+    artifact_dir: str = ""  # relative to the run's folder: "vllm_amd64/test-unit"
+    record_file: str = ""  # the task's record, relative to the run's folder: "vllm_amd64/tasks/tests.unit.json"
+
+    def artifact_key(self, run_id: str, name: str) -> str:
+        """RUN/ARTIFACT_DIR/NAME: one layout for every artifact of every task."""
+        return f"{tag_safe_run_id(run_id)}/{self.artifact_dir}/{name}"
+
+    def record_key(self, run_id: str) -> str:
+        return f"{tag_safe_run_id(run_id)}/{self.record_file}"
 
 
 @dataclass(frozen=True)
@@ -42,11 +67,45 @@ class Registry:
 
 
 @dataclass(frozen=True)
+class Backoff:
+    """Retries of a transient registry error: ATTEMPTS tries, waits doubling from FIRST to MAX."""
+
+    attempts: int
+    first_seconds: float
+    max_seconds: float
+
+
+@dataclass(frozen=True)
 class Source:
     repository: str
     branch: str
     dockerfile: str
     context: str
+
+
+@dataclass(frozen=True)
+class TagPatterns:
+    framework: str
+    nightly: str
+    run: str
+
+
+@dataclass(frozen=True)
+class Build:
+    """One image of a cell: which Dockerfile target, and the task that builds it."""
+
+    image: str  # FRAMEWORK or RUNTIME
+    target: str
+    task: TaskSpec
+
+
+@dataclass(frozen=True)
+class Push:
+    """One image of a cell to one registry."""
+
+    registry: str
+    image: str  # FRAMEWORK or RUNTIME
+    task: TaskSpec
 
 
 @dataclass(frozen=True)
@@ -75,19 +134,24 @@ class TestJob:
     mode: str  # run | collect
     timeout_minutes: int
     gpus: int  # GPUs the container asks for (0 when collecting)
-    pool: str
-    pool_slots: int
     runner: RunnerSpec
     command: tuple[str, ...]
+    junit_path: str | None  # where pytest writes its JUnit XML in the container (a dry run: none)
+    task: TaskSpec
 
     @property
-    def task_id(self) -> str:
-        return self.suite
+    def pool(self) -> str:
+        assert self.task.pool is not None  # every test task has its arch's test pool
+        return self.task.pool
+
+    @property
+    def pool_slots(self) -> int:
+        return self.task.pool_slots
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One framework x arch: its builds, pushes and the names they use."""
+    """One framework x arch: its builds, pushes, tests and the names they use."""
 
     framework: str
     arch: str
@@ -99,6 +163,7 @@ class Cell:
     framework_tag: str
     nightly_tag: str
     run_tag_pattern: str
+    builds: tuple[Build, Build]  # framework, runtime
     framework_pushes: tuple[Push, ...]
     runtime_pushes: tuple[Push, ...]
     cache_registry: str  # where the runtime build pulls the framework image from
@@ -107,12 +172,28 @@ class Cell:
 
     @property
     def group_id(self) -> str:
-        return f"{self.framework}_{self.arch}"
+        return cell_group_id(self.framework, self.arch)
 
     @property
-    def test_push_task_id(self) -> str:
+    def framework_build(self) -> Build:
+        return self.builds[0]
+
+    @property
+    def runtime_build(self) -> Build:
+        return self.builds[1]
+
+    def build_of(self, image: str) -> Build:
+        return self.framework_build if image == FRAMEWORK else self.runtime_build
+
+    @property
+    def cache_push(self) -> Push:
+        """The framework push the runtime build waits for and takes its cache from."""
+        return next(p for p in self.framework_pushes if p.registry == self.cache_registry)
+
+    @property
+    def test_push(self) -> Push:
         """The one task the cell's tests wait for: the runtime push to the test registry."""
-        return f"{self.group_id}.{Push(self.test_registry, RUNTIME).task_id}"
+        return next(p for p in self.runtime_pushes if p.registry == self.test_registry)
 
     def run_tag(self, run_id: str) -> str:
         return render_tag(self.run_tag_pattern, self.framework, self.arch, run_id)
@@ -120,6 +201,14 @@ class Cell:
     def tags_for(self, image: str) -> tuple[str, ...]:
         """Moving tags of IMAGE (the run tag of a runtime image comes from run_tag)."""
         return (self.framework_tag,) if image == FRAMEWORK else (self.nightly_tag,)
+
+    def tasks(self) -> Iterator[TaskSpec]:
+        """Every task of the cell, in the table's order: builds and pushes, then suites."""
+        yield self.framework_build.task
+        yield from (p.task for p in self.framework_pushes)
+        yield self.runtime_build.task
+        yield from (p.task for p in self.runtime_pushes)
+        yield from (j.task for j in self.tests)
 
 
 @dataclass(frozen=True)
@@ -132,6 +221,7 @@ class Plan:
     owner: str
     tags: tuple[str, ...]
     source: Source
+    tag_patterns: TagPatterns
     frameworks: tuple[str, ...]
     arches: tuple[str, ...]
     cells: tuple[Cell, ...]
@@ -139,8 +229,8 @@ class Plan:
     pools: dict[str, tuple[int, str]]
     queues: dict[str, str]  # pool -> Celery queue
     build: BuildSettings
-    artifacts_base: str
-    artifacts_conn_id: str | None
+    backoff: Backoff
+    store: ArtifactStore
     workdir: str
     results_dir: str
     retention_schedule: str
@@ -148,9 +238,44 @@ class Plan:
     run_tags_days: int
     slack: SlackSettings
     deadline_hours: float | None
+    resolve: TaskSpec
+    summary: TaskSpec
+    verdict: TaskSpec
+    notify: TaskSpec | None
+    retention_tasks: dict[str, TaskSpec] = field(default_factory=dict)  # "artifacts" or a registry's name
+
+    @property
+    def artifacts_base(self) -> str:
+        return self.store.base
+
+    @property
+    def retention_dag_id(self) -> str:
+        return f"{self.dag_id}_retention"
 
     def cell(self, framework: str, arch: str) -> Cell:
         return next(c for c in self.cells if c.framework == framework and c.arch == arch)
+
+    def tasks(self) -> Iterator[TaskSpec]:
+        """Every task of the nightly DAG, in the order the table and the demo list them."""
+        yield self.resolve
+        for cell in self.cells:
+            yield from cell.tasks()
+        yield from (t for t in (self.summary, self.verdict, self.notify) if t is not None)
+
+    @cached_property
+    def by_id(self) -> dict[str, TaskSpec]:
+        return {t.task_id: t for t in self.tasks()}
+
+    def task(self, task_id: str) -> TaskSpec:
+        """The spec of TASK_ID; KeyError names the task when the plan has no such task."""
+        try:
+            return self.by_id[task_id]
+        except KeyError:
+            raise KeyError(f"task {task_id!r} is not a task of {self.dag_id}") from None
+
+
+def cell_group_id(framework: str, arch: str) -> str:
+    return f"{framework}_{arch}"
 
 
 def _build_args(cfg: NightlyConfig, framework: str, arch: str) -> tuple[tuple[str, str], ...]:
@@ -159,9 +284,6 @@ def _build_args(cfg: NightlyConfig, framework: str, arch: str) -> tuple[tuple[st
     args.update(cfg.arches[arch].build_args)
     args.update(cfg.overrides.get(arch, {}).get(framework, {}))
     return tuple(sorted(args.items()))
-
-
-JUNIT_FILE = "pytest_test_report.xml"
 
 
 def pytest_command(marker: str, mode: str, results_dir: str) -> tuple[str, ...]:
@@ -193,13 +315,55 @@ def _runner(cfg: NightlyConfig, pool: str) -> RunnerSpec:
     )
 
 
-def _tests(cfg: NightlyConfig, framework: str, arch: str) -> tuple[TestJob, ...]:
-    a = cfg.arches[arch]
+class _Namer:
+    """Makes the TaskSpecs of one cell: ids, the original pipeline's job names, pools."""
+
+    def __init__(self, cfg: NightlyConfig, framework: str, arch: str):
+        self.cfg, self.fw, self.arch = cfg, framework, arch
+        self.group = cell_group_id(framework, arch)
+        self.settings = cfg.arches[arch]
+
+    def _queue(self, pool: str) -> str:
+        return self.cfg.pools[pool].queue or pool
+
+    def _spec(self, local: str, name: str, stage: str, pool: str, artifact_dir: str, slots: int = 1) -> TaskSpec:
+        within = local if stage != TEST else f"{TESTS_GROUP}.{local}"  # its id inside the cell's group
+        return TaskSpec(
+            task_id=f"{self.group}.{within}",
+            local_id=local,
+            display_name=name,
+            stage=stage,
+            pool=pool,
+            pool_slots=slots,
+            queue=self._queue(pool),
+            cell=self.group,
+            artifact_dir=f"{self.group}/{artifact_dir}",
+            record_file=f"{self.group}/tasks/{within}.json",
+        )
+
+    def build(self, image: str) -> TaskSpec:
+        # The original's job names: "{fw}-framework ({arch})" and "Build {fw} ({arch})".
+        name = f"{self.fw}-framework ({self.arch})" if image == FRAMEWORK else f"Build {self.fw} ({self.arch})"
+        return self._spec(f"build_{image}", name, BUILD, self.settings.build_pool, "build")
+
+    def push(self, image: str, registry: str) -> TaskSpec:
+        what = f"{self.fw}-framework" if image == FRAMEWORK else self.fw
+        name = f"Push {what} ({self.arch}) to {registry}"
+        # A push takes a slot of its arch's build pool: it runs on (and loads) the builder's engine.
+        return self._spec(f"push_{image}_{registry}", name, PUSH, self.settings.build_pool, "build")
+
+    def test(self, suite: str, mode: str, slots: int) -> TaskSpec:
+        name = f"{self.fw}-{self.arch}-{suite}" + (" (collect only)" if mode == "collect" else "")
+        return self._spec(suite, name, TEST, self.settings.test_pool, f"test-{suite}", slots)
+
+
+def _tests(cfg: NightlyConfig, namer: _Namer) -> tuple[TestJob, ...]:
+    a = cfg.arches[namer.arch]
     runner = _runner(cfg, a.test_pool)
+    running = a.test_mode == "run"
     jobs = []
     for name, suite in cfg.tests.suites.items():
-        marker = suite.marker.format(framework=framework)
-        running = a.test_mode == "run"
+        marker = suite.marker.format(framework=namer.fw)
         jobs.append(
             TestJob(
                 suite=name,
@@ -207,11 +371,11 @@ def _tests(cfg: NightlyConfig, framework: str, arch: str) -> tuple[TestJob, ...]
                 mode=a.test_mode,
                 timeout_minutes=suite.timeout_minutes,
                 gpus=suite.gpus if running else 0,
-                pool=a.test_pool,
-                # A pool of GPU runners counts GPUs: a 2-GPU suite takes 2 slots.
-                pool_slots=max(1, suite.gpus) if running else 1,
                 runner=runner,
                 command=pytest_command(marker, a.test_mode, cfg.tests.results_dir),
+                junit_path=f"{cfg.tests.results_dir}/{JUNIT_FILE}" if running else None,
+                # A pool of GPU runners counts GPUs: a 2-GPU suite takes 2 slots.
+                task=namer.test(name, a.test_mode, max(1, suite.gpus) if running else 1),
             )
         )
     return tuple(jobs)
@@ -219,6 +383,7 @@ def _tests(cfg: NightlyConfig, framework: str, arch: str) -> tuple[TestJob, ...]
 
 def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
     a = cfg.arches[arch]
+    namer = _Namer(cfg, framework, arch)
     framework_regs = [name for name, r in cfg.registries.items() if FRAMEWORK in r.images]
     runtime_regs = [name for name, r in cfg.registries.items() if RUNTIME in r.images]
     return Cell(
@@ -232,11 +397,22 @@ def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
         framework_tag=render_tag(cfg.tags.framework, framework, arch),
         nightly_tag=render_tag(cfg.tags.nightly, framework, arch),
         run_tag_pattern=cfg.tags.run,
-        framework_pushes=tuple(Push(r, FRAMEWORK) for r in framework_regs),
-        runtime_pushes=tuple(Push(r, RUNTIME) for r in runtime_regs),
+        builds=(
+            Build(FRAMEWORK, cfg.build.framework_target, namer.build(FRAMEWORK)),
+            Build(RUNTIME, cfg.build.runtime_target, namer.build(RUNTIME)),
+        ),
+        framework_pushes=tuple(Push(r, FRAMEWORK, namer.push(FRAMEWORK, r)) for r in framework_regs),
+        runtime_pushes=tuple(Push(r, RUNTIME, namer.push(RUNTIME, r)) for r in runtime_regs),
         cache_registry=framework_regs[0],
         test_registry=cfg.tests.registry or next((r for r in runtime_regs if r == framework_regs[0]), runtime_regs[0]),
-        tests=_tests(cfg, framework, arch),
+        tests=_tests(cfg, namer),
+    )
+
+
+def _top(task_id: str, name: str, stage: str) -> TaskSpec:
+    """A task outside the cells (default pool and queue)."""
+    return TaskSpec(
+        task_id=task_id, local_id=task_id, display_name=name, stage=stage, record_file=f"tasks/{task_id}.json"
     )
 
 
@@ -255,6 +431,7 @@ def build_plan(cfg: NightlyConfig) -> Plan:
             dockerfile=cfg.source.dockerfile,
             context=cfg.source.context,
         ),
+        tag_patterns=TagPatterns(cfg.tags.framework, cfg.tags.nightly, cfg.tags.run),
         frameworks=tuple(cfg.frameworks),
         arches=tuple(cfg.arches),
         cells=tuple(_cell(cfg, fw, arch) for fw in cfg.frameworks for arch in cfg.arches),
@@ -265,8 +442,8 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         pools={name: (p.slots, p.description) for name, p in cfg.pools.items()},
         queues={name: p.queue or name for name, p in cfg.pools.items()},
         build=cfg.build,
-        artifacts_base=cfg.artifacts.base,
-        artifacts_conn_id=cfg.artifacts.conn_id,
+        backoff=Backoff(cfg.build.push_attempts, cfg.build.push_backoff_seconds, cfg.build.push_backoff_max_seconds),
+        store=ArtifactStore(cfg.artifacts.base, cfg.artifacts.conn_id),
         workdir=cfg.tests.workdir,
         results_dir=cfg.tests.results_dir,
         retention_schedule=cfg.retention.schedule,
@@ -274,6 +451,18 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         run_tags_days=cfg.retention.run_tags_days,
         slack=cfg.notifications.slack,
         deadline_hours=cfg.notifications.deadline_hours,
+        # The original pipeline's job names where it had the job.
+        resolve=_top("resolve_source", "Resolve commit", SOURCE),
+        summary=_top("results_summary", "Results Summary", REPORT),
+        verdict=_top("verdict", "Verdict", REPORT),
+        notify=_top("notify_slack", "Notify Slack", REPORT) if cfg.notifications.slack.conn_id else None,
+        retention_tasks={
+            "artifacts": _top("expire_artifacts", "Expire artifacts", RETENTION),
+            **{
+                name: _top(f"expire_run_tags_{name}", f"Expire run tags in {name}", RETENTION)
+                for name in cfg.registries
+            },
+        },
     )
 
 
@@ -289,6 +478,6 @@ def moving_tag_may_move(current_night: datetime | None, this_night: datetime) ->
     return current_night is None or this_night >= current_night
 
 
-def artifact_key(run_id: str, cell: Cell, stage: str, name: str) -> str:
-    """One layout for every artifact: RUN/CELL/STAGE/NAME."""
-    return f"{tag_safe_run_id(run_id)}/{cell.group_id}/{stage}/{name}"
+def is_selected(framework: str, arch: str, frameworks: list[str], arches: list[str]) -> bool:
+    """Whether a run whose Params chose FRAMEWORKS and ARCHES builds the cell FRAMEWORK x ARCH."""
+    return framework in frameworks and arch in arches

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import docker
 import pytest
 
+from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
-from include.nightly_ci.sample_repo import make_repo, nightly_history
 from tests.services import DOCKER_SOCK, airflow_env, run_dag, run_id_of, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -10,9 +10,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from include.nightly_ci.names import tag_safe_run_id
-from include.nightly_ci.plan import LABEL_REVISION
-from include.nightly_ci.registries import RegistryAuth, RegistryClient
+from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
+from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
 from tests.services import DOCKER_SOCK, ROOT, run_id_of, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -10,9 +10,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from include.nightly_ci.names import tag_safe_run_id
-from include.nightly_ci.plan import LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
-from include.nightly_ci.sample_repo import make_repo, nightly_history
+from dev.sample_repo import make_repo, nightly_history
+from include.nightly_ci.names import LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE, tag_safe_run_id
 from tests.services import (
     DOCKER_SOCK,
     LocalRegistry,

@@ -47,7 +47,7 @@ def test_pools_are_created_from_the_config_and_updated_on_rerun(airflow_home, tm
 
 
 def test_builder_engine_from_a_connection(monkeypatch, provisioned):
-    from include.nightly_ci.images import engine_client
+    from include.nightly_ci.images.engine import engine_client
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_BUILDER_ARM64", json.dumps({"conn_type": "docker", "host": f"unix://{DOCKER_SOCK}"})
@@ -57,7 +57,7 @@ def test_builder_engine_from_a_connection(monkeypatch, provisioned):
 
 
 def test_an_unreachable_builder_fails_clearly(monkeypatch):
-    from include.nightly_ci.images import engine_client
+    from include.nightly_ci.images.engine import engine_client
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_BUILDER_GONE", json.dumps({"conn_type": "docker", "host": "unix:///nonexistent.sock"})

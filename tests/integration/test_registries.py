@@ -9,14 +9,14 @@ import time
 import docker
 import pytest
 
-from include.nightly_ci.images import pull, push
-from include.nightly_ci.plan import Registry
-from include.nightly_ci.registries import (
-    RegistryAuthError,
+from include.nightly_ci.errors import RegistryAuthError
+from include.nightly_ci.images.engine import pull, push
+from include.nightly_ci.images.registries import (
     RegistryClient,
     registry_auth,
     retry_transient,
 )
+from include.nightly_ci.plan import Registry
 from tests.services import DOCKER_SOCK, MotoServer
 
 pytestmark = pytest.mark.integration

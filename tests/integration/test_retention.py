@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import docker
 import pytest
 
-from include.nightly_ci.images import push
-from include.nightly_ci.registries import RegistryAuth, RegistryClient
+from include.nightly_ci.images.engine import push
+from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 from tests.services import DOCKER_SOCK, airflow_env, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -4,20 +4,20 @@ every payload: webhook and API, the posting policies, 429/5xx retries, 4xx failu
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from dev.fake_slack import FakeSlack, parse_script
 from include.nightly_ci.config import load_config
+from include.nightly_ci.errors import SlackError
 from include.nightly_ci.plan import build_plan
-from include.nightly_ci.report_operators import SlackNotifyOperator, post_to_slack
+from include.nightly_ci.report.operators import SlackNotifyOperator
+from include.nightly_ci.report.results import Change, NightOverNight, Results, Row
+from include.nightly_ci.report.slack import post_to_slack
 from tests.services import ROOT, free_port
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from fake_slack import FakeSlack, parse_script
 
 pytestmark = pytest.mark.integration
 MESSAGE = {"text": "*Nightly CI Pipeline - Success ✅*\nSummary: 3/3 jobs passed", "blocks": []}
@@ -81,34 +81,21 @@ def test_500_then_success(slack, conn):
 
 @pytest.mark.parametrize("conn", ["slack_hook", "slack_api"])
 def test_404_fails_at_once_and_clearly(slack, conn):
-    from airflow.sdk.exceptions import AirflowException
-
     slack.script("404")
-    with pytest.raises(AirflowException, match=f"connection '{conn}'.*404"):
+    with pytest.raises(SlackError, match=f"connection '{conn}'.*404"):
         post_to_slack(conn, "#c" if conn == "slack_api" else None, MESSAGE, retries=5)
     assert [r["status"] for r in slack.received()] == [404]  # not retried
 
 
 def results(success: bool, new_failures: list[str] | None = None, previous: bool = True) -> dict:
-    rows = [
-        {"task_id": "vllm_amd64.tests.unit", "job": "vllm-amd64-unit", "status": "success" if success else "failed"}
-    ]
-    non = {"previous": None}
+    """The summary's XCom of a one-job night."""
+    row = Row("vllm_amd64.tests.unit", "vllm-amd64-unit", "test", "success" if success else "failed")
+    non = NightOverNight()
     if previous:
-        empty = {"new_failures": [], "fixed": [], "still_failing": []}
-        non = {
-            "previous": {"run_id": "r0", "logical_date": "2026-11-27T08:00:00+00:00"},
-            "jobs": {**empty, "new_failures": new_failures or []},
-            "cases": dict(empty),
-        }
-    return {
-        "success": success,
-        "passed": int(success),
-        "total": 1,
-        "rows": rows,
-        "run_url": "http://ui/run",
-        "night_over_night": non,
-    }
+        non = NightOverNight("r0", "2026-11-27T08:00:00+00:00", Change(new_failures=tuple(new_failures or ())))
+    return Results(
+        "nightly_ci", "r1", "2026-11-28T08:00:00+00:00", "http://ui/run", rows=(row,), night_over_night=non
+    ).to_json()
 
 
 class _TI:
@@ -132,10 +119,19 @@ class _TI:
 def test_posting_policies_through_the_notify_task(slack, tmp_path, when, result, posted):
     config = tmp_path / "c.yaml"
     config.write_text(
-        f"extends: {ROOT / 'include/config/local.yaml'}\n"
+        f"extends: {ROOT / 'dev/local.yaml'}\n"
         f"notifications: {{slack: {{conn_id: slack_hook, when: {when}, ops_group_id: S0OPS}}}}\n"
     )
-    op = SlackNotifyOperator(task_id="notify_slack", plan=build_plan(load_config(config)))
+    plan = build_plan(load_config(config))
+    op = SlackNotifyOperator(
+        task_id="notify_slack",
+        summary_task_id=plan.summary.task_id,
+        slack_conn_id=plan.slack.conn_id,
+        channel=plan.slack.channel,
+        ops_group_id=plan.slack.ops_group_id,
+        when=plan.slack.when,
+        slack_retries=plan.slack.retries,
+    )
     out = op.execute({"ti": _TI(result)})
     assert out["posted"] is posted
     assert len(slack.received()) == int(posted)
@@ -147,7 +143,7 @@ def test_posting_policies_through_the_notify_task(slack, tmp_path, when, result,
 def test_the_deadline_callback_posts_while_the_run_goes_on(slack):
     import asyncio
 
-    from include.nightly_ci.deadline import notify_overrun
+    from include.nightly_ci.report.deadline import notify_overrun
 
     # The context as Airflow 3.3's scheduler builds it (Deadline.handle_miss): the run as
     # the REST API's JSON. The system test sees the same callback fire under a triggerer.

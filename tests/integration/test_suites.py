@@ -11,10 +11,10 @@ import textwrap
 import docker
 import pytest
 
-from include.nightly_ci.images import build
+from include.nightly_ci.build.builder import build
 from include.nightly_ci.plan import pytest_command
-from include.nightly_ci.suite_operators import pod_script, unpack_pod_result
-from include.nightly_ci.suites import (
+from include.nightly_ci.suites.kubernetes import pod_script, unpack_pod_result
+from include.nightly_ci.suites.run import (
     COLLECTED,
     FAILED,
     PASSED,
@@ -58,7 +58,7 @@ def engine(provisioned):
 def sample_image(engine, arch: str) -> str:
     result = build(
         engine,
-        context_dir=str(ROOT / "include" / "sample_project"),
+        context_dir=str(ROOT / "dev" / "sample_project"),
         dockerfile="container/Dockerfile",
         target="runtime",
         tag=f"nightly-ci-test/sample:{arch}",
@@ -152,7 +152,7 @@ def test_a_hanging_test_is_killed_at_its_timeout_removed_and_its_output_kept(eng
     assert "test_image_arch_matches_machine PASSED" in run.output
     assert run.output.rstrip().endswith("tests/unit/test_bad.py::test_hangs")
     assert leftovers(engine) == []
-    assert run.record()["outcome"] == TIMEOUT
+    assert run.result({}).to_json()["outcome"] == TIMEOUT
 
 
 def test_arm64_collect_only_under_qemu(engine):
@@ -182,7 +182,7 @@ def test_the_pod_script_returns_results_through_its_xcom_file(engine, broken_ima
     )
     container = engine.create_container(
         broken_image,
-        command=["bash", "-c", pod_script(job, "/workspace", RESULTS)],
+        command=["bash", "-c", pod_script(job.command, "/workspace", job.junit_path, job.timeout_minutes)],
         labels={LABEL: "pod"},
         host_config=engine.create_host_config(network_mode="none"),
     )

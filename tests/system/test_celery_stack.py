@@ -16,7 +16,6 @@ The tests run in file order on one stack and one history of runs:
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,15 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from include.nightly_ci.names import tag_safe_run_id
-from include.nightly_ci.plan import LABEL_REVISION
-from include.nightly_ci.sample_repo import make_repo
-from tests.services import DOCKER_SOCK, ROOT, LocalRegistry, free_port, write_config
+from dev.fake_slack import FakeSlack
+from dev.sample_repo import make_repo
+from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
+from tests.services import DOCKER_SOCK, LocalRegistry, free_port, write_config
 from tests.system.processes import AirflowStack, Worker
 from tests.system.timings import TIMINGS
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from fake_slack import FakeSlack
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 DAG = "nightly_ci"

@@ -10,7 +10,7 @@ import airflow
 import airflow.models.taskinstance as taskinstance
 import pytest
 
-from include.nightly_ci import airflow_fixes
+from include.nightly_ci.ui import airflow_fixes
 
 
 def test_the_fix_is_installed_once_on_the_pinned_airflow(monkeypatch):

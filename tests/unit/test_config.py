@@ -33,7 +33,7 @@ def test_shipped_and_local_configs_load():
     assert list(cfg.frameworks) == ["vllm", "sglang", "trtllm"]
     assert list(cfg.arches) == ["amd64", "arm64"]
     assert cfg.dag.catchup is False
-    local = load_config(ROOT / "include" / "config" / "local.yaml")
+    local = load_config(ROOT / "dev" / "local.yaml")
     assert local.registries["ecr"].kind == "docker" and local.registries["acr"].kind == "acr"
     assert local.overrides == cfg.overrides
 
@@ -173,11 +173,11 @@ def test_cli_check_invalid_exits_1_with_every_problem(tmp_path):
 def test_relative_paths_are_taken_from_the_file_that_says_them(tmp_path):
     child = tmp_path / "deeper" / "child.yaml"
     child.parent.mkdir()
-    child.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n")
+    child.write_text(f"extends: {ROOT / 'dev' / 'local.yaml'}\n")
     cfg = load_config(child)
     assert cfg.source.repository == str(ROOT / ".local" / "sample-project.git")
     assert cfg.artifacts.base == str(ROOT / ".local" / "artifacts")
-    child.write_text(f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\nartifacts: {{base: here}}\n")
+    child.write_text(f"extends: {ROOT / 'dev' / 'local.yaml'}\nartifacts: {{base: here}}\n")
     assert load_config(child).artifacts.base == str(tmp_path / "deeper" / "here")
 
 
@@ -187,8 +187,7 @@ def test_a_replaced_mapping_stays_replaced_through_a_chain_of_extends(tmp_path):
     runner's Kubernetes keys (memory 64Gi, node selector, ...) back."""
     child = tmp_path / "child.yaml"
     child.write_text(
-        f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n"
-        "pools:\n  gpu-l40-amd64:\n    runner: {conn_id: gpu_host}\n"
+        f"extends: {ROOT / 'dev' / 'local.yaml'}\npools:\n  gpu-l40-amd64:\n    runner: {{conn_id: gpu_host}}\n"
     )
     runner = load_config(child).pools["gpu-l40-amd64"].runner
     assert (runner.backend, runner.conn_id, runner.gpus, runner.cpus, runner.network_mode) == (
@@ -201,7 +200,7 @@ def test_a_replaced_mapping_stays_replaced_through_a_chain_of_extends(tmp_path):
     assert (runner.memory, runner.node_selector, runner.image_pull_secrets) == (None, {}, [])
     # And a !replace in the last file of the chain replaces what both files above it said.
     child.write_text(
-        f"extends: {ROOT / 'include' / 'config' / 'local.yaml'}\n"
+        f"extends: {ROOT / 'dev' / 'local.yaml'}\n"
         "pools:\n  gpu-l40-amd64:\n    runner: !replace {backend: docker, cpus: 4}\n"
     )
     runner = load_config(child).pools["gpu-l40-amd64"].runner
@@ -233,3 +232,24 @@ def test_a_memory_size_in_the_wrong_backends_units_is_a_config_error(tmp_path):
         "  gpu-l40-amd64:\n    runner: {memory: 512Mi}\n"
     )
     assert load_config(f).pools["cpu-arm-r8g-4xlarge"].runner.memory == "1.5g"
+
+
+@pytest.mark.parametrize(
+    "size", ["64g", "512m", "1.5g", "64GB", "512mb", "1024", "2k", "10Kb", "0.5G", "64Gi", "1e3g", "64 g", "g", ""]
+)
+def test_a_docker_memory_size_the_config_takes_is_one_docker_takes(size):
+    """The config checks Docker sizes without importing docker at parse time: what it
+    accepts must be a subset of what docker-py's own parser (the one the runner uses) takes."""
+    from docker.errors import DockerException
+    from docker.utils import parse_bytes
+
+    from include.nightly_ci.config.checks import DOCKER_MEMORY
+
+    if DOCKER_MEMORY.fullmatch(size):
+        try:
+            assert parse_bytes(size) > 0 or size.strip("0.") == ""
+        except DockerException as exc:
+            pytest.fail(f"the config takes {size!r} but docker-py refuses it: {exc}")
+    assert bool(DOCKER_MEMORY.fullmatch(size)) == (
+        size in {"64g", "512m", "1.5g", "64GB", "512mb", "1024", "2k", "10Kb", "0.5G"}
+    )

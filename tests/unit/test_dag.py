@@ -63,15 +63,15 @@ def test_each_test_group_waits_only_for_its_own_ecr_runtime_push(dag):
             for suite, (marker, minutes, gpus) in SUITES.items():
                 t = dag.task_dict[f"{g}.tests.{suite}"]
                 assert t.upstream_task_ids == {f"{g}.push_runtime_ecr"}
-                assert t.job.marker == marker.format(framework=fw)
-                assert t.job.timeout_minutes == minutes
+                assert t.marker == marker.format(framework=fw)
+                assert t.timeout_minutes == minutes
                 upstream = t.get_flat_relative_ids(upstream=True)
                 assert {u.split(".")[0] for u in upstream} == {g, "resolve_source"}
                 assert f"{g}.push_runtime_acr" not in upstream
                 if arch == "amd64":
-                    assert (t.pool, t.pool_slots, t.job.gpus, t.job.mode) == ("gpu-l40-amd64", gpus, gpus, "run")
+                    assert (t.pool, t.pool_slots, t.gpus, t.mode) == ("gpu-l40-amd64", gpus, gpus, "run")
                 else:
-                    assert (t.pool, t.pool_slots, t.job.gpus, t.job.mode) == ("cpu-arm-r8g-4xlarge", 1, 0, "collect")
+                    assert (t.pool, t.pool_slots, t.gpus, t.mode) == ("cpu-arm-r8g-4xlarge", 1, 0, "collect")
 
 
 def test_backends_follow_the_pools(dag):
@@ -87,15 +87,38 @@ def test_backends_follow_the_pools(dag):
 def test_acr_receives_runtime_images_only(dag):
     acr = [t for t in dag.tasks if t.task_id.endswith("_acr")]
     assert len(acr) == 6
-    assert all(t.push.image == "runtime" for t in acr)
+    assert all(t.image == "runtime" for t in acr)
     assert not [t for t in dag.tasks if t.task_id.endswith("push_framework_acr")]
 
 
-def test_builds_run_in_their_arch_pool(dag):
+def test_builds_and_pushes_run_in_their_arch_pool(dag):
+    """A push loads its builder's engine as a build does: it takes a slot of the same pool."""
+    builds = pushes = 0
     for t in dag.tasks:
-        if t.task_id.endswith(("build_framework", "build_runtime")):
+        if t.task_id.endswith(("build_framework", "build_runtime")) or ".push_" in t.task_id:
             want = "cpu-arm-r8g-4xlarge" if "_arm64." in t.task_id else "cpu-amd-m5-4xlarge"
-            assert t.pool == want
+            assert (t.pool, t.pool_slots) == (want, 1)
+            builds += ".build_" in t.task_id
+            pushes += ".push_" in t.task_id
+    assert (builds, pushes) == (12, 18)
+
+
+def test_ui_names_are_the_tables_job_names(dag):
+    """One naming scheme: the UI's display names are the original pipeline's job names,
+    which the results table's Stage column shows too."""
+    from include.nightly_ci.plan import load_plan
+
+    plan = load_plan(str(ROOT / "include" / "config" / "nightly_ci.yaml"))
+    t = dag.task_dict
+    assert t["vllm_amd64.build_framework"].task_display_name == "vllm-framework (amd64)"
+    assert t["vllm_amd64.build_runtime"].task_display_name == "Build vllm (amd64)"
+    assert t["vllm_arm64.push_runtime_acr"].task_display_name == "Push vllm (arm64) to acr"
+    assert t["vllm_amd64.tests.unit"].task_display_name == "vllm-amd64-unit"
+    assert t["sglang_arm64.tests.e2e_2gpu"].task_display_name == "sglang-arm64-e2e_2gpu (collect only)"
+    assert t["results_summary"].task_display_name == "Results Summary"
+    assert {task_id: op.task_display_name for task_id, op in t.items()} == {
+        s.task_id: s.display_name for s in plan.tasks()
+    }
 
 
 def test_params_defaults(dag):
@@ -158,43 +181,23 @@ def test_bad_config_is_the_dags_import_error(tmp_path, monkeypatch):
         assert "overrides.riscv64" in error and "unknown arch 'riscv64'" in error
 
 
-ONE_TASK_DAG = """
-from airflow.sdk import DAG
-from airflow.providers.standard.operators.empty import EmptyOperator
-with DAG("one_task", schedule=None):
-    EmptyOperator(task_id="only")
-"""
-
-
-def test_no_provider_module_beyond_a_one_task_dag_at_parse_time(tmp_path):
-    """Parsing imports what Airflow itself imports for a one-task DAG, plus the Docker
-    provider's operator that docker test pools use, and nothing more: the Kubernetes
-    client, the AWS, Azure and Slack SDKs and every hook load inside tasks only."""
+def test_parsing_imports_nothing_beyond_the_airflow_sdk():
+    """Parsing both DAGs (in a fresh process, as a dag-processor does) adds no provider
+    module and no SDK of Docker, AWS, Azure, Kubernetes or Slack to what Airflow itself
+    imported (its providers manager reads each provider's get_provider_info): they load
+    inside tasks only."""
     import subprocess
     import sys
 
-    baseline = tmp_path / "baseline"
-    baseline.mkdir()
-    (baseline / "one_task.py").write_text(ONE_TASK_DAG)
     code = (
         "import sys; from airflow.dag_processing.dagbag import DagBag\n"
-        "HEAVY = ('airflow.providers.', 'docker', 'boto', 'azure', 'kubernetes')\n"
-        "def heavy(): return {m for m in sys.modules if m.startswith(HEAVY)}\n"
-        f"DagBag({str(baseline)!r}); before = heavy()\n"
-        f"b = DagBag({str(ROOT / 'dags')!r}); assert b.dags, b.import_errors\n"
-        "print(sorted(heavy() - before))"
+        "HEAVY = ('airflow.providers.', 'docker', 'boto', 'azure', 'kubernetes', 'slack_sdk')\n"
+        "before = {m for m in sys.modules if m.startswith(HEAVY)}\n"
+        f"b = DagBag({str(ROOT / 'dags')!r}); assert len(b.dags) == 2, b.import_errors\n"
+        "print(sorted(m for m in sys.modules if m.startswith(HEAVY) and m not in before))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    extra = ast.literal_eval(out.strip().splitlines()[-1])
-    # The standard provider holds Airflow's own @task; the retention DAG uses it.
-    docker_provider = (
-        "airflow.providers.docker.",
-        "airflow.providers.common.compat.",
-        "docker",
-        "airflow.providers.standard.",
-    )
-    assert [m for m in extra if not m.startswith(docker_provider)] == []
-    assert "airflow.providers.docker.operators.docker" in extra
+    assert ast.literal_eval(out.strip().splitlines()[-1]) == []
 
 
 def test_a_nightly_ends_with_summary_verdict_and_slack(dag):
@@ -211,8 +214,16 @@ def test_an_overrunning_nightly_raises_a_deadline_alert(dag):
     (alert,) = dag.deadline
     assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline"
     assert alert.interval == timedelta(hours=5)
-    assert alert.callback.path == "include.nightly_ci.deadline.notify_overrun"
+    assert alert.callback.path == "include.nightly_ci.report.deadline.notify_overrun"
     assert alert.callback.kwargs["conn_id"] == "slack_nightly" and alert.callback.kwargs["hours"] == 5
+
+
+def test_the_old_deadline_callback_path_still_resolves():
+    """Runs created before the move store the old path with their deadline."""
+    from include.nightly_ci.deadline import notify_overrun as old
+    from include.nightly_ci.report.deadline import notify_overrun
+
+    assert old is notify_overrun
 
 
 def test_each_pool_has_its_own_queue(dag):

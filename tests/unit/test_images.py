@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from include.nightly_ci.images import BuildError, classify_push_error, parse_build_stream
-from include.nightly_ci.registries import (
-    RegistryAuth,
-    RegistryAuthError,
-    RegistryError,
-    RegistryUnavailable,
-    retry_transient,
-)
+from include.nightly_ci.build.builder import parse_build_stream
+from include.nightly_ci.errors import BuildError, RegistryAuthError, RegistryError, RegistryUnavailable
+from include.nightly_ci.images.engine import classify_push_error
+from include.nightly_ci.images.registries import RegistryAuth, retry_transient
 
 AUTH = RegistryAuth("ecr", "aws_nightly", "127.0.0.1:5000", "AWS", "s3cret")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from _pytest.mark.expression import Expression
 
-from include.nightly_ci.markers import MarkerError, check_marker_expression
+from include.nightly_ci.config.markers import MarkerError, check_marker_expression
 
 EXPRESSIONS = [
     "unit and (nightly or post_merge or pre_merge)",

@@ -65,8 +65,8 @@ def test_arm64_overrides_exactly_as_the_seed():
 def test_ecr_gets_framework_and_runtime_acr_runtime_only():
     plan = load_plan(str(SHIPPED))
     for cell in plan.cells:
-        assert [p.task_id for p in cell.framework_pushes] == ["push_framework_ecr"]
-        assert [p.task_id for p in cell.runtime_pushes] == ["push_runtime_ecr", "push_runtime_acr"]
+        assert [p.task.local_id for p in cell.framework_pushes] == ["push_framework_ecr"]
+        assert [p.task.local_id for p in cell.runtime_pushes] == ["push_runtime_ecr", "push_runtime_acr"]
         assert cell.cache_registry == "ecr"
 
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 from include.nightly_ci.plan import load_plan
-from include.nightly_ci.results import (
+from include.nightly_ci.records import TaskRecord, classify_failure
+from include.nightly_ci.report.results import (
+    Results,
     build_rows,
     junit_cases,
     previous_results,
-    should_post,
-    slack_message,
     summarize,
     to_markdown,
 )
-from include.nightly_ci.task_records import classify_failure
+from include.nightly_ci.report.slack import should_post, slack_message
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = load_plan(str(ROOT / "include" / "config" / "nightly_ci.yaml"))
@@ -26,15 +26,18 @@ G = "vllm_amd64"
 
 
 def record(task_id, state, seconds=600.0, **extra):
-    return {
-        "task_id": task_id,
-        "state": state,
-        "duration_sec": seconds,
-        "pool": "gpu-l40-amd64",
-        "host": "worker-1",
-        "try_number": 1,
+    return TaskRecord(
+        task_id=task_id,
+        stage=PLAN.task(task_id).stage,
+        state=state,
+        started="2026-11-28T08:00:00+00:00",
+        ended="2026-11-28T08:10:00+00:00",
+        duration_sec=seconds,
+        pool="gpu-l40-amd64",
+        host="worker-1",
+        try_number=1,
         **extra,
-    }
+    )
 
 
 def fixed_outcomes():
@@ -106,7 +109,12 @@ def results_for(before=None, states_records=None):
     )
     return summarize(
         PLAN, "scheduled__2026-11-28T08:00:00+00:00", "2026-11-28T08:00:00+00:00", "http://ui/run", rows, CASES, before
-    )
+    ).to_json()
+
+
+def typed(results: dict) -> Results:
+    """RESULTS as results.json holds it, read back: what the summary, Slack and the next night read."""
+    return Results.from_json(json.loads(json.dumps(results)))
 
 
 def test_one_row_per_build_push_and_test_task_in_a_stable_order():
@@ -137,7 +145,7 @@ def test_states_classes_and_counts():
 
 def test_markdown():
     results = results_for()
-    md = to_markdown(results)
+    md = to_markdown(typed(results))
     assert md.startswith("# Nightly CI Results Summary\n")
     assert "**Summary: 41/54 jobs passed**" in md
     assert "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |" in md
@@ -160,7 +168,7 @@ def test_json_is_what_the_markdown_shows():
 
 
 def test_night_over_night_jobs_and_cases():
-    before = json.loads(json.dumps(results_for()))
+    before = typed(results_for())
     states, records = fixed_outcomes()
     states[f"{G}.tests.unit"] = "success"  # fixed
     records[f"{G}.tests.unit"] = record(f"{G}.tests.unit", "success", outcome="passed")
@@ -171,7 +179,7 @@ def test_night_over_night_jobs_and_cases():
     }
     rows = build_rows(PLAN, states, records, cases, lambda t, n: "", lambda t: "")
     now = summarize(PLAN, "scheduled__2026-11-29T08:00:00+00:00", "2026-11-29T08:00:00+00:00", "u", rows, cases, before)
-    non = now["night_over_night"]
+    non = now.to_json()["night_over_night"]
     assert non["previous"]["logical_date"] == "2026-11-28T08:00:00+00:00"
     assert non["jobs"]["new_failures"] == [f"{G}.tests.integration"]
     assert non["jobs"]["fixed"] == [f"{G}.tests.unit"]
@@ -190,12 +198,12 @@ def test_night_over_night_jobs_and_cases():
 
 def test_a_backfilled_older_night_compares_with_the_night_before_it():
     nights = [
-        {"logical_date": d, "run_id": d}
+        Results.from_json({"logical_date": d, "run_id": d})
         for d in ("2026-11-25T08:00:00+00:00", "2026-11-27T08:00:00+00:00", "2026-11-28T08:00:00+00:00")
     ]
     # The 26th, backfilled after the 28th ran, compares with the 25th, not the newest.
-    assert previous_results(nights, "2026-11-26T08:00:00+00:00")["run_id"] == "2026-11-25T08:00:00+00:00"
-    assert previous_results(nights, "2026-11-29T08:00:00+00:00")["run_id"] == "2026-11-28T08:00:00+00:00"
+    assert previous_results(nights, "2026-11-26T08:00:00+00:00").run_id == "2026-11-25T08:00:00+00:00"
+    assert previous_results(nights, "2026-11-29T08:00:00+00:00").run_id == "2026-11-28T08:00:00+00:00"
     assert previous_results(nights, "2026-11-20T08:00:00+00:00") is None
 
 
@@ -226,28 +234,28 @@ def all_green():
 
 
 def test_slack_message_as_the_original():
-    ok = all_green()
+    ok = typed(all_green())
     msg = slack_message(ok, "S0OPS")
     assert msg["text"].startswith(
         "*Nightly CI Pipeline - Success ✅*\nSummary: 54/54 jobs passed\n<http://ui/run|View Workflow Summary>"
     )
     assert "subteam" not in json.dumps(msg["blocks"])
-    bad = slack_message(results_for(), "S0OPS")
+    bad = slack_message(typed(results_for()), "S0OPS")
     assert bad["text"].startswith("*Nightly CI Pipeline - Failed ❌*\nSummary: 41/54 jobs passed")
     blocks = json.dumps(bad["blocks"], ensure_ascii=False)
     assert "*Failed Jobs (11):*" in blocks and "• vllm-amd64-unit" in blocks
     assert ":rotating_light: cc <!subteam^S0OPS|@ops-support> - Please investigate the failures above." in blocks
-    assert "@ops-support> " not in json.dumps(slack_message(results_for(), None)["blocks"])
+    assert "@ops-support> " not in json.dumps(slack_message(typed(results_for()), None)["blocks"])
 
 
 def test_posting_policies():
-    ok = all_green()
-    bad = results_for()
-    same_bad = results_for(before=json.loads(json.dumps(bad)))
+    ok = typed(all_green())
+    bad = typed(results_for())
+    same_bad = typed(results_for(before=bad))
     assert should_post(ok, "always") and should_post(bad, "always")
     assert not should_post(ok, "failure") and should_post(bad, "failure")
     assert should_post(bad, "change") and not should_post(same_bad, "change")  # nothing new since last night
-    assert should_post(results_for(before=json.loads(json.dumps(ok))), "change")
+    assert should_post(typed(results_for(before=ok)), "change")
 
 
 @pytest.mark.parametrize(

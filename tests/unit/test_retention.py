@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from include.nightly_ci.plan import load_plan
-from include.nightly_ci.retention import decide_tags, expired, run_tag_regex
+from include.nightly_ci.retention.expiry import TagRules, decide_tags, expired, run_tag_regex
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -44,7 +44,7 @@ def test_decisions():
         "nightly-vllm-amd64-run-d": ("sha256:d", None),  # no night recorded: left alone
         "someone-elses-tag": ("sha256:e", old),
     }
-    decisions = {d.tag: d for d in decide_tags(plan, tags, NOW, WEEK)}
+    decisions = {d.tag: d for d in decide_tags(TagRules.of(plan), tags, NOW, WEEK)}
     assert [t for t, d in decisions.items() if d.delete] == ["nightly-vllm-amd64-run-b"]
     assert decisions["nightly-vllm-amd64"].reason == "a moving tag"
     assert decisions["main-vllm-framework-amd64"].reason == "a moving tag"

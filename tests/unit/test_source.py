@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.nightly_ci.sample_repo import make_repo
-from include.nightly_ci.source import SourceError, checkout, resolve
+from dev.sample_repo import make_repo
+from include.nightly_ci.build.source import checkout, resolve
+from include.nightly_ci.errors import SourceError
 
 
 def utc(*args: int) -> datetime:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from include.nightly_ci.plan import load_plan, pytest_command
-from include.nightly_ci.suites import (
+from include.nightly_ci.suites.run import (
     COLLECTED,
     COLLECTION_ERROR,
     ERROR,

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import re
 
+from include.nightly_ci.errors import MarkerError
+
 _TOKEN = re.compile(r"[ \t]*(?:(?P<paren>[()])|(?P<ident>(?:\w|:|\+|-|\.|\[|\]|\\|/)+)|(?P<bad>[^ \t]))", re.DOTALL)
 _KEYWORDS = {"and", "or", "not"}
-
-
-class MarkerError(ValueError):
-    pass
 
 
 def _tokens(expr: str) -> list[str]:

@@ -17,7 +17,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from include.nightly_ci.records import JsonRecord
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -62,7 +64,7 @@ def outcome_of(mode: str, exit_code: int | None, timed_out: bool, collected: int
 
 @dataclass
 class SuiteRun:
-    """What one suite left behind; record() is what the artifact store and XCom keep."""
+    """One suite while it runs; result() is what the artifact store and XCom keep."""
 
     cell: str
     suite: str
@@ -95,12 +97,31 @@ class SuiteRun:
             return ERROR
         return outcome_of(self.mode, self.exit_code, self.timed_out, self.counts.get("collected", 0))
 
-    def record(self) -> dict[str, Any]:
+    def result(self, artifacts: dict[str, str]) -> SuiteResult:
         data = asdict(self)
         data.pop("output")
         data.pop("junit")
-        data.update(outcome=self.outcome, counts=self.counts)
-        return data
+        return SuiteResult(**data, outcome=self.outcome, counts=self.counts, artifacts=artifacts)
+
+
+@dataclass(frozen=True)
+class SuiteResult(JsonRecord):
+    """What a suite left: its record.json in the artifact store, and the task's XCom."""
+
+    cell: str
+    suite: str
+    mode: str
+    image: str
+    marker: str
+    exit_code: int | None
+    timed_out: bool
+    started: str
+    ended: str
+    duration_sec: float
+    error: str | None
+    outcome: str
+    counts: dict[str, int]
+    artifacts: dict[str, str]  # output, junit (when written), record: where each file is
 
 
 def _now() -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param
 
 from include.nightly_ci.plan import Plan, load_plan
+from include.nightly_ci.retention.expiry import TagRules
+from include.nightly_ci.retention.operators import ExpireArtifactsOperator, ExpireRunTagsOperator
 
 
 def build_retention_dag(plan: Plan) -> DAG:
     with DAG(
-        dag_id=f"{plan.dag_id}_retention",
+        dag_id=plan.retention_dag_id,
         schedule=plan.retention_schedule,
         start_date=datetime.combine(plan.start_date, datetime.min.time(), tzinfo=UTC),
         catchup=False,
@@ -30,24 +32,23 @@ every registry ({", ".join(plan.registries)}). Moving tags and framework cache t
 deleted, nor an image a kept tag still points at. Trigger with `dry_run` to see what would go.
 """,
     ) as dag:
-
-        @task(task_display_name="Expire artifacts")
-        def expire_artifacts(params=None) -> list[str]:
-            from include.nightly_ci.retention import expire_artifacts
-
-            return expire_artifacts(plan, datetime.now(UTC), params["dry_run"])
-
-        expire_artifacts()
+        artifacts = plan.retention_tasks["artifacts"]
+        ExpireArtifactsOperator(
+            task_id=artifacts.task_id,
+            task_display_name=artifacts.display_name,
+            store=plan.store,
+            keep_days=plan.artifacts_days,
+        )
+        rules = TagRules.of(plan)
         for reg in plan.registries.values():
-
-            @task(task_id=f"expire_run_tags_{reg.name}", task_display_name=f"Expire run tags in {reg.name}")
-            def expire_tags(params=None, reg=reg) -> list[str]:
-                from include.nightly_ci.retention import expire_registry
-
-                decisions = expire_registry(plan, reg, datetime.now(UTC), params["dry_run"])
-                return [d.tag for d in decisions if d.delete]
-
-            expire_tags()
+            spec = plan.retention_tasks[reg.name]
+            ExpireRunTagsOperator(
+                task_id=spec.task_id,
+                task_display_name=spec.display_name,
+                registry=reg,
+                rules=rules,
+                keep_days=plan.run_tags_days,
+            )
     return dag
 
 

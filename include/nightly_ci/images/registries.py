@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from include.nightly_ci.errors import RegistryAuthError, RegistryError, RegistryUnavailable
+
 if TYPE_CHECKING:
     import requests
 
@@ -31,18 +33,6 @@ MANIFEST_TYPES = ", ".join(
     )
 )
 _LOOPBACK = ("127.", "localhost", "[::1]", "::1")
-
-
-class RegistryError(RuntimeError):
-    """A registry operation failed for good."""
-
-
-class RegistryAuthError(RegistryError):
-    """401/403: retrying can't help; the message names the connection."""
-
-
-class RegistryUnavailable(RegistryError):
-    """Connection refused, timeouts, 5xx: worth retrying."""
 
 
 @dataclass(frozen=True)

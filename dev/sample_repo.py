@@ -1,7 +1,7 @@
 """Make the sample project a git repository with dated history, so that source
 resolution (branch head, a tag, the last commit before a night) is real.
 
-`python -m include.nightly_ci.sample_repo DEST [--nights N]` creates a bare repository
+`python -m dev.sample_repo DEST [--nights N]` creates a bare repository
 DEST whose branch `main` has one commit per night for the last N nights (06:00 UTC,
 before the 08:00 schedule), each with a different VERSION, then the project as it is
 now. It is left alone when it already holds the current tree.
@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_project"
+SAMPLE = Path(__file__).resolve().parent / "sample_project"
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "nightly-ci",
     "GIT_AUTHOR_EMAIL": "ci@localhost",

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from include.nightly_ci.plan import LABEL_CREATED, LABEL_LOGICAL_DATE, Plan, Registry
+from include.nightly_ci.artifacts import ArtifactStore
+from include.nightly_ci.names import LABEL_CREATED, LABEL_LOGICAL_DATE
+from include.nightly_ci.plan import Plan, Registry
 
 if TYPE_CHECKING:
-    from include.nightly_ci.registries import RegistryClient
+    from include.nightly_ci.images.registries import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,18 @@ def moving_tags(plan: Plan) -> set[str]:
 
 
 @dataclass(frozen=True)
+class TagRules:
+    """Which tags of a registry are a config's run tags, and which are its moving tags."""
+
+    run_tags: str  # a regex matching every cell's run tags
+    moving_tags: frozenset[str]
+
+    @classmethod
+    def of(cls, plan: Plan) -> TagRules:
+        return cls(run_tag_regex(plan).pattern, frozenset(moving_tags(plan)))
+
+
+@dataclass(frozen=True)
 class TagDecision:
     tag: str
     digest: str
@@ -52,11 +66,11 @@ class TagDecision:
 
 
 def decide_tags(
-    plan: Plan, tags: dict[str, tuple[str, datetime | None]], now: datetime, keep: timedelta
+    rules: TagRules, tags: dict[str, tuple[str, datetime | None]], now: datetime, keep: timedelta
 ) -> list[TagDecision]:
     """For every tag (tag -> (digest, night)): delete it or keep it, and why."""
-    runs = run_tag_regex(plan)
-    protected = moving_tags(plan)
+    runs = re.compile(rules.run_tags)
+    protected = rules.moving_tags
     stale = set(expired(((t, n) for t, (_, n) in tags.items() if n and runs.fullmatch(t)), now, keep))
     kept_digests = {d for t, (d, _) in tags.items() if t not in stale}
     decisions = []
@@ -103,16 +117,16 @@ def delete_tag(reg: Registry, client: RegistryClient, decision: TagDecision) -> 
         return
     resp = client.request("DELETE", f"{reg.repository}/manifests/{decision.digest}")
     if resp.status_code not in (202, 404):
-        from include.nightly_ci.registries import RegistryError
+        from include.nightly_ci.errors import RegistryError
 
         raise RegistryError(f"DELETE {reg.repository}@{decision.digest} answered {resp.status_code}: {resp.text[:200]}")
 
 
-def expire_registry(plan: Plan, reg: Registry, now: datetime, dry_run: bool) -> list[TagDecision]:
-    from include.nightly_ci.registries import RegistryClient, registry_auth
+def expire_registry(reg: Registry, rules: TagRules, keep: timedelta, now: datetime, dry_run: bool) -> list[TagDecision]:
+    from include.nightly_ci.images.registries import RegistryClient, registry_auth
 
     client = RegistryClient(registry_auth(reg))
-    decisions = decide_tags(plan, registry_tags(client, reg.repository), now, timedelta(days=plan.run_tags_days))
+    decisions = decide_tags(rules, registry_tags(client, reg.repository), now, keep)
     for d in decisions:
         if d.delete:
             if not dry_run:
@@ -139,16 +153,14 @@ def expire_registry(plan: Plan, reg: Registry, now: datetime, dry_run: bool) -> 
     return decisions
 
 
-def expire_artifacts(plan: Plan, now: datetime, dry_run: bool) -> list[str]:
-    """Delete every artifact file older than the retention; the deleted paths."""
-    from include.nightly_ci.artifacts import plan_store
-
-    root = plan_store(plan)
+def expire_artifacts(store: ArtifactStore, keep: timedelta, now: datetime, dry_run: bool) -> list[str]:
+    """Delete every artifact file older than KEEP; the deleted paths."""
+    root = store.root()
     if not root.exists():
         log.info("artifact store %s is empty", root)
         return []
     files = [(p, datetime.fromtimestamp(p.stat().st_mtime, tz=now.tzinfo)) for p in root.rglob("*") if p.is_file()]
-    stale = set(expired(((str(p), when) for p, when in files), now, timedelta(days=plan.artifacts_days)))
+    stale = set(expired(((str(p), when) for p, when in files), now, keep))
     for path, _ in files:
         if str(path) in stale:
             if not dry_run:

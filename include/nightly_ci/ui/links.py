@@ -8,7 +8,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperatorLink
 
-ARTIFACTS_KEY = "artifacts"
+from include.nightly_ci.records import PushResult, SuiteArtifacts
+
 _ECR = re.compile(r"(?P<account>\d+)\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com")
 
 
@@ -47,14 +48,16 @@ class RegistryImageLink(BaseOperatorLink):
     name = "Image in registry"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        return image_url((_xcom(ti_key, "return_value") or {}).get("pinned"))
+        pushed = _xcom(ti_key, "return_value")
+        return image_url(PushResult.from_json(pushed).pinned if pushed else None)
 
 
 class JUnitLink(BaseOperatorLink):
     name = "JUnit report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        return artifact_url((_xcom(ti_key, ARTIFACTS_KEY) or {}).get("junit"))
+        files = _xcom(ti_key, SuiteArtifacts.XCOM_KEY)
+        return artifact_url(SuiteArtifacts.from_json(files).junit if files else None)
 
 
 class TestOutputLink(BaseOperatorLink):
@@ -62,4 +65,5 @@ class TestOutputLink(BaseOperatorLink):
     name = "Test output"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        return artifact_url((_xcom(ti_key, ARTIFACTS_KEY) or {}).get("output"))
+        files = _xcom(ti_key, SuiteArtifacts.XCOM_KEY)
+        return artifact_url(SuiteArtifacts.from_json(files).output if files else None)

@@ -13,14 +13,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from include.nightly_ci.errors import SourceError
 from include.nightly_ci.names import COMMIT_RE, GIT_REF_RE
+from include.nightly_ci.records import JsonRecord
 
 log = logging.getLogger(__name__)
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
-
-
-class SourceError(RuntimeError):
-    """The ref or repository can't give a commit to build."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +27,22 @@ class Resolution:
     ref: str
     reason: str  # a sentence for the task log and the summary
     committed_at: str
+
+
+@dataclass(frozen=True)
+class SourceInfo(JsonRecord):
+    """resolve_source's XCom: the one commit the whole run builds, and the run it is for."""
+
+    repository: str
+    commit: str
+    ref: str
+    reason: str
+    committed_at: str
+    run_id: str
+    run_type: str
+    night: str  # the run's logical date (or run_after), ISO, UTC
+    publish: bool  # whether the run may move the moving tags
+    resolved_at: str  # the run's build time: the images' created label, the same for every retry
 
 
 def _git(*args: str, cwd: str | None = None) -> str:

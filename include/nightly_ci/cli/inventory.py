@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from include.nightly_ci.plan import FRAMEWORK, LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, RUNTIME, Plan
-from include.nightly_ci.registries import RegistryClient, registry_auth
+from include.nightly_ci.images.registries import RegistryClient, registry_auth
+from include.nightly_ci.names import FRAMEWORK, LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, RUNTIME
+from include.nightly_ci.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Every request is appended to a JSON-lines file (method, path, headers, body, the
 given). Answers can be scripted per request, in order, with --script 'CODE[:RETRY_AFTER],...'
 (for example '429:1,500,200'); after the script every request gets 200.
 
-    python scripts/fake_slack.py --port 5103 --log messages.jsonl [--script 429:1,200]
+    python dev/fake_slack.py --port 5103 --log messages.jsonl [--script 429:1,200]
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Local stand-ins for development and the demo: never mounted into production."""

@@ -1,0 +1,1 @@
+"""The build-and-publish stage: commit -> images -> registries."""

@@ -1,0 +1,63 @@
+"""Command line: `python -m include.nightly_ci COMMAND`.
+
+check [FILE]      validate a config; prints a one-line summary (exit 0) or every problem (exit 1)
+pools [FILE]      create or update the Airflow pools the config names
+inventory [FILE]  list what the registries hold for every cell, with digests
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from include.nightly_ci.config import load_config
+from include.nightly_ci.errors import ConfigError
+from include.nightly_ci.plan import build_plan
+
+
+def _check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.file)
+    plan = build_plan(cfg)
+    print(
+        f"OK {args.file or 'config'}: dag {plan.dag_id}, {len(plan.frameworks)} frameworks x "
+        f"{len(plan.arches)} arches = {len(plan.cells)} cells, registries {', '.join(plan.registries)}, "
+        f"pools {', '.join(plan.pools)}, schedule '{plan.schedule}'"
+    )
+    return 0
+
+
+def _pools(args: argparse.Namespace) -> int:
+    from include.nightly_ci.cli.pools import sync_pools
+
+    for line in sync_pools(build_plan(load_config(args.file))):
+        print(line)
+    return 0
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from include.nightly_ci.cli.inventory import print_inventory
+
+    return print_inventory(build_plan(load_config(args.file)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.nightly_ci", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, helptext in (
+        ("check", _check, "validate a config file"),
+        ("pools", _pools, "create or update the Airflow pools of a config"),
+        ("inventory", _inventory, "list the images the registries hold, with digests"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("file", nargs="?", help="config file (default: $NIGHTLY_CI_CONFIG or the shipped one)")
+        p.set_defaults(func=func)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

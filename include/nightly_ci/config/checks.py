@@ -1,0 +1,117 @@
+"""The checks a config must pass beyond its types: names that refer to each other, tag
+patterns, marker expressions, cron strings and memory sizes. Every finding at once."""
+
+from __future__ import annotations
+
+import re
+
+from include.nightly_ci.config.markers import check_marker_expression
+from include.nightly_ci.config.schema import NightlyConfig
+from include.nightly_ci.errors import Finding, MarkerError
+from include.nightly_ci.names import tag_pattern_problem
+
+
+def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
+    found: list[Finding] = []
+    for arch, fws in cfg.overrides.items():
+        if arch not in cfg.arches:
+            found.append(
+                Finding(f"overrides.{arch}", f"override for unknown arch {arch!r} (arches: {', '.join(cfg.arches)})")
+            )
+        for fw in fws:
+            if fw not in cfg.frameworks:
+                found.append(
+                    Finding(
+                        f"overrides.{arch}.{fw}",
+                        f"override for unknown framework {fw!r} (frameworks: {', '.join(cfg.frameworks)})",
+                    )
+                )
+    for arch, settings in cfg.arches.items():
+        for field in ("build_pool", "test_pool"):
+            pool = getattr(settings, field)
+            if pool not in cfg.pools:
+                found.append(
+                    Finding(
+                        f"arches.{arch}.{field}",
+                        f"pool {pool!r} is not defined under pools (defined: {', '.join(cfg.pools)})",
+                    )
+                )
+    for field, pattern in cfg.tags.model_dump().items():
+        problem = tag_pattern_problem(pattern, require_run_id=(field == "run"))
+        if problem:
+            found.append(Finding(f"tags.{field}", problem))
+    patterns = list(cfg.tags.model_dump().values())
+    if len(set(patterns)) != len(patterns):
+        found.append(Finding("tags", "the framework, nightly and run tag patterns must differ"))
+    for image in ("framework", "runtime"):
+        if not any(image in r.images for r in cfg.registries.values()):
+            found.append(Finding("registries", f"no registry receives {image} images"))
+    for name, reg in cfg.registries.items():
+        if len(set(reg.images)) != len(reg.images):
+            found.append(Finding(f"registries.{name}.images", "lists an image kind twice"))
+    found += _test_findings(cfg)
+    if cfg.build.framework_target == cfg.build.runtime_target:
+        found.append(Finding("build.runtime_target", "must differ from build.framework_target"))
+    if cfg.build.push_backoff_max_seconds < cfg.build.push_backoff_seconds:
+        found.append(Finding("build.push_backoff_max_seconds", "must be at least build.push_backoff_seconds"))
+    from croniter import croniter
+
+    for path, cron in (("dag.schedule", cfg.dag.schedule), ("retention.schedule", cfg.retention.schedule)):
+        if not croniter.is_valid(cron):
+            found.append(Finding(path, f"{cron!r} is not a valid cron expression"))
+    return found
+
+
+# A Kubernetes resource quantity (64Gi, 512Mi, 1.5G).
+_K8S_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?([EPTGMK]i|[EPTGMk]|m)?")
+# A Docker memory size (64g, 512m, 1.5GB): a subset of what docker-py's parse_bytes takes
+# (tests/unit/test_config.py checks that it is one), without importing docker at parse time.
+DOCKER_MEMORY = re.compile(r"[0-9]+(\.[0-9]+)?([kmgKMG][bB]?|[bB])?")
+MEMORY = {"kubernetes": _K8S_QUANTITY, "docker": DOCKER_MEMORY}
+
+
+def _memory_ok(backend: str, size: str) -> bool:
+    return bool(MEMORY[backend].fullmatch(size))
+
+
+def _test_findings(cfg: NightlyConfig) -> list[Finding]:
+    found: list[Finding] = []
+    for arch, settings in cfg.arches.items():
+        pool = cfg.pools.get(settings.test_pool)
+        if pool is not None and pool.runner is None:
+            found.append(
+                Finding(f"pools.{settings.test_pool}.runner", f"is required: arch {arch!r} runs its tests in this pool")
+            )
+    for name, pool in cfg.pools.items():
+        runner = pool.runner
+        if runner is not None and runner.memory is not None and not _memory_ok(runner.backend, runner.memory):
+            found.append(
+                Finding(
+                    f"pools.{name}.runner.memory",
+                    f"{runner.memory!r} is not a {runner.backend} memory size "
+                    + ("(like 64g or 512m)" if runner.backend == "docker" else "(like 64Gi or 512Mi)"),
+                )
+            )
+    reg = cfg.tests.registry
+    if reg is not None and (reg not in cfg.registries or "runtime" not in cfg.registries[reg].images):
+        found.append(Finding("tests.registry", f"{reg!r} is not a registry that receives runtime images"))
+    if not cfg.tests.suites:
+        found.append(Finding("tests.suites", "needs at least one suite"))
+    for name, suite in cfg.tests.suites.items():
+        problem = marker_problem(suite.marker, next(iter(cfg.frameworks), "framework"))
+        if problem:
+            found.append(Finding(f"tests.suites.{name}.marker", problem))
+    return found
+
+
+def marker_problem(marker: str, framework: str) -> str | None:
+    """Why MARKER (with {framework} filled in) is not a pytest marker expression, or None."""
+    try:
+        expr = marker.format(framework=framework)
+    except (KeyError, IndexError, ValueError) as exc:
+        return f"{marker!r}: only the placeholder {{framework}} is known ({exc})"
+    try:
+        check_marker_expression(expr)
+    except MarkerError as exc:
+        return f"{marker!r} is not a pytest marker expression: {exc}"
+    return None

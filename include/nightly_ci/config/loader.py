@@ -1,0 +1,195 @@
+"""Loading a config file: YAML with line numbers, `extends` chains with `!replace`, then
+the model and the checks. Every problem is collected (not only the first) and reported
+with the YAML path of the fault and its line, so that one bad edit gives one clear error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from include.nightly_ci.config.checks import semantic_findings
+from include.nightly_ci.config.schema import NightlyConfig
+from include.nightly_ci.errors import ConfigError, Finding
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+CONFIG_DIR = PROJECT_ROOT / "include" / "config"
+DEFAULT_CONFIG = CONFIG_DIR / "nightly_ci.yaml"
+CONFIG_ENV = "NIGHTLY_CI_CONFIG"
+
+
+class _LineMap:
+    """YAML path -> line number, and duplicate keys, from the composed node tree."""
+
+    def __init__(self, text: str, label: str = ""):
+        self.label = label
+        self.lines: dict[tuple[str, ...], int] = {}
+        self.duplicates: list[Finding] = []
+        node = yaml.compose(text, Loader=_Loader)
+        if node is not None:
+            self._walk(node, ())
+
+    def _walk(self, node: yaml.Node, path: tuple[str, ...]) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                k = str(key.value)
+                if k in seen:
+                    self.duplicates.append(
+                        Finding(".".join((*path, k)), "duplicate key", f"line {key.start_mark.line + 1}")
+                    )
+                seen.add(k)
+                self.lines[(*path, k)] = key.start_mark.line + 1
+                self._walk(value, (*path, k))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, (*path, str(i)))
+
+    def line_of(self, path: tuple[str, ...]) -> str | None:
+        while path:
+            if path in self.lines:
+                return f"{self.label}line {self.lines[path]}"
+            path = path[:-1]
+        return None
+
+
+def _line_in(maps: list[_LineMap], path: str | tuple[str, ...]) -> str | None:
+    parts = tuple(path.split(".")) if isinstance(path, str) else path
+    return next((m.line_of(parts) for m in maps if m.line_of(parts)), None)
+
+
+class Replace(dict):
+    """A mapping tagged `!replace` in an extending file: it replaces, not merges."""
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_constructor("!replace", lambda loader, node: Replace(loader.construct_mapping(node, deep=True)))
+
+
+def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(file, [Finding("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        lines = _LineMap(text, label)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader with one extra tag
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            file, [Finding("", f"not valid YAML: {exc}", f"{label}line {mark.line + 1}" if mark else None)]
+        ) from None
+    if lines.duplicates:
+        raise ConfigError(file, lines.duplicates)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(file, [Finding("", "the top level must be a mapping")])
+    return data, lines
+
+
+# Values that may be paths: a relative one is taken from the folder of the file that says it.
+_PATH_KEYS = (("source", "repository"), ("artifacts", "base"))
+
+
+def _anchor_paths(data: dict[str, Any], folder: Path) -> None:
+    for section, key in _PATH_KEYS:
+        value = (data.get(section) or {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value:
+            data[section][key] = resolve_local(value, str(folder))
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """TOP over BASE. A `!replace` mapping stays marked through a chain of extends, also
+    when a file further down refines it, so that no ancestor's keys leak back into it."""
+    merged = dict(base)
+    for key, value in top.items():
+        old = merged.get(key)
+        if isinstance(value, dict) and not isinstance(value, Replace) and isinstance(old, dict):
+            merged[key] = _merge(old, value)
+            if isinstance(old, Replace):
+                merged[key] = Replace(merged[key])
+        else:
+            merged[key] = value
+    return merged
+
+
+def _unmark(data: Any) -> Any:
+    """Plain dicts again once every file is merged."""
+    if isinstance(data, dict):
+        return {k: _unmark(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_unmark(v) for v in data]
+    return data
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    # pydantic puts "[key]" after a dict key that failed its own validation
+    return tuple(str(p) for p in loc if p != "[key]")
+
+
+def _pydantic_findings(exc: ValidationError, line_maps: list[_LineMap]) -> list[Finding]:
+    found = []
+    for err in exc.errors():
+        path = _loc_to_path(err["loc"])
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        elif err["type"].endswith("_type") or err["type"] in {"dict_type", "list_type"}:
+            message = f"wrong type: {err['msg'].lower()}, got {type(err['input']).__name__} {err['input']!r}"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        if "[key]" in [str(p) for p in err["loc"]]:
+            message = f"invalid key: {message}"
+        found.append(Finding(".".join(path), message, _line_in(line_maps, path)))
+    return found
+
+
+def load_config(file: Path | str | None = None) -> NightlyConfig:
+    """Load and validate FILE (default: $NIGHTLY_CI_CONFIG, else the shipped config).
+
+    A file may start with `extends: OTHER.yaml` (relative to itself): OTHER is loaded
+    first and this file's mappings are merged over it; a mapping tagged `!replace`
+    replaces the one it overrides instead.
+    """
+    path = Path(file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
+    data, lines = _read_yaml(path)
+    _anchor_paths(data, path.parent)
+    line_maps = [lines]
+    chain = [path]
+    while "extends" in data:
+        parent_name = data.pop("extends")
+        if not isinstance(parent_name, str):
+            raise ConfigError(path, [Finding("extends", "must be a file name", _line_in(line_maps, "extends"))])
+        parent = (chain[-1].parent / parent_name).resolve()
+        if parent in chain:
+            raise ConfigError(path, [Finding("extends", f"{parent} extends itself")])
+        parent_data, parent_lines = _read_yaml(parent, f"{parent.name} ")
+        _anchor_paths(parent_data, parent.parent)
+        data = _merge(parent_data, data)
+        line_maps.append(parent_lines)
+        chain.append(parent)
+    try:
+        cfg = NightlyConfig.model_validate(_unmark(data))
+    except ValidationError as exc:
+        raise ConfigError(path, _pydantic_findings(exc, line_maps)) from None
+    findings = semantic_findings(cfg)
+    if findings:
+        raise ConfigError(path, [Finding(f.path, f.message, _line_in(line_maps, f.path)) for f in findings])
+    return cfg
+
+
+def resolve_local(value: str, base_dir: str) -> str:
+    """A plain path relative to the config's folder; URLs are returned as they are."""
+    if "://" in value or value.startswith("git@"):
+        return value
+    return str((Path(base_dir) / value).resolve())

@@ -1,0 +1,298 @@
+"""The typed model of the nightly matrix YAML: one pydantic model per section.
+
+Every field has a description: the JSON schema (include/config/nightly_ci.schema.json)
+and the configuration tables of the README and docs/configuration.md are generated from
+them (`python -m include.nightly_ci schema`), and a test fails when either drifts.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from include.nightly_ci.names import (
+    BUILD_ARG_NAME_RE,
+    BUILD_ARG_VALUE_RE,
+    CONN_ID_RE,
+    GIT_REF_RE,
+    NAME_RE,
+    PLATFORM_RE,
+    POOL_RE,
+    REL_PATH_RE,
+    REPOSITORY_RE,
+)
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not regex.fullmatch(value):
+            raise ValueError(f"{value!r} is not a valid {what} (must match {regex.pattern})")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _string(regex: re.Pattern[str]) -> WithJsonSchema:
+    """The JSON schema of a string checked by _pattern (editors validate with it)."""
+    return WithJsonSchema({"type": "string", "pattern": f"^(?:{regex.pattern})$"})
+
+
+def _scalar_to_str(value: Any) -> Any:
+    # YAML reads CUDA_VERSION: 129 as an int; a build arg is a string either way.
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+Name = Annotated[
+    str,
+    _pattern(NAME_RE, "name (lower-case letters, digits, '_'; used in task ids, tags and shells)"),
+    _string(NAME_RE),
+]
+PoolName = Annotated[str, _pattern(POOL_RE, "pool name"), _string(POOL_RE)]
+QueueName = Annotated[str, _pattern(POOL_RE, "queue name"), _string(POOL_RE)]
+ConnId = Annotated[str, _pattern(CONN_ID_RE, "connection id"), _string(CONN_ID_RE)]
+GitRef = Annotated[str, _pattern(GIT_REF_RE, "git branch name"), _string(GIT_REF_RE)]
+RelPath = Annotated[str, _pattern(REL_PATH_RE, "relative path inside the repository"), _string(REL_PATH_RE)]
+Platform = Annotated[str, _pattern(PLATFORM_RE, "platform (os/arch[/variant])"), _string(PLATFORM_RE)]
+Repository = Annotated[str, _pattern(REPOSITORY_RE, "image repository name"), _string(REPOSITORY_RE)]
+BuildArgName = Annotated[str, _pattern(BUILD_ARG_NAME_RE, "build arg name"), _string(BUILD_ARG_NAME_RE)]
+BuildArgValue = Annotated[
+    str,
+    BeforeValidator(_scalar_to_str),
+    _pattern(BUILD_ARG_VALUE_RE, "build arg value (no spaces or shell characters)"),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": f"^(?:{BUILD_ARG_VALUE_RE.pattern})$"}, {"type": "number"}]}
+    ),
+]
+BuildArgs = dict[BuildArgName, BuildArgValue]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DagSettings(_Model):
+    """The nightly DAG itself."""
+
+    dag_id: Name = Field("nightly_ci", description="The DAG id; the retention DAG is `{dag_id}_retention`.")
+    schedule: str = Field("0 8 * * *", description="Cron expression, UTC (08:00 UTC is midnight PST).")
+    start_date: date = Field(date(2026, 1, 1), description="The first night the DAG may run.")
+    catchup: bool = Field(False, description="Run missed nights by itself; off: backfill them explicitly.")
+    max_active_runs: int = Field(1, ge=1, description="Runs of the DAG at once.")
+    owner: str = Field("ci-infra", description="The tasks' owner in the Airflow UI.")
+    tags: list[str] = Field(["nightly", "ci"], description="DAG tags in the Airflow UI.")
+
+
+class Source(_Model):
+    """The repository the nightly builds."""
+
+    repository: str = Field(min_length=1, description="Git URL, or a path relative to the config file.")
+    branch: GitRef = Field("main", description="The branch a scheduled run builds the head of.")
+    dockerfile: RelPath = Field("container/Dockerfile", description="The Dockerfile, relative to the repository.")
+    context: RelPath = Field(".", description="The build context, relative to the repository.")
+
+
+class FrameworkSettings(_Model):
+    """One framework: a key under `frameworks` (vllm, sglang, trtllm)."""
+
+    build_args: BuildArgs = Field({}, description="Build args for every arch of this framework.")
+
+
+class Builder(_Model):
+    """The Docker engine that builds an arch."""
+
+    conn_id: ConnId | None = Field(
+        None, description="A Docker engine connection (tcp:// or unix://, TLS in extras); null: the worker's engine."
+    )
+
+
+class ArchSettings(_Model):
+    """One architecture: a key under `arches` (amd64, arm64)."""
+
+    platform: Platform = Field(description="The build platform, os/arch[/variant].")
+    build_pool: PoolName = Field(description="The pool (and queue) of this arch's builds and pushes.")
+    test_pool: PoolName = Field(description="The pool (and queue) of this arch's test suites.")
+    test_mode: Literal["run", "collect"] = Field(
+        "run", description="`run`: the suites run; `collect`: `pytest --collect-only` (no GPU runners)."
+    )
+    builder: Builder = Field(Builder(), description="The engine that builds this arch.")
+    build_args: BuildArgs = Field({}, description="Build args for every framework on this arch.")
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration of a test pod."""
+
+    key: str = Field(description="The taint key.")
+    operator: Literal["Exists", "Equal"] = Field("Exists", description="Exists or Equal.")
+    value: str | None = Field(None, description="The taint value (with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="The taint effect; null: any."
+    )
+
+
+class Runner(_Model):
+    """Where a pool's test tasks run: a Docker engine or a Kubernetes cluster."""
+
+    backend: Literal["docker", "kubernetes"] = Field("docker", description="`docker` or `kubernetes`.")
+    conn_id: ConnId | None = Field(
+        None,
+        description="docker: an engine connection; kubernetes: a kubernetes connection. "
+        "null: the local engine or the in-cluster config.",
+    )
+    gpus: bool = Field(True, description="Request the suite's GPUs (device_requests or nvidia.com/gpu).")
+    cpus: float | None = Field(None, gt=0, description="A hard CPU limit per suite.")
+    memory: str | None = Field(None, description="A memory limit per suite (docker: 64g; kubernetes: 64Gi).")
+    network_mode: str | None = Field(None, description="docker only: the container's network (none, host, ...).")
+    namespace: str = Field("default", description="kubernetes only: the namespace of the test pods.")
+    node_selector: dict[str, str] = Field({}, description="kubernetes only: the pods' node selector.")
+    tolerations: list[Toleration] = Field([], description="kubernetes only: the pods' tolerations.")
+    image_pull_secrets: list[str] = Field([], description="kubernetes only: secrets the pods pull with.")
+    startup_timeout_seconds: int = Field(
+        1800, ge=1, description="kubernetes only: how long a pod may wait to start (GPU node scale-up)."
+    )
+
+
+class PoolSettings(_Model):
+    """An Airflow pool: a key under `pools`, created by `python -m include.nightly_ci pools`."""
+
+    slots: int = Field(ge=1, description="Tasks at once; a GPU pool counts GPUs (a 2-GPU suite takes 2).")
+    description: str = Field("", description="Shown in Admin > Pools.")
+    runner: Runner | None = Field(None, description="Required on a pool that runs tests.")
+    queue: QueueName | None = Field(
+        None, description="The Celery queue of the workers that serve this pool; null: the pool's name."
+    )
+
+
+class RegistrySettings(_Model):
+    """A registry the images go to: a key under `registries`."""
+
+    kind: Literal["ecr", "acr", "docker"] = Field(
+        description="`ecr` (EcrHook), `acr` (AzureContainerRegistryHook) or `docker` (login and password)."
+    )
+    conn_id: ConnId = Field(description="The Airflow connection with the registry's credentials.")
+    repository: Repository = Field(description="The image repository, e.g. ai-dynamo/dynamo.")
+    images: list[Literal["framework", "runtime"]] = Field(
+        min_length=1, description="Which images it receives: framework, runtime."
+    )
+    host_override: str | None = Field(
+        None, description="Talk to this host instead of the one the connection or ECR reports (a proxy)."
+    )
+    registry_id: str | None = Field(None, description="ecr only: the registry's account id.")
+
+
+class Tags(_Model):
+    """Image tag patterns, with {framework}, {arch} and {run_id}."""
+
+    framework: str = Field("main-{framework}-framework-{arch}", description="The framework (cache) image's tag.")
+    nightly: str = Field("nightly-{framework}-{arch}", description="The runtime image's moving tag.")
+    run: str = Field("nightly-{framework}-{arch}-run-{run_id}", description="The runtime image's tag of one run.")
+
+
+class BuildSettings(_Model):
+    """How images are built and pushed."""
+
+    framework_target: Name = Field("framework", description="The Dockerfile target of the framework image.")
+    runtime_target: Name = Field("runtime", description="The Dockerfile target of the runtime image.")
+    timeout_minutes: int = Field(120, ge=1, description="A build task's time limit.")
+    retries: int = Field(1, ge=0, description="Retries of a failed task (never for permanent errors).")
+    push_attempts: int = Field(6, ge=1, description="Attempts of a registry call on transient errors.")
+    push_backoff_seconds: float = Field(10, gt=0, description="The first wait between attempts; it doubles.")
+    push_backoff_max_seconds: float = Field(120, gt=0, description="The longest wait between attempts.")
+    network_mode: str | None = Field(None, description="The network of the build's RUN steps.")
+
+
+class Suite(_Model):
+    """One test suite: a key under `tests.suites`."""
+
+    marker: str = Field(description="A pytest -m expression; {framework} is the cell's framework.")
+    timeout_minutes: int = Field(ge=1, description="The suite's time limit; the container or pod is killed after.")
+    gpus: int = Field(1, ge=0, le=8, description="GPUs the suite asks for, and slots it takes in a GPU pool.")
+
+
+DEFAULT_SUITES = {
+    "unit": Suite(marker="unit and (nightly or post_merge or pre_merge)", timeout_minutes=45),
+    "integration": Suite(marker="integration and (nightly or post_merge or pre_merge)", timeout_minutes=90),
+    "e2e_1gpu": Suite(marker="{framework} and e2e and gpu_1", timeout_minutes=120),
+    "e2e_2gpu": Suite(marker="(nightly or post_merge or pre_merge) and e2e and gpu_2", timeout_minutes=150, gpus=2),
+}
+
+
+class TestSettings(_Model):
+    """The test suites every cell runs inside the runtime image the run pushed."""
+
+    __test__ = False  # not a pytest class
+
+    registry: Name | None = Field(
+        None, description="The registry the tests pull the image from (by digest); null: the cache registry."
+    )
+    workdir: str = Field("/workspace", description="The working directory of the tests in the image.")
+    results_dir: str = Field("/workspace/test-results", description="Where pytest writes its JUnit XML.")
+    suites: dict[Name, Suite] = Field(DEFAULT_SUITES, description="The suites, by name.")
+
+
+class RetentionSettings(_Model):
+    """The retention DAG: what is old, and when it goes."""
+
+    schedule: str = Field("0 12 * * *", description="Cron expression of the retention DAG, UTC.")
+    artifacts_days: int = Field(7, ge=1, description="Artifacts older than this go.")
+    run_tags_days: int = Field(7, ge=1, description="Run tags older than this go; moving tags never do.")
+
+
+class SlackSettings(_Model):
+    """Where and when the results are posted."""
+
+    conn_id: ConnId | None = Field(
+        None, description="A slackwebhook connection, or with `channel` a slack (API) one; null: no Slack."
+    )
+    channel: str | None = Field(None, description="The channel for the Slack API; null: the webhook's own.")
+    ops_group_id: str | None = Field(None, description="The Slack user group mentioned on failure (@ops-support).")
+    when: Literal["always", "failure", "change"] = Field(
+        "failure", description="`always`, `failure`, or `change` (new failures or fixes)."
+    )
+    retries: int = Field(5, ge=0, description="Retries on 429 (after Retry-After) and 5xx.")
+
+
+class NotificationSettings(_Model):
+    """Slack and the overrun alert."""
+
+    slack: SlackSettings = Field(SlackSettings(), description="Where and when the results are posted.")
+    deadline_hours: float | None = Field(
+        5, gt=0, description="A run still going after this many hours posts an alert; null: none."
+    )
+
+
+class ArtifactSettings(_Model):
+    """Where logs, metrics, test output, JUnit, records and results are kept."""
+
+    base: str = Field(
+        "../../.local/artifacts",
+        description="An ObjectStoragePath: file://, s3://bucket/prefix, abfs://; "
+        "a plain path is relative to the config file.",
+    )
+    conn_id: ConnId | None = Field(None, description="The connection of the object store (aws, wasb).")
+
+
+class NightlyConfig(_Model):
+    """The nightly CI matrix: the one file users edit."""
+
+    dag: DagSettings = Field(DagSettings(), description="The nightly DAG itself.")
+    source: Source = Field(description="The repository the nightly builds.")
+    frameworks: dict[Name, FrameworkSettings] = Field(min_length=1, description="One key per framework.")
+    arches: dict[Name, ArchSettings] = Field(min_length=1, description="One key per architecture.")
+    overrides: dict[str, dict[str, BuildArgs]] = Field(
+        {}, description="Build args of one cell: overrides.ARCH.FRAMEWORK (the seed's arm64 overrides)."
+    )
+    pools: dict[PoolName, PoolSettings] = Field(min_length=1, description="Airflow pools, by name.")
+    registries: dict[Name, RegistrySettings] = Field(min_length=1, description="Where images go, by name.")
+    tags: Tags = Field(Tags(), description="Image tag patterns.")
+    build: BuildSettings = Field(BuildSettings(), description="How images are built and pushed.")
+    tests: TestSettings = Field(TestSettings(), description="The test suites.")
+    artifacts: ArtifactSettings = Field(ArtifactSettings(), description="The artifact store.")
+    retention: RetentionSettings = Field(RetentionSettings(), description="What is old, and when it goes.")
+    notifications: NotificationSettings = Field(NotificationSettings(), description="Slack and the overrun alert.")

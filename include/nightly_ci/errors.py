@@ -1,0 +1,89 @@
+"""Every error nightly-ci raises on purpose, under one root.
+
+`PermanentError` is the family that retrying cannot fix (bad credentials, a bad ref, a
+broken Dockerfile, a bad config): the DAG's retry policy is one rule on it, and every
+subclass matches. Anything else a task raises is retried as its `retries` say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class NightlyCiError(Exception):
+    """The root: an error nightly-ci raised on purpose, with a message that says what and where."""
+
+
+class PermanentError(NightlyCiError):
+    """Retrying cannot help; the task fails at once."""
+
+
+# ---------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem of a config file: the YAML path, what is wrong, and where."""
+
+    path: str
+    message: str
+    line: str | None = None  # "line 12", or "base.yaml line 12" when it comes from an extended file
+
+    def __str__(self) -> str:
+        where = f"{self.path or '<root>'}" + (f" ({self.line})" if self.line else "")
+        return f"{where}: {self.message}"
+
+
+class ConfigError(PermanentError, ValueError):
+    """Every finding of one config file; the message lists them all."""
+
+    def __init__(self, file: object, findings: list[Finding]):
+        self.file = str(file)
+        self.findings = findings
+        lines = "\n".join(f"  - {f}" for f in findings)
+        super().__init__(f"invalid nightly-ci config {self.file}: {len(findings)} problem(s)\n{lines}")
+
+
+class MarkerError(NightlyCiError, ValueError):
+    """A pytest marker expression that pytest would not parse."""
+
+
+# ---------------------------------------------------------------- source
+
+
+class SourceError(PermanentError):
+    """The ref or repository can't give a commit to build."""
+
+
+# ---------------------------------------------------------------- images
+
+
+class BuildError(PermanentError):
+    """The Dockerfile failed; the message carries the failing step's output."""
+
+
+class RegistryError(NightlyCiError):
+    """A registry operation failed (neither a credentials problem nor a transient one)."""
+
+
+class RegistryAuthError(RegistryError, PermanentError):
+    """401/403: retrying can't help; the message names the connection."""
+
+
+class RegistryUnavailable(RegistryError):
+    """Connection refused, timeouts, 5xx: worth retrying."""
+
+
+# ---------------------------------------------------------------- report
+
+
+class SlackError(NightlyCiError):
+    """Slack refused a message after the retries; the message names the connection."""
+
+
+class NoResultsError(NightlyCiError):
+    """The results summary did not complete, so there is nothing to judge or post."""
+
+
+class NightlyFailed(NightlyCiError):
+    """The verdict: at least one job of the nightly did not pass."""

@@ -1,0 +1,1 @@
+"""Docker engines and registries: shared by the build, test and retention stages."""

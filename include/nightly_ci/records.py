@@ -1,0 +1,230 @@
+"""What tasks leave for each other and for the summary: typed, frozen, with to/from JSON.
+
+Every task of a nightly leaves a `TaskRecord` in the artifact store, whatever its end:
+state, start, end, where it ran, what went wrong and the class of the failure. The
+summary reads these, so it needs no database and works the same under `airflow dags
+test` and under a scheduler. `NightlyOperator` is the base of every such task: the plan's
+`TaskSpec` names and places it, and its `execute` always writes the record.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+from airflow.sdk import BaseOperator
+
+from include.nightly_ci.artifacts import ArtifactStore, write_json
+from include.nightly_ci.names import PUSH, TEST
+from include.nightly_ci.plan import TaskSpec, is_selected
+
+T = TypeVar("T", bound="JsonRecord")
+
+# Failure classes: where a failed task's cause lies.
+BUILD, TEST_FAILURE, TIMEOUT, INFRA, UPSTREAM = "build", "test", "timeout", "infra", "upstream"
+FAILURE_CLASSES = (BUILD, TEST_FAILURE, TIMEOUT, INFRA, UPSTREAM)
+
+# Texts that mean the machinery, not the code, failed: an engine, a registry or a node
+# that is unreachable, refusing or overloaded, and images that could not be pulled.
+_INFRA_TEXTS = (
+    "connection refused",
+    "connection reset",
+    "connection aborted",
+    "failed to establish connection",
+    "error while fetching server api version",
+    "no such host",
+    "i/o timeout",
+    "tls handshake timeout",
+    "unreachable",
+    "could not select device driver",
+    "pull access denied",
+    "manifest unknown",
+    "toomanyrequests",
+    "unauthorized",
+    "authentication required",
+    "requested access to the resource is denied",
+    "refused the credentials",
+    "service unavailable",
+    "bad gateway",
+    "gateway timeout",
+    "500 internal server error",
+    "pod took too long",
+    "podlaunchfailed",
+    "evicted",
+    "node not ready",
+    "no space left on device",
+)
+_INFRA_TYPES = {"RegistryAuthError", "RegistryUnavailable", "RegistryError", "DockerException", "ConnectionError"}
+_TIMEOUT_TYPES = {"AirflowTaskTimeout", "ReadTimeout"}
+_TEST_OUTCOMES = {"failed", "no_tests", "collection_error", "error"}
+
+
+def classify_failure(stage: str, error_type: str | None, message: str, outcome: str | None = None) -> str:
+    """The class of a failed task: build, test, timeout or infra."""
+    text = message.lower()
+    if outcome == "timeout" or error_type in _TIMEOUT_TYPES:
+        return TIMEOUT
+    if error_type in _INFRA_TYPES or any(t in text for t in _INFRA_TEXTS):
+        return INFRA
+    if stage == TEST and (outcome in _TEST_OUTCOMES or outcome is None):
+        return TEST_FAILURE
+    if stage == PUSH:
+        return INFRA
+    return BUILD
+
+
+class JsonRecord:
+    """to_json/from_json for a frozen dataclass of JSON-able fields; unknown keys are
+    ignored on the way in, so a newer record still reads an older file and back."""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]  # every subclass is a dataclass
+
+    @classmethod
+    def from_json(cls: type[T], data: Mapping[str, Any]) -> T:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class TaskRecord(JsonRecord):
+    """What one try of one task left behind, written to the artifact store by the task itself."""
+
+    task_id: str
+    stage: str
+    state: str  # success | failed | skipped
+    started: str
+    ended: str
+    duration_sec: float
+    try_number: int | None
+    pool: str | None
+    host: str
+    error_type: str | None = None
+    error: str | None = None
+    failure_class: str | None = None
+    # A test suite adds these (see suites.run.SuiteResult).
+    outcome: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    image: str | None = None
+    artifacts: dict[str, str] | None = None
+    exit_code: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        # The suite fields only where a suite set them, as before they were typed.
+        data = asdict(self)
+        for key in ("outcome", "image", "artifacts", "exit_code"):
+            if data[key] is None:
+                del data[key]
+        if not data["counts"] and self.stage != TEST:
+            del data["counts"]
+        return data
+
+
+@dataclass(frozen=True)
+class PushResult(JsonRecord):
+    """A push task's XCom: what it pushed where, and the run's image by digest."""
+
+    registry: str
+    host: str
+    repository: str
+    image_id: str
+    pushed: dict[str, str]  # tag -> digest
+    skipped: dict[str, str]  # tag -> why it was not moved
+    # The exact image of this run, for the tests: re-running them days later tests it again.
+    pinned: str | None
+
+    @staticmethod
+    def pinned_template(push_task_id: str) -> str:
+        """The pinned image of PUSH_TASK_ID's XCom, as a Jinja template (shown rendered in the UI)."""
+        return "{{ ti.xcom_pull(task_ids='" + push_task_id + "')['pinned'] }}"
+
+
+@dataclass(frozen=True)
+class SuiteArtifacts(JsonRecord):
+    """Where a suite's files will be: pushed to XCom before it runs, for the UI's links."""
+
+    XCOM_KEY: ClassVar[str] = "artifacts"
+
+    junit: str
+    output: str
+    record: str
+
+
+class NightlyOperator(BaseOperator):
+    """A task of the nightly, named and placed by its TaskSpec. `execute` runs the
+    operator's `run` and always leaves the task's record in the artifact store."""
+
+    def __init__(self, *, spec: TaskSpec, store: ArtifactStore, **kwargs: Any):
+        placement: dict[str, Any] = {"pool_slots": spec.pool_slots}
+        if spec.pool:
+            placement["pool"] = spec.pool
+        if spec.queue:
+            placement["queue"] = spec.queue
+        super().__init__(task_id=spec.local_id, task_display_name=spec.display_name, **placement, **kwargs)
+        self.spec = spec
+        self.store = store
+
+    def run(self, context: Any) -> Any:  # pragma: no cover - every operator defines it
+        raise NotImplementedError
+
+    def record_extra(self) -> dict[str, Any]:
+        """What the operator adds to its record (a suite's outcome and counts)."""
+        return {}
+
+    def execute(self, context: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        started, t0 = datetime.now(UTC), time.monotonic()
+        state, error_type, message = "failed", None, ""
+        try:
+            result = self.run(context)
+            state = "success"
+            return result
+        except AirflowSkipException as exc:
+            state, message = "skipped", str(exc)
+            raise
+        except BaseException as exc:
+            error_type, message = type(exc).__name__, str(exc)
+            raise
+        finally:
+            self._write_record(context, state, started, time.monotonic() - t0, error_type, message)
+
+    def _write_record(
+        self, context: Any, state: str, started: datetime, seconds: float, error_type: str | None, message: str
+    ) -> None:
+        extra = self.record_extra()
+        failure = None
+        if state == "failed":
+            failure = classify_failure(self.spec.stage, error_type, message, extra.get("outcome"))
+        record = TaskRecord(
+            task_id=self.task_id,
+            stage=self.spec.stage,
+            state=state,
+            started=started.isoformat(),
+            ended=datetime.now(UTC).isoformat(),
+            duration_sec=round(seconds, 2),
+            try_number=context["ti"].try_number,
+            pool=self.pool,
+            host=socket.gethostname(),
+            error_type=error_type,
+            error=message[-2000:] or None,
+            failure_class=failure,
+            **extra,
+        )
+        try:
+            write_json(self.store.root(), self.spec.record_key(context["dag_run"].run_id), record.to_json())
+        except Exception:  # the store being down must not hide the task's own error
+            self.log.exception("Could not write the task record of %s", self.task_id)
+
+
+def skip_unless_selected(context: Any, framework: str, arch: str) -> None:
+    """Skip a cell's task when the run's Params did not choose its framework and arch."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    params = context["params"]
+    if not is_selected(framework, arch, params["frameworks"], params["arches"]):
+        raise AirflowSkipException(f"{framework}/{arch} is not selected by this run's Params")

@@ -1,0 +1,1 @@
+"""The report stage: the results table, night over night, the verdict and Slack."""

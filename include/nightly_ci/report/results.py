@@ -1,0 +1,319 @@
+"""The results of one nightly: the table and night over night, as frozen records.
+
+Pure functions over plain data (task states, task records, JUnit test cases), so the
+same code makes the summary under `airflow dags test`, under a scheduler, and in tests.
+`Results.to_json()` is results.json; `Results.from_json()` reads it back (an older file too).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from include.nightly_ci.plan import Plan, is_selected
+from include.nightly_ci.records import UPSTREAM, TaskRecord
+
+FAILING_STATES = {"failed", "upstream_failed"}
+BAD_CASE = ("failed", "error")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One job of the table: a build, push or test task."""
+
+    task_id: str
+    job: str  # the name a person reads: "Build vllm (amd64)", "vllm-amd64-unit"
+    kind: str  # build | push | test
+    status: str
+    runner: str = "N/A"
+    duration_min: float | None = None
+    log_url: str = ""
+    artifacts_url: str = ""
+    tests: dict[str, int] = field(default_factory=dict)
+    failure_class: str | None = None
+    failed_cases: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Row:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "failed_cases": tuple(known.get("failed_cases") or ())})
+
+
+@dataclass(frozen=True)
+class Change:
+    """What changed since the previous night, for jobs or for test cases."""
+
+    new_failures: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()
+    still_failing: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        return cls(**{k: tuple(data.get(k) or ()) for k in ("new_failures", "fixed", "still_failing")})
+
+
+@dataclass(frozen=True)
+class NightOverNight:
+    """The comparison with the previous completed nightly (none: nothing to compare with)."""
+
+    previous_run_id: str | None = None
+    previous_logical_date: str | None = None
+    jobs: Change = Change()
+    cases: Change = Change()
+
+    def to_json(self) -> dict[str, Any]:
+        if self.previous_run_id is None:
+            return {"previous": None}
+        return {
+            "previous": {"run_id": self.previous_run_id, "logical_date": self.previous_logical_date},
+            "jobs": _plain(asdict(self.jobs)),
+            "cases": _plain(asdict(self.cases)),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NightOverNight:
+        previous = data.get("previous")
+        if not previous:
+            return cls()
+        return cls(
+            previous["run_id"],
+            previous.get("logical_date"),
+            Change.from_json(data.get("jobs") or {}),
+            Change.from_json(data.get("cases") or {}),
+        )
+
+
+Cases = dict[str, dict[str, str]]  # task id -> {test case -> passed|failed|error|skipped}
+
+
+def _plain(value: Any) -> Any:
+    """VALUE as JSON holds it: tuples become lists, so to_json() equals what a reader loads."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Results:
+    """The results of one nightly: results.json, the summary's XCom, Slack's source."""
+
+    dag_id: str
+    run_id: str
+    logical_date: str
+    run_url: str
+    rows: tuple[Row, ...] = ()
+    cases: Cases = field(default_factory=dict)
+    night_over_night: NightOverNight = NightOverNight()
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> int:
+        return sum(r.status == "success" for r in self.rows)
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)
+
+    @property
+    def success(self) -> bool:
+        return self.passed == self.total
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "logical_date": self.logical_date,
+            "run_url": self.run_url,
+            "passed": self.passed,
+            "total": self.total,
+            "success": self.success,
+            "rows": [_plain(asdict(r)) for r in self.rows],
+            "cases": self.cases,
+            "night_over_night": self.night_over_night.to_json(),
+            **({"files": self.files} if self.files else {}),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Results:
+        return cls(
+            dag_id=data.get("dag_id", ""),
+            run_id=data["run_id"],
+            logical_date=data["logical_date"],
+            run_url=data.get("run_url", ""),
+            rows=tuple(Row.from_json(r) for r in data.get("rows") or ()),
+            cases=dict(data.get("cases") or {}),
+            night_over_night=NightOverNight.from_json(data.get("night_over_night") or {}),
+            files=dict(data.get("files") or {}),
+        )
+
+    def with_files(self, files: dict[str, str]) -> Results:
+        return replace(self, files=files)
+
+
+def junit_cases(xml_text: str) -> dict[str, str]:
+    """Every test case of a JUnit report: 'classname::name' -> passed|failed|error|skipped."""
+    cases = {}
+    for case in ET.fromstring(xml_text).iter("testcase"):
+        status = "passed"
+        for child, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
+            if case.find(child) is not None:
+                status = name
+                break
+        cases[f"{case.get('classname', '')}::{case.get('name', '')}"] = status
+    return cases
+
+
+def _row(task_id: str, job: str, kind: str, status: str, rec: TaskRecord | None, extra: dict[str, Any]) -> Row:
+    failure = None
+    if status == "upstream_failed":
+        failure = UPSTREAM
+    elif status == "failed":
+        failure = (rec.failure_class if rec else None) or "infra"  # died without a record
+    if rec is None:
+        return Row(task_id, job, kind, status, failure_class=failure, **extra)
+    return Row(
+        task_id,
+        job,
+        kind,
+        status,
+        runner=f"{rec.pool or '?'} @ {rec.host or '?'}",
+        duration_min=round(rec.duration_sec / 60, 1),
+        tests=dict(rec.counts or {}),
+        failure_class=failure,
+        **extra,
+    )
+
+
+def build_rows(
+    plan: Plan,
+    states: Mapping[str, str],
+    records: Mapping[str, TaskRecord],
+    cases: Cases,
+    log_url: Callable[[str, int | None], str],
+    artifacts_url: Callable[[str], str],
+    selected: tuple[list[str], list[str]] | None = None,
+) -> list[Row]:
+    """One row per build, push and test task, by framework, arch and stage, for the cells
+    the run's Params selected (SELECTED: frameworks, arches; None: all)."""
+    rows = []
+    for cell in plan.cells:
+        if selected and not is_selected(cell.framework, cell.arch, *selected):
+            continue
+        for task in cell.tasks():
+            rec = records.get(task.task_id)
+            status = states.get(task.task_id) or (rec.state if rec else None) or "none"
+            extra: dict[str, Any] = {
+                "failed_cases": tuple(sorted(c for c, s in cases.get(task.task_id, {}).items() if s in BAD_CASE))
+            }
+            if rec is not None:
+                extra |= {
+                    "log_url": log_url(task.task_id, rec.try_number),
+                    "artifacts_url": artifacts_url(task.task_id),
+                }
+            rows.append(_row(task.task_id, task.display_name, task.stage, status, rec, extra))
+    return rows
+
+
+def _bad_cases(cases: Cases, statuses: Iterable[str] = BAD_CASE) -> set[str]:
+    return {f"{t}::{c}" for t, cs in cases.items() for c, s in cs.items() if s in statuses}
+
+
+def compare(now: list[Row], now_cases: Cases, before: Results | None) -> NightOverNight:
+    """New failures, fixed and still failing, per job and per test case, against BEFORE
+    (the previous completed nightly's results)."""
+    if before is None:
+        return NightOverNight()
+    was_failing = {r.task_id for r in before.rows if r.status in FAILING_STATES}
+    was_case = _bad_cases(before.cases)
+    is_failing = {r.task_id for r in now if r.status in FAILING_STATES}
+    passing = {r.task_id for r in now if r.status == "success"}
+    is_case = _bad_cases(now_cases)
+    passing_case = _bad_cases(now_cases, ("passed",))
+    return NightOverNight(
+        previous_run_id=before.run_id,
+        previous_logical_date=before.logical_date,
+        jobs=Change(
+            tuple(sorted(is_failing - was_failing)),
+            tuple(sorted(was_failing & passing)),
+            tuple(sorted(is_failing & was_failing)),
+        ),
+        cases=Change(
+            tuple(sorted(is_case - was_case)), tuple(sorted(was_case & passing_case)), tuple(sorted(is_case & was_case))
+        ),
+    )
+
+
+def previous_results(candidates: Iterable[Results], logical_date: str) -> Results | None:
+    """The completed nightly just before LOGICAL_DATE, by logical date: a backfilled older
+    night compares with the night before it, not with the newest run."""
+    older = [c for c in candidates if c.logical_date < logical_date]
+    return max(older, key=lambda c: c.logical_date, default=None)
+
+
+def summarize(
+    plan: Plan, run_id: str, logical_date: str, run_url: str, rows: list[Row], cases: Cases, before: Results | None
+) -> Results:
+    return Results(
+        dag_id=plan.dag_id,
+        run_id=run_id,
+        logical_date=logical_date,
+        run_url=run_url,
+        rows=tuple(rows),
+        cases=cases,
+        night_over_night=compare(rows, cases, before),
+    )
+
+
+def _tests_cell(row: Row) -> str:
+    t = row.tests
+    if "collected" in t:
+        return f"{t['collected']} collected"
+    if not t:
+        return "N/A"
+    return f"{t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped, {t['errors']} errors"
+
+
+def _link_cell(row: Row) -> str:
+    if not row.log_url:
+        return "N/A"
+    return f"[Log]({row.log_url}) · [Artifacts]({row.artifacts_url})"
+
+
+def to_markdown(results: Results) -> str:
+    lines = [
+        "# Nightly CI Results Summary",
+        "",
+        f"Run `{results.run_id}` (logical date {results.logical_date}): "
+        f"**Summary: {results.passed}/{results.total} jobs passed** · [View run]({results.run_url})",
+        "",
+        "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |",
+        "|-------|--------|--------|----------------|-----------|-------|---------|",
+    ]
+    for r in results.rows:
+        duration = "N/A" if r.duration_min is None else f"{r.duration_min:.1f}"
+        tests = _tests_cell(r) if r.kind == "test" else ""
+        lines.append(
+            f"| {r.job} | {r.status} | {r.runner} | {duration} | {_link_cell(r)} | {tests} | {r.failure_class or ''} |"
+        )
+    lines += ["", *night_over_night_lines(results, markdown=True)]
+    return "\n".join(lines) + "\n"
+
+
+def night_over_night_lines(results: Results, markdown: bool = False) -> list[str]:
+    non = results.night_over_night
+    if non.previous_run_id is None:
+        return ["No previous completed nightly to compare with."]
+    jobs = {r.task_id: r.job for r in results.rows}
+    head = "## " if markdown else "*"
+    tail = "" if markdown else "*"
+    lines = [f"{head}Since the nightly of {non.previous_logical_date}{tail}"]
+    for key, label in (("new_failures", "New failures"), ("fixed", "Fixed"), ("still_failing", "Still failing")):
+        names = [jobs.get(t, t) for t in getattr(non.jobs, key)]
+        cases = getattr(non.cases, key)
+        lines.append(f"- {label}: {len(names)} jobs{': ' + ', '.join(names) if names else ''}; {len(cases)} test cases")
+        lines += [f"  - `{c}`" if markdown else f"    • {c}" for c in cases[:20]]
+    return lines

@@ -1,0 +1,96 @@
+"""Slack, in one place: when to post, the message (the original pipeline's, plus night
+over night), and posting through the Slack provider with retries.
+
+A webhook connection (`slackwebhook`, the URL as its password) or, with a channel, the
+Slack API (`slack`, the bot token). 429 is retried after its Retry-After, 5xx and
+connection errors with backoff; anything else fails at once, naming the connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from include.nightly_ci.errors import SlackError
+from include.nightly_ci.report.results import FAILING_STATES, Results, night_over_night_lines
+
+
+def changed(results: Results) -> bool:
+    non = results.night_over_night
+    if non.previous_run_id is None:
+        return not results.success
+    return any(c.new_failures or c.fixed for c in (non.jobs, non.cases))
+
+
+def should_post(results: Results, when: str) -> bool:
+    return when == "always" or (when == "failure" and not results.success) or (when == "change" and changed(results))
+
+
+def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
+    """The original's message (section 9): title, 'Summary: S/T jobs passed', run link;
+    on failure the failed jobs and a mention of the ops group; plus night over night."""
+    ok = results.success
+    title = "*Nightly CI Pipeline - Success ✅*" if ok else "*Nightly CI Pipeline - Failed ❌*"
+    summary = f"Summary: {results.passed}/{results.total} jobs passed"
+    text = f"{title}\n{summary}\n<{results.run_url}|View Workflow Summary>"
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if not ok:
+        failed = [r.job for r in results.rows if r.status in FAILING_STATES]
+        bullets = "\n".join(f"• {name}" for name in failed)
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Failed Jobs ({len(failed)}):*\n{bullets}"}}
+        )
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(night_over_night_lines(results))}})
+    if not ok:
+        mention = f"<!subteam^{ops_group_id}|@ops-support>" if ops_group_id else "@ops-support"
+        blocks.append({"type": "divider"})
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": f":rotating_light: cc {mention} - Please investigate the failures above."}
+        ]})  # fmt: skip
+    return {"text": text, "blocks": blocks}
+
+
+def slack_retry_handlers(retries: int) -> list[Any]:
+    """429 after its Retry-After, any 5xx and connection errors with exponential backoff
+    (slack_sdk's own server-error handler covers only 500 and 503)."""
+    from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+    from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+    from slack_sdk.http_retry.handler import RetryHandler
+
+    class ServerErrorsRetryHandler(RetryHandler):
+        def _can_retry(self, *, state: Any, request: Any, response: Any = None, error: Any = None) -> bool:
+            return response is not None and response.status_code >= 500
+
+    backoff = BackoffRetryIntervalCalculator(backoff_factor=1.0)
+    return [
+        RateLimitErrorRetryHandler(max_retry_count=retries),
+        ServerErrorsRetryHandler(max_retry_count=retries, interval_calculator=backoff),
+        ConnectionErrorRetryHandler(max_retry_count=retries, interval_calculator=backoff),
+    ]
+
+
+def post_to_slack(conn_id: str, channel: str | None, message: dict[str, Any], retries: int) -> None:
+    """Through the Slack provider: a webhook connection, or the Slack API with a channel.
+    Raises SlackError, naming the connection, on anything but 2xx after the retries."""
+    from airflow.sdk.exceptions import AirflowException
+
+    handlers = slack_retry_handlers(retries)
+    if channel:
+        from airflow.providers.slack.hooks.slack import SlackHook
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            SlackHook(slack_conn_id=conn_id, retry_handlers=handlers).call(
+                "chat.postMessage", json={"channel": channel, **message}
+            )
+        except SlackApiError as exc:
+            raise SlackError(
+                f"Slack API of connection {conn_id!r} refused chat.postMessage to {channel}: "
+                f"HTTP {exc.response.status_code} {exc.response.get('error')}"
+            ) from None
+        return
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    try:
+        SlackWebhookHook(slack_webhook_conn_id=conn_id, retry_handlers=handlers).send(**message)
+    except AirflowException as exc:
+        raise SlackError(f"Slack webhook of connection {conn_id!r} refused the message: {exc}") from None

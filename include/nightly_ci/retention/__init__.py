@@ -1,0 +1,1 @@
+"""Retention: artifacts and run tags expire, by facts the project wrote itself."""

@@ -1,0 +1,136 @@
+"""What every test task shares, whatever runs it: the image by digest, the run's
+selection, where its files go, and the outcome that decides the task's state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from include.nightly_ci.errors import NightlyCiError
+from include.nightly_ci.plan import JUNIT_FILE, Backoff
+from include.nightly_ci.records import NightlyOperator, SuiteArtifacts, skip_unless_selected
+from include.nightly_ci.suites.run import COLLECTED, NO_TESTS, PASSED, SuiteResult, SuiteRun
+from include.nightly_ci.ui.links import JUnitLink, TestOutputLink
+
+T = TypeVar("T")
+
+# Extra time the task gets beyond the suite's own timeout: pulling, collecting results.
+GRACE = timedelta(minutes=10)
+
+
+class SuiteFailed(NightlyCiError):
+    """A suite did not pass: its outcome, exit code and counts are in the message."""
+
+
+class SuiteOperator(NightlyOperator):
+    """One suite of one cell in the image its push task pinned (a template rendered at run
+    time from that task's XCom, so a cleared task tests the same digest days later)."""
+
+    template_fields = ("image",)
+    operator_extra_links = (JUnitLink(), TestOutputLink())
+
+    def __init__(
+        self,
+        *,
+        framework: str,
+        arch: str,
+        suite: str,
+        image: str,
+        command: tuple[str, ...],
+        mode: str,
+        marker: str,
+        workdir: str,
+        junit_path: str | None,
+        timeout_minutes: int,
+        gpus: int,
+        **kwargs: Any,
+    ):
+        kwargs.setdefault("execution_timeout", timedelta(minutes=timeout_minutes) + GRACE)
+        super().__init__(**kwargs)
+        self.framework = framework
+        self.arch = arch
+        self.suite = suite
+        self.image = image
+        self.command = command
+        self.mode = mode
+        self.marker = marker
+        self.workdir = workdir
+        self.junit_path = junit_path
+        self.timeout_minutes = timeout_minutes
+        self.gpus = gpus
+        self._result: SuiteResult | None = None
+
+    def record_extra(self) -> dict[str, Any]:
+        r = self._result
+        if r is None:
+            return {}
+        return {
+            "outcome": r.outcome,
+            "counts": r.counts,
+            "image": r.image,
+            "artifacts": r.artifacts,
+            "exit_code": r.exit_code,
+        }
+
+    def execute_suite(self, context: Any, run: SuiteRun) -> None:  # pragma: no cover - each backend defines it
+        """Run the suite; fill RUN (exit code, output, JUnit), or raise what stopped it."""
+        raise NotImplementedError
+
+    def run(self, context: Any) -> dict[str, Any]:
+        skip_unless_selected(context, self.framework, self.arch)
+        run = self._new_run(context)
+        try:
+            self.execute_suite(context, run)
+        except Exception as exc:  # the engine or cluster refused, or the pod never started: keep what we know
+            run.error = f"{type(exc).__name__}: {exc}"
+        return self._finish(self._keep(context, run))
+
+    def _files(self, run_id: str) -> SuiteArtifacts:
+        root = self.store.root()
+        return SuiteArtifacts(
+            junit=str(root / self.spec.artifact_key(run_id, JUNIT_FILE)),
+            output=str(root / self.spec.artifact_key(run_id, "output.log")),
+            record=str(root / self.spec.artifact_key(run_id, "record.json")),
+        )
+
+    def _new_run(self, context: Any) -> SuiteRun:
+        """A new suite run; first it tells the UI's links where its results will be."""
+        context["ti"].xcom_push(key=SuiteArtifacts.XCOM_KEY, value=self._files(context["dag_run"].run_id).to_json())
+        return SuiteRun(self.spec.cell or "", self.suite, self.mode, self.image, self.marker)
+
+    def _keep(self, context: Any, run: SuiteRun) -> SuiteResult:
+        """Write output, JUnit and the record to the artifact store; the record."""
+        from include.nightly_ci.artifacts import write_json, write_text
+
+        root, run_id = self.store.root(), context["dag_run"].run_id
+        artifacts = {"output": write_text(root, self.spec.artifact_key(run_id, "output.log"), run.output)}
+        if run.junit:
+            artifacts["junit"] = write_text(root, self.spec.artifact_key(run_id, JUNIT_FILE), run.junit)
+        artifacts["record"] = self._files(run_id).record
+        result = run.result(artifacts)
+        write_json(root, self.spec.artifact_key(run_id, "record.json"), result.to_json())
+        self._result = result
+        self.log.info("Suite %s: %s %s; artifacts: %s", self.suite, result.outcome, result.counts, artifacts)
+        return result
+
+    def _finish(self, result: SuiteResult) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if result.outcome in (PASSED, COLLECTED):
+            return result.to_json()
+        if result.outcome == NO_TESTS and self.mode == "run":
+            raise AirflowSkipException(f"no tests selected by -m {self.marker!r} (pytest exit 5)")
+        raise SuiteFailed(
+            f"suite {self.suite} of {result.cell}: {result.outcome} "
+            f"(exit code {result.exit_code}, {result.counts}){': ' + result.error if result.error else ''}"
+        )
+
+
+def retrying(what: str, func: Callable[[], T], backoff: Backoff) -> T:
+    """FUNC with the registry retries of BACKOFF."""
+    from include.nightly_ci.images.registries import retry_transient
+
+    return retry_transient(
+        what, func, attempts=backoff.attempts, backoff=backoff.first_seconds, backoff_max=backoff.max_seconds
+    )

@@ -1,0 +1,109 @@
+"""A suite in a container on a Docker engine (a GPU host, or an arm64 builder for dry runs).
+
+Built on the Docker provider's DockerHook: the engine and its TLS come from an Airflow
+connection, one client serves the whole task (pull, run, read results, remove), and
+nothing is mounted from the worker, so the engine may be on another host.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from include.nightly_ci.names import LABEL_CELL, LABEL_RUN_ID, LABEL_SUITE
+from include.nightly_ci.plan import Backoff, Registry
+from include.nightly_ci.suites.base import SuiteOperator, retrying
+from include.nightly_ci.suites.run import SuiteRun
+
+if TYPE_CHECKING:
+    from airflow.providers.docker.hooks.docker import DockerHook
+    from docker import APIClient
+
+
+class DockerSuiteOperator(SuiteOperator):
+    """A suite in a container: GPUs by device_requests, hard CPU and memory limits."""
+
+    ui_color = "#f3e8fd"
+
+    def __init__(
+        self,
+        *,
+        docker_conn_id: str | None,
+        registry: Registry,
+        platform: str,
+        backoff: Backoff,
+        cpus: float | None = None,
+        memory: str | None = None,
+        network_mode: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.docker_conn_id = docker_conn_id
+        self.registry = registry
+        self.platform = platform
+        self.backoff = backoff
+        self.cpus = cpus
+        self.memory = memory
+        self.network_mode = network_mode
+        self._container: str | None = None
+
+    @cached_property
+    def hook(self) -> DockerHook:
+        from include.nightly_ci.images.engine import engine_hook
+
+        return engine_hook(self.docker_conn_id, timeout=self.timeout_minutes * 60 + 120)
+
+    @property
+    def engine(self) -> APIClient:
+        return self.hook.api_client
+
+    def _pull(self) -> None:
+        """Pull the image (repo@digest) onto the runner's engine with the registry's credentials."""
+        from include.nightly_ci.images.engine import pull
+        from include.nightly_ci.images.registries import registry_auth
+
+        auth = registry_auth(self.registry)
+        retrying(
+            f"pull {self.image}",
+            lambda: pull(self.engine, self.image, auth, self.platform, self.log.info),
+            self.backoff,
+        )
+
+    def execute_suite(self, context: Any, run: SuiteRun) -> None:
+        from include.nightly_ci.suites.run import run_in_docker
+
+        self._pull()
+
+        def remember(container: dict) -> None:
+            self._container = container["Id"]  # for on_kill
+
+        run_in_docker(
+            self.engine,
+            run,
+            command=list(self.command),
+            workdir=self.workdir,
+            junit_path=self.junit_path,
+            timeout_sec=self.timeout_minutes * 60,
+            gpus=self.gpus,
+            cpus=self.cpus,
+            memory=self.memory,
+            network_mode=self.network_mode,
+            labels={
+                LABEL_CELL: self.spec.cell or "",
+                LABEL_SUITE: self.suite,
+                LABEL_RUN_ID: context["dag_run"].run_id,
+            },
+            sink=self.log.info,
+            on_container=remember,
+        )
+
+    def on_kill(self) -> None:
+        """A killed task removes its container (run_in_docker's own cleanup may not run)."""
+        if self._container is None:
+            return
+        import docker.errors
+
+        try:
+            self.engine.remove_container(self._container, force=True)
+        except docker.errors.APIError as exc:
+            self.log.info("Could not remove container %s on kill; it may be gone already: %s", self._container, exc)
