@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.build.source import SourceInfo
 from include.nightly_ci.names import (
     LABEL_CREATED,
@@ -24,8 +25,8 @@ from include.nightly_ci.names import (
     LABEL_SOURCE,
     render_tag,
 )
-from include.nightly_ci.plan import Backoff, Registry, moving_tag_may_move
-from include.nightly_ci.records import NightlyOperator, PushResult, skip_unless_selected
+from include.nightly_ci.plan import Backoff, Registry, TaskSpec, moving_tag_may_move
+from include.nightly_ci.records import NightlyOperator, PushResult, placement, skip_unless_selected
 from include.nightly_ci.ui.links import RegistryImageLink
 
 if TYPE_CHECKING:
@@ -60,13 +61,16 @@ class ResolveSourceOperator(NightlyOperator):
     def __init__(
         self,
         *,
+        spec: TaskSpec,
+        store: ArtifactStore,
         repository: str,
         branch: str,
         git_ref: str = "{{ params.git_ref }}",
         publish: str | bool = "{{ params.publish }}",
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        super().__init__(**placement(spec), **kwargs)
+        self.spec, self.store = spec, store
         self.repository = repository
         self.branch = branch
         self.git_ref = git_ref
@@ -96,24 +100,14 @@ class ResolveSourceOperator(NightlyOperator):
 
 
 class _CellOperator(NightlyOperator):
-    """A task of one build cell, on that cell's builder engine."""
+    """A task of one build cell, on that cell's builder engine (see NightlyOperator on
+    why only the concrete classes below define __init__)."""
 
-    def __init__(
-        self,
-        *,
-        framework: str,
-        arch: str,
-        builder_conn_id: str | None,
-        backoff: Backoff,
-        source_task_id: str,
-        **kwargs: Any,
-    ):
-        super().__init__(**kwargs)
-        self.framework = framework
-        self.arch = arch
-        self.builder_conn_id = builder_conn_id
-        self.backoff = backoff
-        self.source_task_id = source_task_id
+    framework: str
+    arch: str
+    builder_conn_id: str | None
+    backoff: Backoff
+    source_task_id: str
 
     @cached_property
     def engine(self) -> APIClient:
@@ -141,6 +135,13 @@ class BuildImageOperator(_CellOperator):
     def __init__(
         self,
         *,
+        spec: TaskSpec,
+        store: ArtifactStore,
+        framework: str,
+        arch: str,
+        builder_conn_id: str | None,
+        backoff: Backoff,
+        source_task_id: str,
         image: str,
         target: str,
         platform: str,
@@ -150,7 +151,10 @@ class BuildImageOperator(_CellOperator):
         cache: BuildCache,
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        super().__init__(**placement(spec), **kwargs)
+        self.spec, self.store = spec, store
+        self.framework, self.arch, self.builder_conn_id = framework, arch, builder_conn_id
+        self.backoff, self.source_task_id = backoff, source_task_id
         self.image = image
         self.target = target
         self.platform = platform
@@ -286,6 +290,13 @@ class PushImageOperator(_CellOperator):
     def __init__(
         self,
         *,
+        spec: TaskSpec,
+        store: ArtifactStore,
+        framework: str,
+        arch: str,
+        builder_conn_id: str | None,
+        backoff: Backoff,
+        source_task_id: str,
         image: str,
         registry: Registry,
         build_task_id: str,
@@ -293,7 +304,10 @@ class PushImageOperator(_CellOperator):
         run_tag_pattern: str | None,
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        super().__init__(**placement(spec), **kwargs)
+        self.spec, self.store = spec, store
+        self.framework, self.arch, self.builder_conn_id = framework, arch, builder_conn_id
+        self.backoff, self.source_task_id = backoff, source_task_id
         self.image = image
         self.registry = registry
         self.build_task_id = build_task_id

@@ -7,7 +7,6 @@ same code makes the summary under `airflow dags test`, under a scheduler, and in
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -156,6 +155,8 @@ class Results:
 
 def junit_cases(xml_text: str) -> dict[str, str]:
     """Every test case of a JUnit report: 'classname::name' -> passed|failed|error|skipped."""
+    import xml.etree.ElementTree as ET  # at run time only: the DAG file imports this module
+
     cases = {}
     for case in ET.fromstring(xml_text).iter("testcase"):
         status = "passed"

@@ -30,36 +30,19 @@ class SuiteOperator(NightlyOperator):
     template_fields = ("image",)
     operator_extra_links = (JUnitLink(), TestOutputLink())
 
-    def __init__(
-        self,
-        *,
-        framework: str,
-        arch: str,
-        suite: str,
-        image: str,
-        command: tuple[str, ...],
-        mode: str,
-        marker: str,
-        workdir: str,
-        junit_path: str | None,
-        timeout_minutes: int,
-        gpus: int,
-        **kwargs: Any,
-    ):
-        kwargs.setdefault("execution_timeout", timedelta(minutes=timeout_minutes) + GRACE)
-        super().__init__(**kwargs)
-        self.framework = framework
-        self.arch = arch
-        self.suite = suite
-        self.image = image
-        self.command = command
-        self.mode = mode
-        self.marker = marker
-        self.workdir = workdir
-        self.junit_path = junit_path
-        self.timeout_minutes = timeout_minutes
-        self.gpus = gpus
-        self._result: SuiteResult | None = None
+    # Set by the backends' __init__ (see NightlyOperator on why only they define one).
+    framework: str
+    arch: str
+    suite: str
+    image: str
+    command: tuple[str, ...]
+    mode: str
+    marker: str
+    workdir: str
+    junit_path: str | None
+    timeout_minutes: int
+    gpus: int
+    _result: SuiteResult | None = None
 
     def record_extra(self) -> dict[str, Any]:
         r = self._result

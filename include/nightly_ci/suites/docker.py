@@ -7,12 +7,15 @@ nothing is mounted from the worker, so the engine may be on another host.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.names import LABEL_CELL, LABEL_RUN_ID, LABEL_SUITE
-from include.nightly_ci.plan import Backoff, Registry
-from include.nightly_ci.suites.base import SuiteOperator, retrying
+from include.nightly_ci.plan import Backoff, Registry, TaskSpec
+from include.nightly_ci.records import placement
+from include.nightly_ci.suites.base import GRACE, SuiteOperator, retrying
 from include.nightly_ci.suites.run import SuiteRun
 
 if TYPE_CHECKING:
@@ -28,6 +31,19 @@ class DockerSuiteOperator(SuiteOperator):
     def __init__(
         self,
         *,
+        spec: TaskSpec,
+        store: ArtifactStore,
+        framework: str,
+        arch: str,
+        suite: str,
+        image: str,
+        command: tuple[str, ...],
+        mode: str,
+        marker: str,
+        workdir: str,
+        junit_path: str | None,
+        timeout_minutes: int,
+        gpus: int,
         docker_conn_id: str | None,
         registry: Registry,
         platform: str,
@@ -37,7 +53,12 @@ class DockerSuiteOperator(SuiteOperator):
         network_mode: str | None = None,
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
+        kwargs.setdefault("execution_timeout", timedelta(minutes=timeout_minutes) + GRACE)
+        super().__init__(**placement(spec), **kwargs)
+        self.spec, self.store = spec, store
+        self.framework, self.arch, self.suite, self.image = framework, arch, suite, image
+        self.command, self.mode, self.marker = command, mode, marker
+        self.workdir, self.junit_path, self.timeout_minutes, self.gpus = workdir, junit_path, timeout_minutes, gpus
         self.docker_conn_id = docker_conn_id
         self.registry = registry
         self.platform = platform

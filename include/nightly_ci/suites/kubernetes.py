@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from include.nightly_ci.artifacts import ArtifactStore
+from include.nightly_ci.plan import TaskSpec
+from include.nightly_ci.records import placement
 from include.nightly_ci.suites.base import GRACE, SuiteOperator
 from include.nightly_ci.suites.run import SuiteRun
 
@@ -74,6 +77,19 @@ class KubernetesSuiteOperator(SuiteOperator):
     def __init__(
         self,
         *,
+        spec: TaskSpec,
+        store: ArtifactStore,
+        framework: str,
+        arch: str,
+        suite: str,
+        image: str,
+        command: tuple[str, ...],
+        mode: str,
+        marker: str,
+        workdir: str,
+        junit_path: str | None,
+        timeout_minutes: int,
+        gpus: int,
         kubernetes_conn_id: str | None,
         namespace: str,
         cpus: float | None = None,
@@ -84,9 +100,14 @@ class KubernetesSuiteOperator(SuiteOperator):
         startup_timeout_seconds: int = 1800,
         **kwargs: Any,
     ):
-        minutes = kwargs["timeout_minutes"]
-        kwargs.setdefault("execution_timeout", timedelta(minutes=minutes, seconds=startup_timeout_seconds) + GRACE)
-        super().__init__(**kwargs)
+        # The pod may wait for a node (GPU scale-up) before the suite's own time starts.
+        startup = timedelta(seconds=startup_timeout_seconds)
+        kwargs.setdefault("execution_timeout", timedelta(minutes=timeout_minutes) + startup + GRACE)
+        super().__init__(**placement(spec), **kwargs)
+        self.spec, self.store = spec, store
+        self.framework, self.arch, self.suite, self.image = framework, arch, suite, image
+        self.command, self.mode, self.marker = command, mode, marker
+        self.workdir, self.junit_path, self.timeout_minutes, self.gpus = workdir, junit_path, timeout_minutes, gpus
         self.kubernetes_conn_id = kubernetes_conn_id
         self.namespace = namespace
         self.cpus = cpus

@@ -8,12 +8,8 @@ removed, whatever happened.
 
 from __future__ import annotations
 
-import io
 import re
-import tarfile
-import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +30,8 @@ _COLLECTED = re.compile(r"(\d+)(?:/\d+)? tests? collected")
 
 def junit_counts(xml_text: str) -> dict[str, int]:
     """tests / passed / failed / skipped / errors summed over every <testsuite>."""
+    import xml.etree.ElementTree as ET  # at run time only: the DAG file imports this module
+
     root = ET.fromstring(xml_text)
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     counts = {"tests": 0, "failed": 0, "skipped": 0, "errors": 0}
@@ -85,9 +83,11 @@ class SuiteRun:
         if self.mode == "collect":
             return {"collected": collected_count(self.output)}
         if self.junit:
+            from xml.etree.ElementTree import ParseError
+
             try:
                 return junit_counts(self.junit)
-            except ET.ParseError:
+            except ParseError:
                 pass  # a run killed mid-write; the output is still kept
         return {}
 
@@ -129,6 +129,9 @@ def _now() -> str:
 
 
 def _read_file(client: APIClient, container: str, path: str) -> str | None:
+    import io
+    import tarfile
+
     import docker.errors
 
     try:
@@ -186,6 +189,8 @@ def run_in_docker(
     The container is killed at TIMEOUT_SEC and always removed; its output and JUnit are
     read first, so a timeout keeps the partial output.
     """
+    import threading
+
     import requests
 
     container = client.create_container(
