@@ -17,8 +17,8 @@ up:  ## the Airflow UI on :8080 (airflow standalone) with the project, its pools
 test:  ## run every test (unit, DAG, integration, end to end); PYTEST_ARGS=... to pass more
 	bash scripts/test.sh $(PYTEST_ARGS)
 
-lint:  ## ruff
-	source scripts/local_env.sh && ruff check . && ruff format --check .
+lint:  ## ruff, mypy, shellcheck, and the generated config schema and tables up to date
+	source scripts/local_env.sh && bash scripts/lint.sh
 
 pools:  ## create the Airflow pools of the config
 	source scripts/local_env.sh && python -m include.nightly_ci pools

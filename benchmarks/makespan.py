@@ -67,10 +67,11 @@ def critical_path(ups: dict[str, set[str]], dur: dict[str, float]) -> tuple[floa
         return finish[t]
 
     last = max(ups, key=end)
-    path, node = [], last
-    while node:
-        path.append(node)
-        node = via[node]
+    path: list[str] = []
+    step: str | None = last
+    while step:
+        path.append(step)
+        step = via[step]
     return finish[last], path[::-1]
 
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared settings of the local setup, sourced by the scripts and the Makefile's shell.
 # Machine-wide state lives outside the clone so that a fresh clone reuses it.
 if [ "$(id -u)" = 0 ]; then STATE=${NIGHTLY_CI_STATE:-/var/lib/nightly-ci}; else STATE=${NIGHTLY_CI_STATE:-$HOME/.cache/nightly-ci}; fi

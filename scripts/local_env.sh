@@ -1,7 +1,9 @@
+# shellcheck shell=bash
 # The environment of the local setup: project-local AIRFLOW_HOME, the local config, and
 # the Airflow connections of the two loopback registries (passwords made by provision.sh).
 # Sourced by scripts/demo.sh and the tests; prints nothing.
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+# shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
 export AIRFLOW_HOME=${NIGHTLY_CI_AIRFLOW_HOME:-$ROOT/.local/airflow}
 export AIRFLOW__CORE__LOAD_EXAMPLES=False

@@ -36,6 +36,7 @@ ensure_packages() {
   apt_install docker-compose docker-compose
   apt_install htpasswd apache2-utils
   apt_install debootstrap debootstrap
+  apt_install shellcheck shellcheck  # make lint and CI
   apt_install qemu-aarch64-static qemu-user-static binfmt-support
   apt_install update-binfmts binfmt-support
   # The system test's metadata database and Celery broker (started by the test itself).

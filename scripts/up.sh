@@ -3,6 +3,7 @@
 # scheduler, dag-processor, triggerer) with the project's dags/, plugins/ and include/,
 # its pools and the local connections. The login is printed once it is up.
 set -euo pipefail
+# shellcheck source=scripts/prepare.sh
 source "$(dirname "$0")/prepare.sh"
 export AIRFLOW__API__BASE_URL=${AIRFLOW__API__BASE_URL:-http://localhost:8080}
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import requests
 
+from include.nightly_ci.images.registries import RemoteImage
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER_SOCK = "/var/run/docker.sock"
 
@@ -105,6 +107,12 @@ class LocalRegistry:
             f"http://{self.host}/v2/{repository}/tags/list", auth=(self.user, self.password), timeout=10
         )
         return sorted(resp.json().get("tags") or []) if resp.status_code == 200 else []
+
+
+def present(image: RemoteImage | None) -> RemoteImage:
+    """IMAGE, which the test expects the registry to hold."""
+    assert image is not None, "the registry does not hold the image"
+    return image
 
 
 def non_base_images(client) -> list[dict]:

@@ -116,7 +116,7 @@ def _cell_common(plan: Plan, cell: Cell, spec: TaskSpec) -> dict[str, Any]:
 
 def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
     registry = plan.registries[cell.cache_registry]
-    tags = (cell.framework_tag,)
+    tags: tuple[str, ...] = (cell.framework_tag,)
     from_push = from_tag = None
     if build.image == RUNTIME:
         # The exact framework image this run pushed, and last night's runtime image if the

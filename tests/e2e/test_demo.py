@@ -12,7 +12,7 @@ import pytest
 
 from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
-from tests.services import DOCKER_SOCK, ROOT, run_id_of, write_config
+from tests.services import DOCKER_SOCK, ROOT, present, run_id_of, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -87,9 +87,9 @@ def test_ecr_holds_framework_and_both_runtime_tags_for_all_six_cells(demo):
     for fw, arch in CELLS:
         run_tag = f"nightly-{fw}-{arch}-run-{tag_safe_run_id(run_id)}"
         assert {f"main-{fw}-framework-{arch}", f"nightly-{fw}-{arch}", run_tag} <= tags
-        image = ecr.image(REPO, run_tag)
+        image = present(ecr.image(REPO, run_tag))
         assert image.labels[LABEL_REVISION] == head
-        assert image.digest == ecr.image(REPO, f"nightly-{fw}-{arch}").digest
+        assert image.digest == present(ecr.image(REPO, f"nightly-{fw}-{arch}")).digest
 
 
 def test_acr_holds_runtime_images_only(demo):
@@ -103,8 +103,8 @@ def test_acr_holds_runtime_images_only(demo):
 def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
     ecr = client("ecr", 5101)
     for fw, arch in CELLS:
-        assert ecr.image(REPO, f"nightly-{fw}-{arch}").architecture == arch
-        assert ecr.image(REPO, f"main-{fw}-framework-{arch}").architecture == arch
+        assert present(ecr.image(REPO, f"nightly-{fw}-{arch}")).architecture == arch
+        assert present(ecr.image(REPO, f"main-{fw}-framework-{arch}")).architecture == arch
         if arch == "arm64":
             assert run_arm64(f"nightly-{fw}-{arch}", "uname", "-m").strip() == "aarch64"
 

@@ -17,7 +17,7 @@ from include.nightly_ci.images.registries import (
     retry_transient,
 )
 from include.nightly_ci.plan import Registry
-from tests.services import DOCKER_SOCK, MotoServer
+from tests.services import DOCKER_SOCK, MotoServer, present
 
 pytestmark = pytest.mark.integration
 BASE = "nightly-ci-base:bookworm-amd64"
@@ -53,7 +53,7 @@ def test_push_and_read_back_through_a_docker_connection(registries, monkeypatch,
     auth = registry_auth(plain(reg, monkeypatch))
     assert (auth.host, auth.username) == (reg.host, "ci")
     digest = push(engine, small_image, f"{reg.host}/nightly-ci/test", "t1", auth, lambda _: None)
-    remote = RegistryClient(auth).image("nightly-ci/test", "t1")
+    remote = present(RegistryClient(auth).image("nightly-ci/test", "t1"))
     assert remote.digest == digest and remote.labels["purpose"] == "nightly-ci-test"
     assert remote.architecture == "amd64"
     assert RegistryClient(auth).image("nightly-ci/test", "missing") is None
@@ -100,7 +100,7 @@ def test_a_registry_down_for_a_few_seconds_is_retried_and_the_push_succeeds(
         restart.join()
     assert time.monotonic() - started >= 2.5
     assert digest.startswith("sha256:")
-    assert RegistryClient(auth).image("nightly-ci/test", "t2").digest == digest
+    assert present(RegistryClient(auth).image("nightly-ci/test", "t2")).digest == digest
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
     assert retries and "connection refused" in retries[0].getMessage().lower()
 
@@ -120,7 +120,7 @@ def test_ecr_login_through_ecrhook_on_moto_with_the_token_masked(registries, mon
         assert MotoServer.ECR_PASSWORD not in redact(f"token={auth.password}")
         assert MotoServer.ECR_PASSWORD not in repr(auth)
         digest = push(engine, small_image, f"{reg.host}/nightly-ci/test", "ecr", auth, lambda _: None)
-        assert RegistryClient(auth).image("nightly-ci/test", "ecr").digest == digest
+        assert present(RegistryClient(auth).image("nightly-ci/test", "ecr")).digest == digest
         pulled = pull(engine, f"{reg.host}/nightly-ci/test@{digest}", auth, "linux/amd64", lambda _: None)
         assert pulled == digest
     finally:

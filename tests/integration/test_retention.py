@@ -15,7 +15,7 @@ import pytest
 
 from include.nightly_ci.images.engine import push
 from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
-from tests.services import DOCKER_SOCK, airflow_env, write_config
+from tests.services import DOCKER_SOCK, airflow_env, present, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -96,8 +96,8 @@ def test_retention_deletes_stale_run_tags_and_old_artifacts_only(registries, air
     assert acr.tags(REPO) == []
     client = RegistryClient(auth)
     assert (
-        client.image(REPO, "nightly-vllm-amd64").digest
-        == client.image(REPO, "nightly-vllm-amd64-run-scheduled-old").digest
+        present(client.image(REPO, "nightly-vllm-amd64")).digest
+        == present(client.image(REPO, "nightly-vllm-amd64-run-scheduled-old")).digest
     )
     assert client.image(REPO, "main-vllm-framework-amd64") is not None
     assert not stale.exists() and fresh.exists()

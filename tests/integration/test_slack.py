@@ -123,6 +123,7 @@ def test_posting_policies_through_the_notify_task(slack, tmp_path, when, result,
         f"notifications: {{slack: {{conn_id: slack_hook, when: {when}, ops_group_id: S0OPS}}}}\n"
     )
     plan = build_plan(load_config(config))
+    assert plan.slack.conn_id == "slack_hook"
     op = SlackNotifyOperator(
         task_id="notify_slack",
         summary_task_id=plan.summary.task_id,

@@ -191,7 +191,10 @@ def test_the_pod_script_returns_results_through_its_xcom_file(engine, broken_ima
         assert engine.wait(container, timeout=120)["StatusCode"] == 0  # the script reports; it does not fail
         chunks, _ = engine.get_archive(container, "/airflow/xcom/return.json")
         with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
-            result = json.load(tar.extractfile(tar.next()))
+            member = tar.next()
+            handle = tar.extractfile(member) if member else None
+            assert handle is not None, "the pod script wrote no return.json"
+            result = json.load(handle)
     finally:
         engine.remove_container(container, force=True)
     run = unpack_pod_result(result, SuiteRun("vllm_amd64", "unit", "run", "img", job.marker))

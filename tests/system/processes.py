@@ -90,7 +90,7 @@ class Postgres:
             stdout=log,
             stderr=log,
         )
-        ready = [bin_dir / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        ready = [str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
         wait_for(lambda: subprocess.run(ready).returncode == 0, 30, f"postgres on 127.0.0.1:{self.port}")
         self._run(bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", "airflow")
 

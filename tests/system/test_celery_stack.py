@@ -152,7 +152,7 @@ def test_the_scheduled_run_starts_by_itself_at_its_cron_time(system):
     assert unpaused_at < system.cron_time, "the stack came up too late to see the cron time arrive"
 
     deadline = time.monotonic() + (system.cron_time - datetime.now(UTC)).total_seconds() + 120
-    scheduled = []
+    scheduled: list[dict] = []
     while not scheduled and time.monotonic() < deadline:
         stack.check_alive()
         scheduled = [r for r in stack.runs(DAG) if r["run_type"] == "scheduled"]
@@ -221,7 +221,7 @@ def test_a_backfill_of_three_missed_nights_builds_each_nights_commit(system):
         "--from-date", system.nights[0].isoformat(), "--to-date", system.nights[-1].isoformat(),
         "--dag-run-conf", json.dumps({"frameworks": ["vllm"]}),
     )  # fmt: skip
-    backfill = []
+    backfill: list[dict] = []
     while len(backfill) < 3 and time.monotonic() - began < 60:
         backfill = [r for r in stack.runs(DAG) if r["run_type"] == "backfill"]
         time.sleep(1)

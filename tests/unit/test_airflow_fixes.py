@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any, cast
 
 import airflow
 import airflow.models.taskinstance as taskinstance
@@ -65,4 +66,5 @@ def test_the_json_interval_is_decoded_and_the_deadline_moved():
     original = taskinstance._recalculate_dagrun_queued_at_deadlines
     if not getattr(original, "_nightly_ci_fixed", False):
         with pytest.raises(TypeError, match="unsupported type for timedelta seconds component: dict"):
-            original(SimpleNamespace(id=1), cleared_at, _Session([(deadline, alert)]))
+            fake_run, fake_session = cast(Any, SimpleNamespace(id=1)), cast(Any, _Session([(deadline, alert)]))
+            original(fake_run, cleared_at, fake_session)

@@ -190,6 +190,7 @@ def test_a_replaced_mapping_stays_replaced_through_a_chain_of_extends(tmp_path):
         f"extends: {ROOT / 'dev' / 'local.yaml'}\npools:\n  gpu-l40-amd64:\n    runner: {{conn_id: gpu_host}}\n"
     )
     runner = load_config(child).pools["gpu-l40-amd64"].runner
+    assert runner is not None
     assert (runner.backend, runner.conn_id, runner.gpus, runner.cpus, runner.network_mode) == (
         "docker",
         "gpu_host",
@@ -204,6 +205,7 @@ def test_a_replaced_mapping_stays_replaced_through_a_chain_of_extends(tmp_path):
         "pools:\n  gpu-l40-amd64:\n    runner: !replace {backend: docker, cpus: 4}\n"
     )
     runner = load_config(child).pools["gpu-l40-amd64"].runner
+    assert runner is not None
     assert (runner.conn_id, runner.gpus, runner.cpus, runner.network_mode, runner.memory) == (None, True, 4, None, None)
 
 
@@ -231,7 +233,8 @@ def test_a_memory_size_in_the_wrong_backends_units_is_a_config_error(tmp_path):
         "  cpu-arm-r8g-4xlarge:\n    runner: {memory: 1.5g}\n"
         "  gpu-l40-amd64:\n    runner: {memory: 512Mi}\n"
     )
-    assert load_config(f).pools["cpu-arm-r8g-4xlarge"].runner.memory == "1.5g"
+    runner = load_config(f).pools["cpu-arm-r8g-4xlarge"].runner
+    assert runner is not None and runner.memory == "1.5g"
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,7 @@ def record(task_id, state, seconds=600.0, **extra):
 
 def fixed_outcomes():
     """success, failed (test), upstream_failed, timeout, skipped, never ran."""
-    states = {t.task_id: "success" for t in []}
+    states: dict[str, str] = {}
     records = {}
     for cell in PLAN.cells:
         for task in (
@@ -79,9 +79,9 @@ def fixed_outcomes():
         states[f"sglang_arm64.{t}"] = "upstream_failed" if t != "build_framework" else "failed"
         records.pop(f"sglang_arm64.{t}")
     records["sglang_arm64.build_framework"] = record("sglang_arm64.build_framework", "failed", failure_class="build")
-    for job in ("unit", "integration", "e2e_1gpu", "e2e_2gpu"):
-        states[f"sglang_arm64.tests.{job}"] = "upstream_failed"
-        records.pop(f"sglang_arm64.tests.{job}")
+    for suite in ("unit", "integration", "e2e_1gpu", "e2e_2gpu"):
+        states[f"sglang_arm64.tests.{suite}"] = "upstream_failed"
+        records.pop(f"sglang_arm64.tests.{suite}")
     states["trtllm_arm64.tests.unit"] = "skipped"
     records["trtllm_arm64.tests.unit"] = record("trtllm_arm64.tests.unit", "skipped", 6)
     del states["trtllm_amd64.push_runtime_acr"]  # never ran: no state, no record
@@ -202,8 +202,11 @@ def test_a_backfilled_older_night_compares_with_the_night_before_it():
         for d in ("2026-11-25T08:00:00+00:00", "2026-11-27T08:00:00+00:00", "2026-11-28T08:00:00+00:00")
     ]
     # The 26th, backfilled after the 28th ran, compares with the 25th, not the newest.
-    assert previous_results(nights, "2026-11-26T08:00:00+00:00").run_id == "2026-11-25T08:00:00+00:00"
-    assert previous_results(nights, "2026-11-29T08:00:00+00:00").run_id == "2026-11-28T08:00:00+00:00"
+    before_26th, before_29th = (
+        previous_results(nights, d) for d in ("2026-11-26T08:00:00+00:00", "2026-11-29T08:00:00+00:00")
+    )
+    assert before_26th is not None and before_26th.run_id == "2026-11-25T08:00:00+00:00"
+    assert before_29th is not None and before_29th.run_id == "2026-11-28T08:00:00+00:00"
     assert previous_results(nights, "2026-11-20T08:00:00+00:00") is None
 
 

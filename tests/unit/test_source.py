@@ -13,8 +13,8 @@ from include.nightly_ci.build.source import checkout, resolve
 from include.nightly_ci.errors import SourceError
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

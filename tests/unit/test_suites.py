@@ -136,10 +136,12 @@ def test_docker_gpu_request_cpu_and_memory_limits():
 def test_the_pod_a_kubernetes_test_task_creates(monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
+    from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
+
     monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_GPU", '{"conn_type": "kubernetes"}')
     dag = DagBag(str(ROOT / "dags")).dags["nightly_ci"]
     task = dag.task_dict["trtllm_amd64.tests.e2e_2gpu"]
-    assert type(task).__name__ == "KubernetesSuiteOperator"
+    assert isinstance(task, KubernetesSuiteOperator)
     assert (task.pool, task.pool_slots) == ("gpu-l40-amd64", 2)
     kpo = task.pod_operator("ecr.example/ai-dynamo/dynamo@sha256:" + "a" * 64)
     pod = kpo.build_pod_request_obj(dry_run=True)
@@ -156,5 +158,7 @@ def test_the_pod_a_kubernetes_test_task_creates(monkeypatch):
     script = container.args[0]
     assert "timeout --signal=TERM --kill-after=30 9000s pytest --continue-on-collection-errors" in script
     assert "-m '(nightly or post_merge or pre_merge) and e2e and gpu_2'" in script
-    unit = dag.task_dict["trtllm_amd64.tests.unit"].pod_operator("img").build_pod_request_obj(dry_run=True)
+    unit_task = dag.task_dict["trtllm_amd64.tests.unit"]
+    assert isinstance(unit_task, KubernetesSuiteOperator)
+    unit = unit_task.pod_operator("img").build_pod_request_obj(dry_run=True)
     assert unit.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"

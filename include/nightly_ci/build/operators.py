@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.nightly_ci.artifacts import ArtifactStore
@@ -184,9 +184,7 @@ class BuildImageOperator(_CellOperator):
         for ref in wanted:
             self.log.info("Pulling cache image %s", ref)
             try:
-                self._retrying(
-                    f"pull {ref}", lambda ref=ref: pull(self.engine, ref, auth, self.platform, self.log.info)
-                )
+                self._retrying(f"pull {ref}", partial(pull, self.engine, ref, auth, self.platform, self.log.info))
                 refs.append(ref)
             except RegistryAuthError:
                 raise
@@ -361,7 +359,7 @@ class PushImageOperator(_CellOperator):
         for tag in tags:
             pushed[tag] = self._retrying(
                 f"push {repo_ref}:{tag}",
-                lambda tag=tag: push(self.engine, built["image_id"], repo_ref, tag, self.auth, self.log.info),
+                partial(push, self.engine, built["image_id"], repo_ref, tag, self.auth, self.log.info),
             )
         for tag, digest in pushed.items():
             self.log.info("%s:%s -> %s", repo_ref, tag, digest)

@@ -3,6 +3,7 @@
 check [FILE]      validate a config; prints a one-line summary (exit 0) or every problem (exit 1)
 pools [FILE]      create or update the Airflow pools the config names
 inventory [FILE]  list what the registries hold for every cell, with digests
+schema [--check]  write the config's JSON schema and reference tables (--check: fail if stale)
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def _inventory(args: argparse.Namespace) -> int:
     return print_inventory(build_plan(load_config(args.file)))
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from include.nightly_ci.config.reference import stale, write
+
+    if args.check:
+        for path in stale():
+            print(f"{path} is stale: run `python -m include.nightly_ci schema`", file=sys.stderr)
+        return 1 if stale() else 0
+    for path in write():
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.nightly_ci", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("file", nargs="?", help="config file (default: $NIGHTLY_CI_CONFIG or the shipped one)")
         p.set_defaults(func=func)
+    p = sub.add_parser("schema", help="write the config's JSON schema and the reference tables generated from it")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
+    p.set_defaults(func=_schema)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -50,12 +50,14 @@ def engine_hook(conn_id: str | None, timeout: int = 600):
     """
     from airflow.providers.docker.hooks.docker import DockerHook
 
-    url, tls = os.environ.get("DOCKER_HOST") or LOCAL_ENGINE, None
+    url: str = os.environ.get("DOCKER_HOST") or LOCAL_ENGINE
+    tls = None
     if conn_id:
         from airflow.sdk import BaseHook
 
         conn = BaseHook.get_connection(conn_id)
-        url = conn.host if "://" in (conn.host or "") else f"tcp://{conn.host}:{conn.port or 2375}"
+        host = conn.host or ""
+        url = host if "://" in host else f"tcp://{host}:{conn.port or 2375}"
         extra = conn.extra_dejson
         if extra.get("tls_ca_cert"):
             tls = DockerHook.construct_tls_config(

@@ -86,6 +86,8 @@ def registry_auth(reg: Registry) -> RegistryAuth:
         from airflow.providers.microsoft.azure.hooks.container_registry import AzureContainerRegistryHook
 
         acr = AzureContainerRegistryHook(conn_id=reg.conn_id).get_conn()
+        if not acr.username or not acr.password:
+            raise RegistryAuthError(f"connection {reg.conn_id!r} of registry {reg.name!r} has no login or password")
         _mask(acr.password)
         host = reg.host_override or _strip_scheme(acr.server)
         return RegistryAuth(reg.name, reg.conn_id, host, acr.username, acr.password)

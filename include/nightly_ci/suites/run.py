@@ -57,6 +57,8 @@ def outcome_of(mode: str, exit_code: int | None, timed_out: bool, collected: int
         if exit_code == 0 and collected > 0:
             return COLLECTED
         return NO_TESTS if exit_code in (0, 5) else COLLECTION_ERROR
+    if exit_code is None:
+        return ERROR
     return {0: PASSED, 1: FAILED, 5: NO_TESTS}.get(exit_code, ERROR)
 
 
@@ -213,7 +215,7 @@ def run_in_docker(
         follower.start()
         client.start(cid)
         try:
-            run.exit_code = client.wait(cid, timeout=timeout_sec)["StatusCode"]
+            run.exit_code = client.wait(cid, timeout=int(timeout_sec))["StatusCode"]
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             run.timed_out = True
             sink(f"[nightly-ci] {run.suite} exceeded its {timeout_sec / 60:.0f} min timeout: killing the container")
