@@ -1,0 +1,216 @@
+"""Expand a validated config into the plan: the cells, and the TaskSpec of every task
+with the original pipeline's job names. Pure Python, no Airflow."""
+
+from __future__ import annotations
+
+from include.nightly_ci.artifacts import ArtifactStore
+from include.nightly_ci.config import NightlyConfig, load_config
+from include.nightly_ci.names import BUILD, FRAMEWORK, PUSH, REPORT, RETENTION, RUNTIME, SOURCE, TEST, render_tag
+from include.nightly_ci.plan.model import (
+    JUNIT_FILE,
+    TESTS_GROUP,
+    Backoff,
+    Build,
+    Cell,
+    Plan,
+    Push,
+    Registry,
+    RunnerSpec,
+    Source,
+    TagPatterns,
+    TaskSpec,
+    TestJob,
+    cell_group_id,
+)
+
+
+def _build_args(cfg: NightlyConfig, framework: str, arch: str) -> tuple[tuple[str, str], ...]:
+    args = {"FRAMEWORK": framework, "ARCH": arch}
+    args.update(cfg.frameworks[framework].build_args)
+    args.update(cfg.arches[arch].build_args)
+    args.update(cfg.overrides.get(arch, {}).get(framework, {}))
+    return tuple(sorted(args.items()))
+
+
+def pytest_command(marker: str, mode: str, results_dir: str) -> tuple[str, ...]:
+    """The original's pytest line (reference section 7), or its collect-only dry run."""
+    if mode == "collect":
+        return ("pytest", "-v", "--collect-only", "-m", marker)
+    return (
+        "pytest", "--continue-on-collection-errors", "-v", "--tb=short", "--basetemp=/tmp",
+        "-o", "cache_dir=/tmp/.pytest_cache", f"--junitxml={results_dir}/{JUNIT_FILE}", "--durations=10",
+        "-m", marker,
+    )  # fmt: skip
+
+
+def _runner(cfg: NightlyConfig, pool: str) -> RunnerSpec:
+    r = cfg.pools[pool].runner
+    assert r is not None  # the validator requires a runner on every test pool
+    return RunnerSpec(
+        backend=r.backend,
+        conn_id=r.conn_id,
+        gpus=r.gpus,
+        cpus=r.cpus,
+        memory=r.memory,
+        network_mode=r.network_mode,
+        namespace=r.namespace,
+        node_selector=tuple(sorted(r.node_selector.items())),
+        tolerations=tuple(tuple(sorted(t.model_dump(exclude_none=True).items())) for t in r.tolerations),
+        image_pull_secrets=tuple(r.image_pull_secrets),
+        startup_timeout_seconds=r.startup_timeout_seconds,
+    )
+
+
+class _Namer:
+    """Makes the TaskSpecs of one cell: ids, the original pipeline's job names, pools."""
+
+    def __init__(self, cfg: NightlyConfig, framework: str, arch: str):
+        self.cfg, self.fw, self.arch = cfg, framework, arch
+        self.group = cell_group_id(framework, arch)
+        self.settings = cfg.arches[arch]
+
+    def _queue(self, pool: str) -> str:
+        return self.cfg.pools[pool].queue or pool
+
+    def _spec(self, local: str, name: str, stage: str, pool: str, artifact_dir: str, slots: int = 1) -> TaskSpec:
+        within = local if stage != TEST else f"{TESTS_GROUP}.{local}"  # its id inside the cell's group
+        return TaskSpec(
+            task_id=f"{self.group}.{within}",
+            local_id=local,
+            display_name=name,
+            stage=stage,
+            pool=pool,
+            pool_slots=slots,
+            queue=self._queue(pool),
+            cell=self.group,
+            artifact_dir=f"{self.group}/{artifact_dir}",
+            record_file=f"{self.group}/tasks/{within}.json",
+        )
+
+    def build(self, image: str) -> TaskSpec:
+        # The original's job names: "{fw}-framework ({arch})" and "Build {fw} ({arch})".
+        name = f"{self.fw}-framework ({self.arch})" if image == FRAMEWORK else f"Build {self.fw} ({self.arch})"
+        return self._spec(f"build_{image}", name, BUILD, self.settings.build_pool, "build")
+
+    def push(self, image: str, registry: str) -> TaskSpec:
+        what = f"{self.fw}-framework" if image == FRAMEWORK else self.fw
+        name = f"Push {what} ({self.arch}) to {registry}"
+        # A push takes a slot of its arch's build pool: it runs on (and loads) the builder's engine.
+        return self._spec(f"push_{image}_{registry}", name, PUSH, self.settings.build_pool, "build")
+
+    def test(self, suite: str, mode: str, slots: int) -> TaskSpec:
+        name = f"{self.fw}-{self.arch}-{suite}" + (" (collect only)" if mode == "collect" else "")
+        return self._spec(suite, name, TEST, self.settings.test_pool, f"test-{suite}", slots)
+
+
+def _tests(cfg: NightlyConfig, namer: _Namer) -> tuple[TestJob, ...]:
+    a = cfg.arches[namer.arch]
+    runner = _runner(cfg, a.test_pool)
+    running = a.test_mode == "run"
+    jobs = []
+    for name, suite in cfg.tests.suites.items():
+        marker = suite.marker.format(framework=namer.fw)
+        jobs.append(
+            TestJob(
+                suite=name,
+                marker=marker,
+                mode=a.test_mode,
+                timeout_minutes=suite.timeout_minutes,
+                gpus=suite.gpus if running else 0,
+                runner=runner,
+                command=pytest_command(marker, a.test_mode, cfg.tests.results_dir),
+                junit_path=f"{cfg.tests.results_dir}/{JUNIT_FILE}" if running else None,
+                # A pool of GPU runners counts GPUs: a 2-GPU suite takes 2 slots.
+                task=namer.test(name, a.test_mode, max(1, suite.gpus) if running else 1),
+            )
+        )
+    return tuple(jobs)
+
+
+def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
+    a = cfg.arches[arch]
+    namer = _Namer(cfg, framework, arch)
+    framework_regs = [name for name, r in cfg.registries.items() if FRAMEWORK in r.images]
+    runtime_regs = [name for name, r in cfg.registries.items() if RUNTIME in r.images]
+    return Cell(
+        framework=framework,
+        arch=arch,
+        platform=a.platform,
+        build_pool=a.build_pool,
+        test_pool=a.test_pool,
+        builder_conn_id=a.builder.conn_id,
+        build_args=_build_args(cfg, framework, arch),
+        framework_tag=render_tag(cfg.tags.framework, framework, arch),
+        nightly_tag=render_tag(cfg.tags.nightly, framework, arch),
+        run_tag_pattern=cfg.tags.run,
+        builds=(
+            Build(FRAMEWORK, cfg.build.framework_target, namer.build(FRAMEWORK)),
+            Build(RUNTIME, cfg.build.runtime_target, namer.build(RUNTIME)),
+        ),
+        framework_pushes=tuple(Push(r, FRAMEWORK, namer.push(FRAMEWORK, r)) for r in framework_regs),
+        runtime_pushes=tuple(Push(r, RUNTIME, namer.push(RUNTIME, r)) for r in runtime_regs),
+        cache_registry=framework_regs[0],
+        test_registry=cfg.tests.registry or next((r for r in runtime_regs if r == framework_regs[0]), runtime_regs[0]),
+        tests=_tests(cfg, namer),
+    )
+
+
+def _top(task_id: str, name: str, stage: str) -> TaskSpec:
+    """A task outside the cells (default pool and queue)."""
+    return TaskSpec(
+        task_id=task_id, local_id=task_id, display_name=name, stage=stage, record_file=f"tasks/{task_id}.json"
+    )
+
+
+def build_plan(cfg: NightlyConfig) -> Plan:
+    return Plan(
+        dag_id=cfg.dag.dag_id,
+        schedule=cfg.dag.schedule,
+        start_date=cfg.dag.start_date,
+        catchup=cfg.dag.catchup,
+        max_active_runs=cfg.dag.max_active_runs,
+        owner=cfg.dag.owner,
+        tags=tuple(cfg.dag.tags),
+        source=Source(
+            repository=cfg.source.repository,
+            branch=cfg.source.branch,
+            dockerfile=cfg.source.dockerfile,
+            context=cfg.source.context,
+        ),
+        tag_patterns=TagPatterns(cfg.tags.framework, cfg.tags.nightly, cfg.tags.run),
+        frameworks=tuple(cfg.frameworks),
+        arches=tuple(cfg.arches),
+        cells=tuple(_cell(cfg, fw, arch) for fw in cfg.frameworks for arch in cfg.arches),
+        registries={
+            name: Registry(name, r.kind, r.conn_id, r.repository, r.host_override, r.registry_id)
+            for name, r in cfg.registries.items()
+        },
+        pools={name: (p.slots, p.description) for name, p in cfg.pools.items()},
+        queues={name: p.queue or name for name, p in cfg.pools.items()},
+        build=cfg.build,
+        backoff=Backoff(cfg.build.push_attempts, cfg.build.push_backoff_seconds, cfg.build.push_backoff_max_seconds),
+        store=ArtifactStore(cfg.artifacts.base, cfg.artifacts.conn_id),
+        workdir=cfg.tests.workdir,
+        results_dir=cfg.tests.results_dir,
+        retention_schedule=cfg.retention.schedule,
+        artifacts_days=cfg.retention.artifacts_days,
+        run_tags_days=cfg.retention.run_tags_days,
+        slack=cfg.notifications.slack,
+        deadline_hours=cfg.notifications.deadline_hours,
+        # The original pipeline's job names where it had the job.
+        resolve=_top("resolve_source", "Resolve commit", SOURCE),
+        summary=_top("results_summary", "Results Summary", REPORT),
+        verdict=_top("verdict", "Verdict", REPORT),
+        notify=_top("notify_slack", "Notify Slack", REPORT) if cfg.notifications.slack.conn_id else None,
+        retention_tasks={
+            "artifacts": _top("expire_artifacts", "Expire artifacts", RETENTION),
+            **{
+                name: _top(f"expire_run_tags_{name}", f"Expire run tags in {name}", RETENTION)
+                for name in cfg.registries
+            },
+        },
+    )
+
+
+def load_plan(file: str | None = None) -> Plan:
+    return build_plan(load_config(file))

@@ -1,0 +1,280 @@
+"""The plan of one nightly: every cell, build, push and suite, and a TaskSpec for every
+task. Pure Python, no Airflow.
+
+The plan owns every name: each task's id, display name, stage, pool, queue and artifact
+folder is made once (plan/expand.py), and the DAG, the results table, the artifact
+layout, the demo's printout and the UI's links all read it. Nothing else formats or
+parses a task id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cached_property
+
+from include.nightly_ci.artifacts import ArtifactStore
+from include.nightly_ci.config.schema import BuildSettings, SlackSettings
+from include.nightly_ci.names import FRAMEWORK, render_tag, tag_safe_run_id
+
+JUNIT_FILE = "pytest_test_report.xml"
+TESTS_GROUP = "tests"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a nightly, as every part of the project names and places it."""
+
+    task_id: str  # the full id: "vllm_amd64.tests.unit"
+    local_id: str  # its id inside its TaskGroup: "unit"
+    display_name: str  # the UI's name and the table's Stage column: "vllm-amd64-unit"
+    stage: str  # source | build | push | test | report
+    pool: str | None = None  # None: Airflow's default pool
+    pool_slots: int = 1
+    queue: str | None = None  # None: the default queue
+    cell: str | None = None  # the cell's group id ("vllm_amd64"), None outside cells
+    artifact_dir: str = ""  # relative to the run's folder: "vllm_amd64/test-unit"
+    record_file: str = ""  # the task's record, relative to the run's folder: "vllm_amd64/tasks/tests.unit.json"
+
+    def artifact_key(self, run_id: str, name: str) -> str:
+        """RUN/ARTIFACT_DIR/NAME: one layout for every artifact of every task."""
+        return f"{tag_safe_run_id(run_id)}/{self.artifact_dir}/{name}"
+
+    def record_key(self, run_id: str) -> str:
+        return f"{tag_safe_run_id(run_id)}/{self.record_file}"
+
+
+@dataclass(frozen=True)
+class Registry:
+    name: str
+    kind: str  # ecr | acr | docker
+    conn_id: str
+    repository: str
+    host_override: str | None = None
+    registry_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retries of a transient registry error: ATTEMPTS tries, waits doubling from FIRST to MAX."""
+
+    attempts: int
+    first_seconds: float
+    max_seconds: float
+
+
+@dataclass(frozen=True)
+class Source:
+    repository: str
+    branch: str
+    dockerfile: str
+    context: str
+
+
+@dataclass(frozen=True)
+class TagPatterns:
+    framework: str
+    nightly: str
+    run: str
+
+
+@dataclass(frozen=True)
+class Build:
+    """One image of a cell: which Dockerfile target, and the task that builds it."""
+
+    image: str  # FRAMEWORK or RUNTIME
+    target: str
+    task: TaskSpec
+
+
+@dataclass(frozen=True)
+class Push:
+    """One image of a cell to one registry."""
+
+    registry: str
+    image: str  # FRAMEWORK or RUNTIME
+    task: TaskSpec
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    backend: str  # docker | kubernetes
+    conn_id: str | None
+    gpus: bool
+    cpus: float | None
+    memory: str | None
+    network_mode: str | None
+    namespace: str
+    node_selector: tuple[tuple[str, str], ...]
+    tolerations: tuple[tuple[tuple[str, str], ...], ...]
+    image_pull_secrets: tuple[str, ...]
+    startup_timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class TestJob:
+    """One suite of one cell: what runs, where, for how long."""
+
+    __test__ = False  # not a pytest class
+
+    suite: str
+    marker: str  # {framework} filled in
+    mode: str  # run | collect
+    timeout_minutes: int
+    gpus: int  # GPUs the container asks for (0 when collecting)
+    runner: RunnerSpec
+    command: tuple[str, ...]
+    junit_path: str | None  # where pytest writes its JUnit XML in the container (a dry run: none)
+    task: TaskSpec
+
+    @property
+    def pool(self) -> str:
+        assert self.task.pool is not None  # every test task has its arch's test pool
+        return self.task.pool
+
+    @property
+    def pool_slots(self) -> int:
+        return self.task.pool_slots
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One framework x arch: its builds, pushes, tests and the names they use."""
+
+    framework: str
+    arch: str
+    platform: str
+    build_pool: str
+    test_pool: str
+    builder_conn_id: str | None
+    build_args: tuple[tuple[str, str], ...]
+    framework_tag: str
+    nightly_tag: str
+    run_tag_pattern: str
+    builds: tuple[Build, Build]  # framework, runtime
+    framework_pushes: tuple[Push, ...]
+    runtime_pushes: tuple[Push, ...]
+    cache_registry: str  # where the runtime build pulls the framework image from
+    test_registry: str  # where the tests pull the runtime image from, by digest
+    tests: tuple[TestJob, ...] = ()
+
+    @property
+    def group_id(self) -> str:
+        return cell_group_id(self.framework, self.arch)
+
+    @property
+    def framework_build(self) -> Build:
+        return self.builds[0]
+
+    @property
+    def runtime_build(self) -> Build:
+        return self.builds[1]
+
+    def build_of(self, image: str) -> Build:
+        return self.framework_build if image == FRAMEWORK else self.runtime_build
+
+    @property
+    def cache_push(self) -> Push:
+        """The framework push the runtime build waits for and takes its cache from."""
+        return next(p for p in self.framework_pushes if p.registry == self.cache_registry)
+
+    @property
+    def test_push(self) -> Push:
+        """The one task the cell's tests wait for: the runtime push to the test registry."""
+        return next(p for p in self.runtime_pushes if p.registry == self.test_registry)
+
+    def run_tag(self, run_id: str) -> str:
+        return render_tag(self.run_tag_pattern, self.framework, self.arch, run_id)
+
+    def tags_for(self, image: str) -> tuple[str, ...]:
+        """Moving tags of IMAGE (the run tag of a runtime image comes from run_tag)."""
+        return (self.framework_tag,) if image == FRAMEWORK else (self.nightly_tag,)
+
+    def tasks(self) -> Iterator[TaskSpec]:
+        """Every task of the cell, in the table's order: builds and pushes, then suites."""
+        yield self.framework_build.task
+        yield from (p.task for p in self.framework_pushes)
+        yield self.runtime_build.task
+        yield from (p.task for p in self.runtime_pushes)
+        yield from (j.task for j in self.tests)
+
+
+@dataclass(frozen=True)
+class Plan:
+    dag_id: str
+    schedule: str
+    start_date: date
+    catchup: bool
+    max_active_runs: int
+    owner: str
+    tags: tuple[str, ...]
+    source: Source
+    tag_patterns: TagPatterns
+    frameworks: tuple[str, ...]
+    arches: tuple[str, ...]
+    cells: tuple[Cell, ...]
+    registries: dict[str, Registry]
+    pools: dict[str, tuple[int, str]]
+    queues: dict[str, str]  # pool -> Celery queue
+    build: BuildSettings
+    backoff: Backoff
+    store: ArtifactStore
+    workdir: str
+    results_dir: str
+    retention_schedule: str
+    artifacts_days: int
+    run_tags_days: int
+    slack: SlackSettings
+    deadline_hours: float | None
+    resolve: TaskSpec
+    summary: TaskSpec
+    verdict: TaskSpec
+    notify: TaskSpec | None
+    retention_tasks: dict[str, TaskSpec] = field(default_factory=dict)  # "artifacts" or a registry's name
+
+    @property
+    def artifacts_base(self) -> str:
+        return self.store.base
+
+    @property
+    def retention_dag_id(self) -> str:
+        return f"{self.dag_id}_retention"
+
+    def cell(self, framework: str, arch: str) -> Cell:
+        return next(c for c in self.cells if c.framework == framework and c.arch == arch)
+
+    def tasks(self) -> Iterator[TaskSpec]:
+        """Every task of the nightly DAG, in the order the table and the demo list them."""
+        yield self.resolve
+        for cell in self.cells:
+            yield from cell.tasks()
+        yield from (t for t in (self.summary, self.verdict, self.notify) if t is not None)
+
+    @cached_property
+    def by_id(self) -> dict[str, TaskSpec]:
+        return {t.task_id: t for t in self.tasks()}
+
+    def task(self, task_id: str) -> TaskSpec:
+        """The spec of TASK_ID; KeyError names the task when the plan has no such task."""
+        try:
+            return self.by_id[task_id]
+        except KeyError:
+            raise KeyError(f"task {task_id!r} is not a task of {self.dag_id}") from None
+
+
+def cell_group_id(framework: str, arch: str) -> str:
+    return f"{framework}_{arch}"
+
+
+def moving_tag_may_move(current_night: datetime | None, this_night: datetime) -> bool:
+    """The moving tag only moves forward: an older night (a backfill) leaves it alone.
+
+    The same night may re-push (a retry or a cleared task), so equality moves.
+    """
+    return current_night is None or this_night >= current_night
+
+
+def is_selected(framework: str, arch: str, frameworks: list[str], arches: list[str]) -> bool:
+    """Whether a run whose Params chose FRAMEWORKS and ARCHES builds the cell FRAMEWORK x ARCH."""
+    return framework in frameworks and arch in arches
