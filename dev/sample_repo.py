@@ -81,17 +81,21 @@ def _tree_matches(dest: Path, source: Path) -> bool:
         return False
 
 
+def ensure_repo(dest: Path, nights: int = 5, force: bool = False) -> str:
+    """DEST made from the sample project unless it already holds the current tree; what was done."""
+    if not force and _tree_matches(dest, SAMPLE):
+        return f"sample repository {dest}: up to date"
+    ids = make_repo(dest, nightly_history(nights, datetime.now(UTC)))
+    return f"sample repository {dest}: {len(ids)} commits, main at {ids[-1][:12]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path)
     parser.add_argument("--nights", type=int, default=5)
     parser.add_argument("--force", action="store_true", help="recreate even if it holds the current tree")
     args = parser.parse_args(argv)
-    if not args.force and _tree_matches(args.dest, SAMPLE):
-        print(f"sample repository {args.dest}: up to date")
-        return 0
-    ids = make_repo(args.dest, nightly_history(args.nights, datetime.now(UTC)))
-    print(f"sample repository {args.dest}: {len(ids)} commits, main at {ids[-1][:12]}")
+    print(ensure_repo(args.dest, args.nights, args.force))
     return 0
 
 

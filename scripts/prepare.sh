@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by demo.sh and up.sh: provision what is missing, then get the local Airflow
+# Sourced by up.sh: provision what is missing, then get the local Airflow
 # ready for the config: a valid config, the sample repository, a migrated database and
 # the pools. Leaves the environment of local_env.sh set and the project root as cwd.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

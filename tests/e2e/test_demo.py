@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -12,7 +14,7 @@ import pytest
 
 from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
-from tests.services import DOCKER_SOCK, ROOT, present, run_id_of, write_config
+from tests.services import DOCKER_SOCK, ROOT, present, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -35,9 +37,11 @@ def run_demo(config: Path | None = None) -> tuple[subprocess.CompletedProcess, s
     env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "NIGHTLY_CI_CONFIG")}
     if config:
         env["NIGHTLY_CI_CONFIG"] = str(config)
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env, cwd=ROOT,
+    proc = subprocess.run(["make", "demo"], env=env, cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)  # fmt: skip
-    return proc, run_id_of((ROOT / ".local" / "demo-run.log").read_text())
+    found = re.findall(r"^\[demo\] run_id=(\S+) state=", proc.stdout, re.MULTILINE)
+    assert found, "the demo printed no run: " + proc.stdout[-3000:]
+    return proc, found[-1]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,29 @@ def demo():
     proc, run_id = run_demo()
     assert proc.returncode == 0, proc.stdout[-6000:]
     return proc.stdout, run_id
+
+
+def test_demo_runs_tasks_in_parallel_and_reports_its_time(demo):
+    """The night's tasks ran as a scheduler runs them, several at once: its wall time is
+    far below the sum of its tasks' run times, and it says so beside its critical path."""
+    out, run_id = demo
+    wall, path = (
+        float(m.group(1)) if (m := re.search(pattern, out)) else -1.0
+        for pattern in (
+            r"wall time of the run: ([0-9.]+) s",
+            r"critical path of its task work: ([0-9.]+) s: resolve_source",
+        )
+    )
+    assert 0 < path <= wall, out[-2000:]
+    # The records the tasks left say when each ran: at some moment several ran at once.
+    run_dir = ROOT / ".local" / "artifacts" / tag_safe_run_id(run_id)
+    spans = [
+        (datetime.fromisoformat(r["started"]), datetime.fromisoformat(r["ended"]))
+        for r in (json.loads(p.read_text()) for p in run_dir.rglob("tasks/*.json"))
+    ]
+    assert len(spans) == 1 + 6 * 9  # resolve_source and every cell's task left one
+    most = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert most >= 3, f"at most {most} tasks ran at once"
 
 
 def test_demo_ends_by_printing_what_it_pushed_with_digests(demo):
