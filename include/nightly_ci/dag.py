@@ -37,6 +37,9 @@ OVERRUN_CALLBACK = "include.nightly_ci.report.deadline.notify_overrun"
 def _doc(plan: Plan) -> str:
     cells = ", ".join(f"{c.framework}/{c.arch}" for c in plan.cells)
     tags = plan.tag_patterns
+    first = plan.cells[0]  # the names of a cell's tasks, as the plan makes them
+    build_fw, build_rt = first.framework_build.task, first.runtime_build.task
+    push_fw, push_rt = first.cache_push.task, first.test_push.task
     return f"""\
 # Nightly CI
 
@@ -46,10 +49,11 @@ of every framework x arch ({cells}) from `{plan.source.repository}` branch `{pla
 * **{plan.resolve.display_name}** (`{plan.resolve.task_id}`) picks the one commit the run builds:
   the branch head for a scheduled run, the `git_ref` Param for a manual run, and for a
   backfill the last commit on the branch at or before the run's logical date.
-* **one group per framework x arch**: `build_framework` builds the framework (cache)
-  image and `push_framework_*` pushes it as `{tags.framework}`;
-  `build_runtime` reuses that image pulled from the registry as its cache and
-  `push_runtime_*` pushes the runtime image as `{tags.nightly}` and `{tags.run}`.
+* **one group per framework x arch**: `{build_fw.local_id}` ("{build_fw.display_name}") builds
+  the framework (cache) image and `{push_fw.local_id}` pushes it as `{tags.framework}`;
+  `{build_rt.local_id}` ("{build_rt.display_name}") reuses that image pulled from the registry
+  as its cache, and `{push_rt.local_id}` and the other runtime pushes push the runtime image
+  as `{tags.nightly}` and `{tags.run}`.
 * **tests** (in each group): one task per suite, started as soon as that cell's runtime
   push to the test registry is done, in the exact image it pushed (by digest). A failed
   build leaves its tests `upstream_failed`.
