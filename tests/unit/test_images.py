@@ -75,6 +75,16 @@ def test_a_failing_step_raises_with_its_output():
         ("received unexpected HTTP status: 500 Internal Server Error", RegistryUnavailable),
         ("net/http: TLS handshake timeout", RegistryUnavailable),
         ("manifest for x:y not found: manifest unknown: manifest unknown", RegistryError),
+        ("error parsing HTTP 502 response body: Bad Gateway", RegistryUnavailable),
+        ("received unexpected HTTP status: 504 Gateway Timeout", RegistryUnavailable),
+        # A status code's digits inside a port or a digest are not a status: found by the
+        # rebuild benchmark, whose registry listened on port 50373 (a missing cache image
+        # was retried for 23 s as if the registry answered 503).
+        (
+            "manifest for 127.0.0.1:50373/ai-dynamo/dynamo:main-vllm-framework-amd64 not found: manifest unknown",
+            RegistryError,
+        ),
+        ("manifest for 127.0.0.1:5000/r@sha256:0c502f504a503b not found: manifest unknown", RegistryError),
     ],
 )
 def test_engine_error_texts_are_classified(text, kind):

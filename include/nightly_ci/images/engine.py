@@ -7,6 +7,7 @@ Progress is streamed line by line to a callback (the task log) as the engine rep
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -26,14 +27,14 @@ _TRANSIENT_WORDS = (
     "timeout",
     "eof",
     "no such host",
-    "503",
-    "502",
-    "504",
     "500 internal server error",
-    "unexpected http status: 5",
     "service unavailable",
     "bad gateway",
+    "gateway timeout",
 )
+# A 5xx where the text says it is a status ("HTTP status: 503", "HTTP 502 response"); bare
+# digits are not one: a port (127.0.0.1:50373) or a digest holds them too.
+_SERVER_ERROR = re.compile(r"\bhttp(?: status)?:? 5\d\d\b")
 
 LineSink = Callable[[str], None]
 
@@ -74,7 +75,7 @@ def classify_push_error(message: str, auth: RegistryAuth) -> RegistryError:
     text = f" {message.lower()} "
     if any(w in text for w in _AUTH_WORDS):
         return auth.auth_failure(message.strip())
-    if any(w in text for w in _TRANSIENT_WORDS):
+    if any(w in text for w in _TRANSIENT_WORDS) or _SERVER_ERROR.search(text):
         return RegistryUnavailable(message.strip())
     return RegistryError(message.strip())
 
