@@ -16,7 +16,6 @@ from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.build.source import SourceInfo
 from include.nightly_ci.names import (
     LABEL_CREATED,
     LABEL_LOGICAL_DATE,
@@ -32,6 +31,7 @@ from include.nightly_ci.ui.links import RegistryImageLink
 if TYPE_CHECKING:
     from docker import APIClient
 
+    from include.nightly_ci.build.source import SourceInfo
     from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class ResolveSourceOperator(NightlyOperator):
         self.publish = publish
 
     def run(self, context: Any) -> dict[str, Any]:
-        from include.nightly_ci.build.source import resolve
+        from include.nightly_ci.build.source import SourceInfo, resolve
 
         dag_run = context["dag_run"]
         run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
@@ -118,6 +118,8 @@ class _CellOperator(NightlyOperator):
         return engine_client(self.builder_conn_id, timeout=timeout)
 
     def _source(self, context: Any) -> SourceInfo:
+        from include.nightly_ci.build.source import SourceInfo
+
         return SourceInfo.from_json(context["ti"].xcom_pull(task_ids=self.source_task_id))
 
     def _retrying(self, what: str, func: Callable[[], T]) -> T:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseOperator, TriggerRule
@@ -12,7 +12,9 @@ from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.errors import NightlyFailed, NoResultsError
 from include.nightly_ci.plan import JUNIT_FILE, Plan
 from include.nightly_ci.records import TaskRecord
-from include.nightly_ci.report.results import Cases, Results
+
+if TYPE_CHECKING:
+    from include.nightly_ci.report.results import Cases, Results
 
 
 def ui_base_url() -> str:
@@ -31,6 +33,8 @@ def log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None) -> s
 
 
 def _results_of(context: Any, summary_task_id: str) -> Results:
+    from include.nightly_ci.report.results import Results  # at run time only: the DAG file imports this module
+
     pulled = context["ti"].xcom_pull(task_ids=summary_task_id)
     if not pulled:
         raise NoResultsError("the results summary did not complete: the nightly has no results to judge or post")
@@ -105,6 +109,8 @@ class SummaryOperator(BaseOperator):
 
     @staticmethod
     def _completed_runs(root: Any, this_run: str) -> list[Results]:
+        from include.nightly_ci.report.results import Results
+
         if not root.exists():
             return []
         runs = []

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.nightly_ci.errors import NightlyCiError
 from include.nightly_ci.plan import JUNIT_FILE, Backoff
 from include.nightly_ci.records import NightlyOperator, SuiteArtifacts, skip_unless_selected
-from include.nightly_ci.suites.run import COLLECTED, NO_TESTS, PASSED, SuiteResult, SuiteRun
 from include.nightly_ci.ui.links import JUnitLink, TestOutputLink
+
+if TYPE_CHECKING:
+    from include.nightly_ci.suites.run import SuiteResult, SuiteRun
 
 T = TypeVar("T")
 
@@ -79,6 +81,8 @@ class SuiteOperator(NightlyOperator):
 
     def _new_run(self, context: Any) -> SuiteRun:
         """A new suite run; first it tells the UI's links where its results will be."""
+        from include.nightly_ci.suites.run import SuiteRun  # at run time only: the DAG file imports this module
+
         context["ti"].xcom_push(key=SuiteArtifacts.XCOM_KEY, value=self._files(context["dag_run"].run_id).to_json())
         return SuiteRun(self.spec.cell or "", self.suite, self.mode, self.image, self.marker)
 
@@ -99,6 +103,8 @@ class SuiteOperator(NightlyOperator):
 
     def _finish(self, result: SuiteResult) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.nightly_ci.suites.run import COLLECTED, NO_TESTS, PASSED
 
         if result.outcome in (PASSED, COLLECTED):
             return result.to_json()

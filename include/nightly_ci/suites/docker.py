@@ -16,11 +16,12 @@ from include.nightly_ci.names import LABEL_CELL, LABEL_RUN_ID, LABEL_SUITE
 from include.nightly_ci.plan import Backoff, Registry, TaskSpec
 from include.nightly_ci.records import placement
 from include.nightly_ci.suites.base import GRACE, SuiteOperator, retrying
-from include.nightly_ci.suites.run import SuiteRun
 
 if TYPE_CHECKING:
     from airflow.providers.docker.hooks.docker import DockerHook
     from docker import APIClient
+
+    from include.nightly_ci.suites.run import SuiteRun
 
 
 class DockerSuiteOperator(SuiteOperator):

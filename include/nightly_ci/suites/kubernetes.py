@@ -18,10 +18,11 @@ from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.plan import TaskSpec
 from include.nightly_ci.records import placement
 from include.nightly_ci.suites.base import GRACE, SuiteOperator
-from include.nightly_ci.suites.run import SuiteRun
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from include.nightly_ci.suites.run import SuiteRun
 
 # The pod's entry point: pytest under `timeout`, then the results as the XCom sidecar's
 # return.json, so that nothing but the Kubernetes API carries them back.
