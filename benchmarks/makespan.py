@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dev.graph import critical_path  # noqa: E402
 from include.nightly_ci.names import BUILD as BUILD_STAGE  # noqa: E402
 from include.nightly_ci.names import PUSH, TEST  # noqa: E402
 
@@ -53,26 +54,6 @@ def graph(dag, plan, original: bool) -> dict[str, set[str]]:
             if stage[t] == TEST:
                 ups[t] |= builds
     return ups
-
-
-def critical_path(ups: dict[str, set[str]], dur: dict[str, float]) -> tuple[float, list[str]]:
-    finish: dict[str, float] = {}
-    via: dict[str, str | None] = {}
-
-    def end(t: str) -> float:
-        if t not in finish:
-            best = max(ups[t], key=end, default=None)
-            via[t] = best
-            finish[t] = (end(best) if best else 0.0) + dur[t]
-        return finish[t]
-
-    last = max(ups, key=end)
-    path: list[str] = []
-    step: str | None = last
-    while step:
-        path.append(step)
-        step = via[step]
-    return finish[last], path[::-1]
 
 
 def list_schedule(dag, ups, dur, pools: dict[str, int]) -> float:

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from dev.graph import critical_path
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 RUN_LOG = LOCAL / "demo-run.log"
@@ -257,28 +259,9 @@ def print_states(plan: Any, tis: list[Any], out: TextIO) -> None:
             say(out, f"  {ti.task_id} ({plan.task(ti.task_id).display_name}): {ti.state}")
 
 
-def critical_path(dag: Any, tis: list[Any]) -> tuple[float, list[str]]:
-    """The longest chain of task work through the DAG: each task's run time (start to end
-    of its task instance), summed along the dependencies."""
-    seconds = {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in tis if ti.start_date and ti.end_date}
-    finish: dict[str, float] = {}
-    via: dict[str, str | None] = {}
-
-    def end(task_id: str) -> float:
-        if task_id not in finish:
-            ups = dag.task_dict[task_id].upstream_task_ids
-            best = max(ups, key=end, default=None)
-            via[task_id] = best
-            finish[task_id] = (end(best) if best else 0.0) + seconds.get(task_id, 0.0)
-        return finish[task_id]
-
-    last = max(dag.task_dict, key=end)
-    path: list[str] = []
-    step: str | None = last
-    while step:
-        path.append(step)
-        step = via[step]
-    return finish[last], path[::-1]
+def task_work(tis: list[Any]) -> dict[str, float]:
+    """Each task's run time, start to end of its task instance, as Airflow recorded it."""
+    return {ti.task_id: (ti.end_date - ti.start_date).total_seconds() for ti in tis if ti.start_date and ti.end_date}
 
 
 def print_results(plan: Any, run_id: str, out: TextIO) -> bool:
@@ -348,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         print_states(plan, tis, out)
         ok = print_results(plan, dag_run.run_id, out)
         ok = print_slack(out) and ok
-        path_seconds, path = critical_path(dag, tis)
+        upstream = {task_id: set(task.upstream_task_ids) for task_id, task in dag.task_dict.items()}
+        path_seconds, path = critical_path(upstream, task_work(tis))
         say(out, f"wall time of the run: {wall:.1f} s ({time.monotonic() - started:.1f} s with the preparation)")
         say(out, f"critical path of its task work: {path_seconds:.1f} s: " + " -> ".join(path))
         say(out, "(each task's work is its run time as Airflow recorded it, start to end)")

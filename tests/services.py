@@ -116,8 +116,13 @@ def present(image: RemoteImage | None) -> RemoteImage:
 
 
 def non_base_images(client) -> list[dict]:
-    """The engine's images other than the locally made base images (nightly-ci-base:*)."""
-    return [i for i in client.images() if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])]
+    """The engine's images other than the locally made base images (nightly-ci-base:*),
+    the classic builder's untagged intermediate images included: a tagged image can be
+    the parent of one of those, and the engine refuses to delete it while that child is
+    there (409 "image has dependent child images")."""
+    return [
+        i for i in client.images(all=True) if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])
+    ]
 
 
 def empty_engine(client) -> int:
