@@ -18,6 +18,11 @@ _registry_conn() {  # _registry_conn TYPE PORT NAME
 AIRFLOW_CONN_NIGHTLY_CI_ECR=$(_registry_conn docker "$ECR_PORT" ecr)
 AIRFLOW_CONN_NIGHTLY_CI_ACR=$(_registry_conn azure_container_registry "$ACR_PORT" acr)
 export AIRFLOW_CONN_NIGHTLY_CI_ECR AIRFLOW_CONN_NIGHTLY_CI_ACR
+# sccache's S3 keys in the real build: here a stand-in pair (made by provision.sh) that the
+# sample's wheel_builder stage mounts as BuildKit secrets.
+AIRFLOW_CONN_NIGHTLY_CI_SCCACHE=$(printf '{"conn_type": "aws", "login": "%s", "password": "%s"}' \
+  "$(cat "$STATE/sccache/key-id" 2>/dev/null)" "$(cat "$STATE/sccache/secret" 2>/dev/null)")
+export AIRFLOW_CONN_NIGHTLY_CI_SCCACHE
 # The demo's Slack webhook (dev/fake_slack.py on loopback); in production the password
 # of a slackwebhook connection is the real webhook URL.
 export AIRFLOW_CONN_NIGHTLY_CI_SLACK="{\"conn_type\": \"slackwebhook\", \"password\": \"http://127.0.0.1:$SLACK_PORT/services/T0NIGHTLY/B0DEMO/demo\"}"

@@ -103,6 +103,17 @@ ensure_base_image() {  # ensure_base_image ARCH TAG...
   log "base image $first ($(docker image inspect -f '{{.Architecture}}' "$first")): ${*}"
 }
 
+ensure_runtime_image() {  # ensure_runtime_image ARCH: the runtime stages' base (another image than the build base)
+  local arch=$1 name="nightly-ci-runtime:bookworm-$1"
+  if ! docker image inspect "$name" >/dev/null 2>&1; then
+    log "importing $name"
+    docker import --change 'LABEL dev.nightly-ci.base=runtime' --change 'ENV NIGHTLY_CI_BASE=runtime' \
+      "$STATE/rootfs-bookworm-$arch.tar.gz" "$name" >/dev/null
+    "$PYTHON" "$ROOT/scripts/set_image_arch.py" "$name" "$arch"
+  fi
+  log "runtime base image $name ($(docker image inspect -f '{{.Architecture}}' "$name"))"
+}
+
 ensure_registry() {  # ensure_registry NAME PORT
   local name=$1 port=$2 dir="$STATE/registries/$1"
   mkdir -p "$dir/data"
@@ -127,6 +138,13 @@ CFG
     sleep 0.5
   done
   die "registry $name did not start; see $dir/registry.log"
+}
+
+ensure_build_secrets() {  # the demo's stand-in for sccache's S3 keys (BuildKit secrets)
+  local dir="$STATE/sccache"
+  mkdir -p "$dir"
+  [ -s "$dir/key-id" ] || (umask 077; printf 'AKIA%s' "$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Z0-9' | head -c 16)" >"$dir/key-id")
+  [ -s "$dir/secret" ] || (umask 077; head -c 30 /dev/urandom | base64 | tr -d '/+=' >"$dir/secret")
 }
 
 ensure_fake_slack() {  # the demo's Slack: a webhook on loopback that records what it gets
@@ -161,9 +179,12 @@ main() {
   ensure_venv
   ensure_base_image amd64 bookworm-amd64
   ensure_base_image arm64 bookworm-arm64 25.06-cuda12.9-devel-ubuntu24.04 25.06-py3
+  ensure_runtime_image amd64
+  ensure_runtime_image arm64
   ensure_registry ecr "$ECR_PORT"
   ensure_registry acr "$ACR_PORT"
   ensure_fake_slack
+  ensure_build_secrets
 }
 
 main "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -115,18 +116,46 @@ def present(image: RemoteImage | None) -> RemoteImage:
     return image
 
 
+DOCKER_CLI = os.environ.get("DOCKER_CLI", "/usr/bin/docker")  # Debian's: BuildKit built in
+
+
+def build_sample(arch: str, framework: str = "vllm", target: str = "runtime", **changes) -> str:
+    """The sample project's TARGET for ARCH, built with BuildKit on the local engine, as the
+    nightly builds it (no secrets: the wheel step then records a local sccache); its id."""
+    import tempfile
+
+    from include.nightly_ci.build.builder import BuildKit, BuildSpec
+
+    spec = BuildSpec(
+        context_dir=str(ROOT / "dev" / "sample_project"),
+        dockerfile=f"container/Dockerfile.{framework}",
+        target=target,
+        platform=f"linux/{arch}",
+        tag=f"nightly-ci-test/sample-{framework}:{target}-{arch}",
+        build_args={"FRAMEWORK": framework, "ARCH": arch, "ARCH_ALT": "aarch64" if arch == "arm64" else "x86_64"},
+        labels={"purpose": "nightly-ci-test"},
+        network_mode="none",
+    )
+    for key, value in changes.items():
+        spec = dataclasses.replace(spec, **{key: value})
+    with tempfile.TemporaryDirectory() as tmp:
+        return BuildKit(DOCKER_CLI, {}).build(spec, os.path.join(tmp, "iid"), lambda _: None).image_id
+
+
+BASE_IMAGES = ("nightly-ci-base:", "nightly-ci-runtime:")  # made by provision.sh, never built
+
+
 def non_base_images(client) -> list[dict]:
-    """The engine's images other than the locally made base images (nightly-ci-base:*),
-    the classic builder's untagged intermediate images included: a tagged image can be
-    the parent of one of those, and the engine refuses to delete it while that child is
+    """The engine's images other than the locally made base images (BASE_IMAGES), the
+    classic builder's untagged intermediate images included: a tagged image can be the
+    parent of one of those, and the engine refuses to delete it while that child is
     there (409 "image has dependent child images")."""
-    return [
-        i for i in client.images(all=True) if not any(t.startswith("nightly-ci-base:") for t in i["RepoTags"] or [])
-    ]
+    return [i for i in client.images(all=True) if not any(t.startswith(BASE_IMAGES) for t in i["RepoTags"] or [])]
 
 
 def empty_engine(client) -> int:
-    """Remove every image but the base images, children before parents; the count removed.
+    """Remove every image but the base images, children before parents, and the engine's
+    whole build cache; the count of images removed.
 
     A listed image can be the parent of another listed one (a runtime image built on a
     framework image an earlier run left behind); the engine refuses to delete it until
@@ -148,6 +177,7 @@ def empty_engine(client) -> int:
                     raise
                 refused.append(exc)
         if not refused:
+            client.prune_builds(all=True)  # BuildKit's cache too: what a rebuild reuses must come from a registry
             return removed
         if len(refused) == len(non_base_images(client)):
             raise RuntimeError(f"cannot empty the engine: {refused[0]}")

@@ -14,9 +14,10 @@ from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from include.nightly_ci.build.operators import BuildCache, BuildImageOperator, PushImageOperator, ResolveSourceOperator
+from include.nightly_ci.build.operators import BuildCache, BuildImageOperator, ResolveSourceOperator
+from include.nightly_ci.build.publish import PushImageOperator
 from include.nightly_ci.errors import PermanentError
-from include.nightly_ci.names import GIT_REF_RE, RUNTIME
+from include.nightly_ci.names import GIT_REF_RE, RUNTIME, cache_tag
 from include.nightly_ci.plan import TESTS_GROUP, Build, Cell, Plan, Push, TaskSpec, TestJob, load_plan
 from include.nightly_ci.records import NightlyOperator, PushResult, placement
 from include.nightly_ci.report.operators import SlackNotifyOperator, SummaryOperator, VerdictOperator
@@ -111,7 +112,6 @@ def _cell_common(plan: Plan, cell: Cell, spec: TaskSpec) -> dict[str, Any]:
         "store": plan.store,
         "framework": cell.framework,
         "arch": cell.arch,
-        "builder_conn_id": cell.builder_conn_id,
         "backoff": plan.backoff,
         "source_task_id": plan.resolve.task_id,
         "retry_policy": FAIL_FAST,
@@ -119,24 +119,33 @@ def _cell_common(plan: Plan, cell: Cell, spec: TaskSpec) -> dict[str, Any]:
 
 
 def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
-    registry = plan.registries[cell.cache_registry]
+    # Cache: the cell's framework image (for the runtime build, the exact one this run
+    # built), last night's runtime image where the cache registry has it, and the cell's
+    # registry cache where the builder exports one.
     tags: tuple[str, ...] = (cell.framework_tag,)
-    from_push = from_tag = None
+    from_build = None
     if build.image == RUNTIME:
-        # The exact framework image this run pushed, and last night's runtime image if the
-        # cache registry receives runtime images too.
-        from_push, from_tag = cell.cache_push.task.task_id, cell.framework_tag
+        from_build = cell.framework_build.task.task_id
         if any(p.registry == cell.cache_registry for p in cell.runtime_pushes):
             tags += (cell.nightly_tag,)
     return BuildImageOperator(
         **_cell_common(plan, cell, build.task),
+        builder_conn_id=cell.builder_conn_id,
+        docker_cli=plan.build.docker_cli,
         image=build.image,
         target=build.target,
         platform=cell.platform,
-        dockerfile=plan.source.dockerfile,
+        dockerfile=cell.dockerfile,
         build_args=dict(cell.build_args),
         network_mode=plan.build.network_mode,
-        cache=BuildCache(registry, tags, from_push, from_tag),
+        cache=BuildCache(
+            plan.registries[cell.cache_registry],
+            tags,
+            from_build,
+            cache_tag(cell.framework, cell.arch) if build.image == RUNTIME else None,
+        ),
+        run_tag_pattern=cell.run_tag_pattern,
+        secrets=plan.build.secrets,
         execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
     )
 
@@ -146,6 +155,7 @@ def _push(plan: Plan, cell: Cell, push: Push) -> PushImageOperator:
         **_cell_common(plan, cell, push.task),
         image=push.image,
         registry=plan.registries[push.registry],
+        source_registry=plan.registries[cell.cache_registry],
         build_task_id=cell.build_of(push.image).task.task_id,
         moving_tags=cell.tags_for(push.image),
         run_tag_pattern=cell.run_tag_pattern if push.image == RUNTIME else None,

@@ -62,6 +62,14 @@ class BuildError(PermanentError):
     """The Dockerfile failed; the message carries the failing step's output."""
 
 
+class BuildSecretError(PermanentError):
+    """A build secret's connection or field is missing; the message names them, never a value."""
+
+
+class EngineUnavailable(NightlyCiError):
+    """A Docker engine could not be reached: worth retrying."""
+
+
 class RegistryError(NightlyCiError):
     """A registry operation failed (neither a credentials problem nor a transient one)."""
 

@@ -24,6 +24,9 @@ BUILD_ARG_VALUE_RE = re.compile(r"[A-Za-z0-9._:/+=@-]{0,256}")
 # A branch, tag or commit: git's ref-name rules, minus anything a shell would expand.
 GIT_REF_RE = re.compile(r"(?!.*\.\.)(?!.*//)(?!.*\.lock$)(?!.*[./]$)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
 COMMIT_RE = re.compile(r"[0-9a-f]{7,40}")
+SECRET_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A field of an Airflow connection a build secret comes from.
+CONN_FIELD_RE = re.compile(r"login|password|host|schema|extra\.[A-Za-z0-9_.-]+")
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 # The two images of a cell, and the stages of a nightly (the table's kinds of job).
@@ -62,9 +65,32 @@ def tag_pattern_problem(pattern: str, *, require_run_id: bool) -> str | None:
         return f"{pattern!r} must contain {{run_id}}"
     if not require_run_id and "run_id" in fields:
         return f"{pattern!r} is a moving tag and must not contain {{run_id}}"
-    if not TAG_RE.fullmatch(pattern.format(**_SAMPLE)):
-        return f"{pattern!r} does not make a valid image tag (letters, digits, '_', '.', '-'; at most 128)"
+    longest = pattern.format(**_SAMPLE) + (BUILD_TAG_SUFFIX.format(image="framework") if require_run_id else "")
+    if not TAG_RE.fullmatch(longest):
+        room = " with the build's '-build-framework' after it" if require_run_id else ""
+        return f"{pattern!r} does not make a valid image tag{room} (letters, digits, '_', '.', '-'; at most 128)"
     return None
+
+
+PATH_PLACEHOLDERS = ("framework", "arch")
+
+
+def path_pattern_problem(pattern: str) -> str | None:
+    """Why PATTERN (a path with {framework} and {arch}) can't name a file of the repository, or None."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(pattern) if f is not None}
+    except ValueError as exc:
+        return f"{pattern!r} is not a valid pattern: {exc}"
+    unknown = fields - set(PATH_PLACEHOLDERS)
+    if unknown:
+        return f"unknown placeholder(s) {sorted(unknown)} in {pattern!r} (known: {{framework}}, {{arch}})"
+    if not REL_PATH_RE.fullmatch(pattern.format(framework="vllm", arch="amd64")):
+        return f"{pattern!r} is not a relative path inside the repository"
+    return None
+
+
+def render_path(pattern: str, framework: str, arch: str) -> str:
+    return pattern.format(framework=framework, arch=arch)
 
 
 def tag_safe_run_id(run_id: str) -> str:
@@ -96,3 +122,18 @@ def render_tag(pattern: str, framework: str, arch: str, run_id: str | None = Non
     if run_id is not None:
         values["run_id"] = tag_safe_run_id(run_id)
     return pattern.format(**values)
+
+
+# A build pushes what it built to the cache registry as its run tag plus this suffix: the
+# push tasks promote that digest, and retention removes it with the run's tags.
+BUILD_TAG_SUFFIX = "-build-{image}"
+
+
+def build_tag(run_pattern: str, framework: str, arch: str, run_id: str, image: str) -> str:
+    """The run-scoped tag a build pushes IMAGE (framework or runtime) of the cell as."""
+    return render_tag(run_pattern, framework, arch, run_id) + BUILD_TAG_SUFFIX.format(image=image)
+
+
+def cache_tag(framework: str, arch: str) -> str:
+    """The cell's registry cache (`type=registry,mode=max`, where the builder can export one)."""
+    return f"{framework}-{arch}-cache"

@@ -137,10 +137,12 @@ def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
 
 
 def run_arm64(tag: str, *command: str) -> str:
-    """What COMMAND prints in the demo's arm64 image TAG (under qemu)."""
+    """What COMMAND prints in the demo's arm64 image TAG (under qemu), pulled from "ECR"."""
     engine = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}")
-    out = engine.containers.run(f"127.0.0.1:5101/{REPO}:{tag}", list(command), platform="linux/arm64",
-                                network_mode="none", remove=True)  # fmt: skip
+    password = (state_dir() / "registries" / "ecr" / "password").read_text().strip()
+    image = engine.images.pull(f"127.0.0.1:5101/{REPO}", tag=tag, platform="linux/arm64",
+                               auth_config={"username": "ci", "password": password})  # fmt: skip
+    out = engine.containers.run(image, list(command), platform="linux/arm64", network_mode="none", remove=True)
     return out.decode()
 
 

@@ -4,6 +4,7 @@ engine, registries with auth, and ECR through EcrHook on moto."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.services import (
     MotoServer,
     empty_engine,
     non_base_images,
+    present,
     run_dag,
     run_id_of,
     write_config,
@@ -107,8 +109,16 @@ def run_id(first_run) -> str:
 
 def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
     run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}"
-    assert stack.ecr.tags(REPO) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag])
+    # ECR, the cache registry, also holds what each build pushed for the push tasks to
+    # promote (run-scoped: retention removes them with the run tags).
+    builds = [f"{run_tag}-build-framework", f"{run_tag}-build-runtime"]
+    assert stack.ecr.tags(REPO) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag, *builds])
     assert stack.acr.tags(REPO) == sorted(["nightly-vllm-amd64", run_tag])  # runtime only
+    # The tags hold exactly what the builds pushed: the registry is the handoff.
+    ecr = stack.ecr.client()
+    assert present(ecr.image(REPO, run_tag)).digest == present(ecr.image(REPO, builds[1])).digest
+    assert present(ecr.image(REPO, "main-vllm-framework-amd64")).digest == present(ecr.image(REPO, builds[0])).digest
+    assert present(stack.acr.client().image(REPO, run_tag)).digest == present(ecr.image(REPO, run_tag)).digest
     runtime = stack.ecr.client().image(REPO, "nightly-vllm-amd64")
     assert runtime.digest == stack.ecr.client().image(REPO, run_tag).digest
     assert runtime.labels[LABEL_REVISION] == stack.commits[-1]  # the branch head
@@ -130,11 +140,14 @@ def test_build_metrics_are_kept_as_files_with_every_field(stack, first_run, run_
         assert m["build_duration_sec"] > 0 and m["build_start_time"] < m["build_end_time"]
         assert m["steps_total"] >= m["steps_cached"] >= 0
         assert 0 <= m["cache_hit_rate"] <= 1
-    assert "Step 1/" in stack.artifact(run_id, "build", "build-runtime.log")
-    # The runtime build really used the framework image pulled from ECR, by digest.
-    runtime = stack.metrics(run_id, "runtime")
-    assert any("@sha256:" in ref for ref in runtime["cache_from"])
-    assert runtime["steps_cached"] >= 10
+    # BuildKit's plain progress, whole, beside the metrics.
+    assert re.search(r"^#\d+ \[runtime \d+/\d+\] RUN ", stack.artifact(run_id, "build", "build-runtime.log"), re.M)
+    # The runtime build reused every step of this run's framework image, taken from ECR by digest.
+    framework, runtime = stack.metrics(run_id, "framework"), stack.metrics(run_id, "runtime")
+    assert runtime["cache_from"][0].startswith(f"{stack.ecr.host}/{REPO}@sha256:")
+    assert runtime["steps_cached"] >= framework["steps_total"] >= 8
+    assert set(runtime["stage_duration_sec"]) == {"dynamo_base", "wheel_builder", "framework", "runtime"}
+    assert runtime["pushed"].startswith(f"{stack.ecr.host}/{REPO}@sha256:") and runtime["compressed_size_bytes"] > 0
 
 
 def test_the_cells_suites_ran_in_the_pushed_image_and_their_results_are_in_s3(stack, first_run, run_id):
@@ -153,7 +166,8 @@ def test_the_ecr_token_never_reaches_the_task_logs(stack, first_run):
 
 
 def test_streamed_build_output_is_in_the_task_log(first_run):
-    assert "Step 5/" in first_run.stdout and "---> Using cache" in first_run.stdout
+    assert re.search(r"#\d+ \[framework \d+/\d+\] RUN ", first_run.stdout)
+    assert re.search(r"#\d+ CACHED", first_run.stdout)
 
 
 def test_an_older_night_pushes_only_its_run_tag(stack, first_run):
@@ -189,15 +203,16 @@ def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, fi
         )
         assert proc.returncode == 0, proc.stdout[-5000:]
 
-    before = {t: stack.ecr.client().image(REPO, t).digest for t in stack.ecr.tags(REPO)}
+    before = {t: present(stack.ecr.client().image(REPO, t)).digest for t in stack.ecr.tags(REPO)}
     first_build = stack.metrics(run_id, "runtime")
     rerun("vllm_amd64.build_runtime")
-    # The same commit, build args and labels: every step cached, the very same image.
+    # The same commit, build args and labels: every step cached, the very same image (the
+    # digest the run already handed on; BuildKit's local image id carries the build time).
     again = stack.metrics(run_id, "runtime")
-    assert again["image_id"] == first_build["image_id"]
+    assert again["pushed"] == first_build["pushed"]
     assert again["steps_cached"] == again["steps_total"]
     rerun("vllm_amd64.push_runtime_ecr")
-    after = {t: stack.ecr.client().image(REPO, t).digest for t in stack.ecr.tags(REPO)}
+    after = {t: present(stack.ecr.client().image(REPO, t)).digest for t in stack.ecr.tags(REPO)}
     assert after == before
 
 
@@ -211,10 +226,10 @@ def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cac
     framework = stack.metrics(run_id_of(proc.stdout), "framework")
     runtime = stack.metrics(run_id_of(proc.stdout), "runtime")
     assert framework["cache_from"] == [f"{stack.ecr.host}/{REPO}:main-vllm-framework-amd64"]
-    # Every Dockerfile step comes from the pulled images (the run's labels are stamped on top).
-    assert framework["steps_cached"] == framework["steps_total"] > 10
+    # Every Dockerfile step comes from the registry's inline cache (labels are not steps).
+    assert framework["steps_cached"] == framework["steps_total"] >= 8
     assert runtime["steps_cached"] == runtime["steps_total"] > framework["steps_total"]
-    assert f"Pulling cache image {stack.ecr.host}/{REPO}:main-vllm-framework-amd64" in proc.stdout
+    assert f"importing cache manifest from {stack.ecr.host}/{REPO}:main-vllm-framework-amd64" in proc.stdout
 
 
 def test_the_summary_of_a_one_cell_run_is_stored_in_s3(stack, first_run, run_id):

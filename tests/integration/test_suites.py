@@ -11,7 +11,6 @@ import textwrap
 import docker
 import pytest
 
-from include.nightly_ci.build.builder import build
 from include.nightly_ci.plan import pytest_command
 from include.nightly_ci.suites.kubernetes import pod_script, unpack_pod_result
 from include.nightly_ci.suites.run import (
@@ -22,7 +21,7 @@ from include.nightly_ci.suites.run import (
     SuiteRun,
     run_in_docker,
 )
-from tests.services import DOCKER_SOCK, ROOT
+from tests.services import DOCKER_SOCK, ROOT, build_sample
 
 pytestmark = pytest.mark.integration
 RESULTS = "/workspace/test-results"
@@ -56,20 +55,7 @@ def engine(provisioned):
 
 
 def sample_image(engine, arch: str) -> str:
-    result = build(
-        engine,
-        context_dir=str(ROOT / "dev" / "sample_project"),
-        dockerfile="container/Dockerfile",
-        target="runtime",
-        tag=f"nightly-ci-test/sample:{arch}",
-        platform=f"linux/{arch}",
-        build_args={"FRAMEWORK": "vllm", "ARCH": arch, "ARCH_ALT": "aarch64" if arch == "arm64" else "x86_64"},
-        labels={"purpose": "nightly-ci-test"},
-        cache_from=[],
-        network_mode=None,
-        sink=lambda _: None,
-    )
-    return result.image_id
+    return build_sample(arch)
 
 
 @pytest.fixture(scope="module")

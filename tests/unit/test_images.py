@@ -1,67 +1,14 @@
-"""Build-stream accounting, error classification and retry backoff (no services)."""
+"""Registry error classification and retry backoff (no services)."""
 
 from __future__ import annotations
 
 import pytest
 
-from include.nightly_ci.build.builder import parse_build_stream
-from include.nightly_ci.errors import BuildError, RegistryAuthError, RegistryError, RegistryUnavailable
+from include.nightly_ci.errors import RegistryAuthError, RegistryError, RegistryUnavailable
 from include.nightly_ci.images.engine import classify_push_error
 from include.nightly_ci.images.registries import RegistryAuth, retry_transient
 
 AUTH = RegistryAuth("ecr", "aws_nightly", "127.0.0.1:5000", "AWS", "s3cret")
-
-
-def stream(*lines: str, image_id: str = "sha256:abc"):
-    chunks = [{"stream": line + "\n"} for line in lines]
-    return [*chunks, {"aux": {"ID": image_id}}]
-
-
-def test_counts_steps_and_cache_hits_excluding_from_and_meta_args():
-    out: list[str] = []
-    result = parse_build_stream(
-        stream(
-            "Step 1/7 : ARG BASE=x",
-            "Step 2/7 : FROM x AS framework",
-            " ---> 1234",
-            "Step 3/7 : RUN make deps",
-            " ---> Using cache",
-            " ---> 5678",
-            "Step 4/7 : COPY . /src",
-            " ---> Using cache",
-            "Step 5/7 : FROM framework AS runtime",
-            "Step 6/7 : RUN build",
-            " ---> Running in abc",
-            "Step 7/7 : LABEL a=b",
-            " ---> Running in def",
-        ),
-        out.append,
-    )
-    assert (result.steps_total, result.steps_cached) == (4, 2)
-    assert result.cache_hit_rate == 0.5
-    assert result.image_id == "sha256:abc"
-    assert out[0] == "Step 1/7 : ARG BASE=x"  # every line reaches the log as it comes
-
-
-def test_lines_split_across_chunks_are_joined():
-    out: list[str] = []
-    parse_build_stream(
-        [{"stream": "Step 1/1 : FR"}, {"stream": "OM x\nhello"}, {"aux": {"ID": "sha256:1"}}], out.append
-    )
-    assert out == ["Step 1/1 : FROM x", "hello"]
-
-
-def test_a_failing_step_raises_with_its_output():
-    chunks = stream("Step 1/2 : FROM x", "Step 2/2 : RUN false", "compiling...")[:-1]
-    chunks.append(
-        {
-            "error": "The command '/bin/sh -c false' returned a non-zero code: 1",
-            "errorDetail": {"message": "The command '/bin/sh -c false' returned a non-zero code: 1"},
-        }
-    )
-    with pytest.raises(BuildError, match="non-zero code: 1") as info:
-        parse_build_stream(chunks, lambda _: None)
-    assert "compiling..." in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -102,5 +102,5 @@ def test_checkout_gives_the_tree_of_that_commit_without_git(repo, tmp_path):
     dest = tmp_path / "ctx"
     checkout(url, ids[1], str(dest))
     assert (dest / "src" / "dynamo_sample" / "VERSION").read_text() == "0.1.1\n"
-    assert (dest / "container" / "Dockerfile").exists()
+    assert (dest / "container" / "Dockerfile.vllm").exists()
     assert not (dest / ".git").exists()

@@ -1,4 +1,8 @@
-"""The tasks of the build-and-publish stage: resolve the commit, build, push.
+"""The tasks of the build stage: resolve the commit, and build a target with BuildKit.
+
+A build pushes what it built to the cache registry, under a run-scoped tag, and hands on
+its digest: the registry is the only handoff, so the push tasks, the runtime build and
+the tests may run on any worker (build/publish.py promotes the digest to the tags).
 
 Operators take explicit, typed arguments (no plan, no cell), keep `__init__` to plain
 attributes (no I/O at parse time), create their Docker client and registry credentials
@@ -7,32 +11,27 @@ lazily, once per task, and import hooks, git and the Docker SDK only when they r
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property, partial
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.names import (
-    LABEL_CREATED,
-    LABEL_LOGICAL_DATE,
-    LABEL_REVISION,
-    LABEL_RUN_ID,
-    LABEL_SOURCE,
-    render_tag,
-)
-from include.nightly_ci.plan import Backoff, Registry, TaskSpec, moving_tag_may_move
-from include.nightly_ci.records import NightlyOperator, PushResult, placement, skip_unless_selected
-from include.nightly_ci.ui.links import RegistryImageLink
+from include.nightly_ci.config.schema import BuildSecret
+from include.nightly_ci.names import LABEL_CREATED, LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
+from include.nightly_ci.plan import Backoff, Registry, TaskSpec
+from include.nightly_ci.records import JsonRecord, NightlyOperator, placement, skip_unless_selected
 
 if TYPE_CHECKING:
     from docker import APIClient
 
+    from include.nightly_ci.build.builder import BuildResult
     from include.nightly_ci.build.source import SourceInfo
-    from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
+    from include.nightly_ci.images.registries import RegistryAuth
 
 T = TypeVar("T")
 
@@ -43,13 +42,32 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class BuildCache:
-    """What a build reuses as cache: tags of REGISTRY, and for the runtime build the exact
-    framework image this run pushed (the digest in FROM_PUSH's XCom under FROM_TAG)."""
+    """Where a build reads cache from, and writes it to: REGISTRY's TAGS (images with
+    inline cache), for the runtime build the exact framework image this run built (the
+    digest in FROM_BUILD's XCom), and EXPORT_TAG for `type=registry,mode=max` where the
+    builder can export one (buildx)."""
 
     registry: Registry
     tags: tuple[str, ...]
-    from_push: str | None = None
-    from_tag: str | None = None
+    from_build: str | None = None
+    export_tag: str | None = None
+
+
+@dataclass(frozen=True)
+class BuiltImage(JsonRecord):
+    """A build task's XCom: the image it built, pushed to the cache registry by digest."""
+
+    registry: str
+    host: str
+    repository: str
+    tag: str  # the run-scoped build tag
+    digest: str
+    image_id: str
+    metrics_file: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.host}/{self.repository}@{self.digest}"
 
 
 class ResolveSourceOperator(NightlyOperator):
@@ -99,23 +117,14 @@ class ResolveSourceOperator(NightlyOperator):
         ).to_json()
 
 
-class _CellOperator(NightlyOperator):
-    """A task of one build cell, on that cell's builder engine (see NightlyOperator on
-    why only the concrete classes below define __init__)."""
+class CellOperator(NightlyOperator):
+    """A task of one build cell (see NightlyOperator on why only the concrete classes
+    define __init__)."""
 
     framework: str
     arch: str
-    builder_conn_id: str | None
     backoff: Backoff
     source_task_id: str
-
-    @cached_property
-    def engine(self) -> APIClient:
-        """The builder's Docker engine: one client for the whole task."""
-        from include.nightly_ci.images.engine import engine_client
-
-        timeout = int(self.execution_timeout.total_seconds()) if self.execution_timeout else 600
-        return engine_client(self.builder_conn_id, timeout=timeout)
 
     def _source(self, context: Any) -> SourceInfo:
         from include.nightly_ci.build.source import SourceInfo
@@ -129,8 +138,9 @@ class _CellOperator(NightlyOperator):
         return retry_transient(what, func, attempts=b.attempts, backoff=b.first_seconds, backoff_max=b.max_seconds)
 
 
-class BuildImageOperator(_CellOperator):
-    """Build one target (framework or runtime) of a cell at the run's commit."""
+class BuildImageOperator(CellOperator):
+    """Build one target (framework or runtime) of a cell at the run's commit with BuildKit
+    on the cell's builder engine, and push it to the cache registry by digest."""
 
     ui_color = "#fff4e5"
 
@@ -141,9 +151,10 @@ class BuildImageOperator(_CellOperator):
         store: ArtifactStore,
         framework: str,
         arch: str,
-        builder_conn_id: str | None,
         backoff: Backoff,
         source_task_id: str,
+        builder_conn_id: str | None,
+        docker_cli: str,
         image: str,
         target: str,
         platform: str,
@@ -151,12 +162,15 @@ class BuildImageOperator(_CellOperator):
         build_args: dict[str, str],
         network_mode: str | None,
         cache: BuildCache,
+        run_tag_pattern: str,
+        secrets: Mapping[str, BuildSecret] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**placement(spec), **kwargs)
         self.spec, self.store = spec, store
-        self.framework, self.arch, self.builder_conn_id = framework, arch, builder_conn_id
-        self.backoff, self.source_task_id = backoff, source_task_id
+        self.framework, self.arch, self.backoff, self.source_task_id = framework, arch, backoff, source_task_id
+        self.builder_conn_id = builder_conn_id
+        self.docker_cli = docker_cli
         self.image = image
         self.target = target
         self.platform = platform
@@ -164,92 +178,133 @@ class BuildImageOperator(_CellOperator):
         self.build_args = build_args
         self.network_mode = network_mode
         self.cache = cache
+        self.run_tag_pattern = run_tag_pattern
+        self.secrets = dict(secrets or {})
 
-    def _cache_refs(self, context: Any) -> list[str]:
-        """Images this build reuses as cache: the framework image from the cache registry
-        (for the runtime build, the exact digest this run pushed) and, for the runtime
-        build, the registry's current runtime image. Missing ones are skipped."""
-        from include.nightly_ci.errors import RegistryAuthError, RegistryError
-        from include.nightly_ci.images.engine import pull
+    @cached_property
+    def engine(self) -> APIClient:
+        """The builder's Docker engine, for the push: one client for the whole task."""
+        from include.nightly_ci.images.engine import engine_client
+
+        timeout = int(self.execution_timeout.total_seconds()) if self.execution_timeout else 600
+        return engine_client(self.builder_conn_id, timeout=timeout)
+
+    @cached_property
+    def auth(self) -> RegistryAuth:
         from include.nightly_ci.images.registries import registry_auth
 
-        cache = self.cache
-        auth = registry_auth(cache.registry)
-        repo = f"{auth.host}/{cache.registry.repository}"
-        wanted = [f"{repo}:{tag}" for tag in cache.tags]
-        if cache.from_push:
-            pushed = PushResult.from_json(context["ti"].xcom_pull(task_ids=cache.from_push) or {}).pushed
-            digest = pushed.get(cache.from_tag or "")
-            if digest:  # this run's framework image, exactly, in place of its moving tag
-                wanted[0] = f"{repo}@{digest}"
-        refs = []
-        for ref in wanted:
-            self.log.info("Pulling cache image %s", ref)
-            try:
-                self._retrying(f"pull {ref}", partial(pull, self.engine, ref, auth, self.platform, self.log.info))
-                refs.append(ref)
-            except RegistryAuthError:
-                raise
-            except RegistryError as exc:
-                self.log.warning("No cache from %s: %s", ref, exc)
+        return registry_auth(self.cache.registry)
+
+    @property
+    def repo_ref(self) -> str:
+        return f"{self.auth.host}/{self.cache.registry.repository}"
+
+    def _cache_from(self, context: Any) -> list[str]:
+        """The images this build reads cache from (their inline cache). A missing one costs
+        nothing: BuildKit notes it and builds on."""
+        refs = [f"{self.repo_ref}:{tag}" for tag in self.cache.tags]
+        if self.cache.from_build:  # this run's framework image, exactly, in place of its moving tag
+            built = BuiltImage.from_json(context["ti"].xcom_pull(task_ids=self.cache.from_build))
+            refs[0] = f"{self.repo_ref}@{built.digest}"
         return refs
 
     def _labels(self, src: SourceInfo) -> dict[str, str]:
         return {
             LABEL_REVISION: src.commit,
             LABEL_SOURCE: src.repository,
-            # The run's build time, not this try's: a retry then reuses every cached step.
+            # The run's build time, not this try's: a retry then builds the very same image.
             LABEL_CREATED: src.resolved_at,
             LABEL_LOGICAL_DATE: src.night,
             LABEL_RUN_ID: src.run_id,
         }
 
-    def run(self, context: Any) -> dict[str, Any]:
-        from include.nightly_ci.artifacts import write_json, write_text
-        from include.nightly_ci.build.builder import build
+    def _already_pushed(self, tag: str, image_id: str) -> str | None:
+        """The digest TAG holds when it is this very image: the same layers and labels (a
+        re-run of this task). BuildKit stamps each build with its time, so the rebuilt
+        image's id differs; keeping the digest the run already handed on keeps every tag
+        and every test of the run on one image."""
+        from include.nightly_ci.images.registries import RegistryClient
+
+        local = self.engine.inspect_image(image_id)
+        remote = RegistryClient(self.auth).image(self.cache.registry.repository, tag)
+        if remote is None:
+            return None
+        labels = local["Config"].get("Labels") or {}
+        if tuple(local["RootFS"]["Layers"]) != remote.layers or labels != remote.labels:
+            return None
+        self.log.info("%s:%s already holds this image (%s): not pushing it again", self.repo_ref, tag, remote.digest)
+        return remote.digest
+
+    def _build(self, src: SourceInfo, cache_from: list[str], sink: Callable[[str], None]) -> BuildResult:
+        from include.nightly_ci.build.builder import BuildKit, BuildSpec
+        from include.nightly_ci.build.secrets import write_secrets
         from include.nightly_ci.build.source import checkout
+        from include.nightly_ci.images.engine import cli_environment
+
+        with tempfile.TemporaryDirectory(prefix="nightly-ci-build-") as tmp:
+            context_dir = os.path.join(tmp, "context")
+            checkout(src.repository, src.commit, context_dir)
+            secrets = write_secrets(self.secrets, os.path.join(tmp, "secrets"))
+            kit = BuildKit(self.docker_cli, cli_environment(self.builder_conn_id, [self.auth], tmp))
+            export = f"{self.repo_ref}:{self.cache.export_tag}" if self.cache.export_tag and kit.buildx else None
+            if export:  # the registry cache of every stage (mode=max) where the builder can export one
+                cache_from.append(export)
+            spec = BuildSpec(
+                context_dir=context_dir,
+                dockerfile=self.dockerfile,
+                target=self.target,
+                platform=self.platform,
+                tag=f"nightly-ci/{self.framework}-{self.arch}:{self.image}",
+                build_args=self.build_args,
+                labels=self._labels(src),
+                cache_from=tuple(cache_from),
+                cache_to=export,
+                secrets=secrets,
+                network_mode=self.network_mode,
+            )
+            self.log.info(
+                "Building %s/%s target %r for %s at %s with %s; cache from %s; secrets: %s",
+                self.framework,
+                self.arch,
+                self.target,
+                self.platform,
+                src.commit[:12],
+                "buildx" if kit.buildx else f"{self.docker_cli} build (BuildKit)",
+                ", ".join(cache_from),
+                ", ".join(sorted(secrets)) or "none",
+            )
+            return kit.build(spec, os.path.join(tmp, "iid"), sink)
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from functools import partial
+
+        from include.nightly_ci.artifacts import write_json, write_text
+        from include.nightly_ci.images.engine import push
+        from include.nightly_ci.images.promote import compressed_size
+        from include.nightly_ci.images.registries import RegistryClient
+        from include.nightly_ci.names import build_tag
 
         skip_unless_selected(context, self.framework, self.arch)
         src = self._source(context)
-        pull_started = time.monotonic()
-        cache_from = self._cache_refs(context)
-        pull_sec = round(time.monotonic() - pull_started, 2)
+        cache_from = self._cache_from(context)
         lines: list[str] = []
 
         def sink(line: str) -> None:
             lines.append(line)
             self.log.info("%s", line)
 
-        local_tag = f"nightly-ci/{self.framework}-{self.arch}:{self.image}"
         started, t0 = _now(), time.monotonic()
         root = self.store.root()
         try:
-            with tempfile.TemporaryDirectory(prefix="nightly-ci-ctx-") as ctx_dir:
-                checkout(src.repository, src.commit, ctx_dir)
-                self.log.info(
-                    "Building %s/%s target %r for %s at %s, cache from %s",
-                    self.framework,
-                    self.arch,
-                    self.target,
-                    self.platform,
-                    src.commit[:12],
-                    cache_from or "nothing",
-                )
-                result = build(
-                    self.engine,
-                    context_dir=ctx_dir,
-                    dockerfile=self.dockerfile,
-                    target=self.target,
-                    tag=local_tag,
-                    platform=self.platform,
-                    build_args=self.build_args,
-                    labels=self._labels(src),
-                    cache_from=cache_from,
-                    network_mode=self.network_mode,
-                    sink=sink,
-                )
+            result = self._build(src, cache_from, sink)
         finally:
             write_text(root, self.spec.artifact_key(src.run_id, f"build-{self.image}.log"), "\n".join(lines) + "\n")
+        built_sec = round(time.monotonic() - t0, 2)
+        tag = build_tag(self.run_tag_pattern, self.framework, self.arch, src.run_id, self.image)
+        digest = self._already_pushed(tag, result.image_id) or self._retrying(
+            f"push {self.repo_ref}:{tag}",
+            partial(push, self.engine, result.image_id, self.repo_ref, tag, self.auth, self.log.info),
+        )
         metrics = {
             "framework": self.framework,
             "arch": self.arch,
@@ -258,120 +313,36 @@ class BuildImageOperator(_CellOperator):
             "commit": src.commit,
             "image_id": result.image_id,
             "image_size_bytes": self.engine.inspect_image(result.image_id)["Size"],
+            "pushed": f"{self.repo_ref}@{digest}",
+            "compressed_size_bytes": compressed_size(RegistryClient(self.auth), self.cache.registry.repository, digest),
             "build_start_time": started.isoformat(),
             "build_end_time": _now().isoformat(),
-            "build_duration_sec": round(time.monotonic() - t0, 2),
+            "build_duration_sec": built_sec,
             "steps_total": result.steps_total,
             "steps_cached": result.steps_cached,
             "cache_hit_rate": result.cache_hit_rate,
+            "stage_duration_sec": result.stage_seconds(),
             "cache_from": cache_from,
-            "cache_pull_sec": pull_sec,
         }
         metrics_file = write_json(root, self.spec.artifact_key(src.run_id, f"metrics-{self.image}.json"), metrics)
         self.log.info(
-            "Built %s (%s steps, %s cached, %.0f%% hit rate) in %.1f s; metrics: %s",
+            "Built %s (%s steps, %s cached, %.0f%% hit rate) in %.1f s, pushed as %s:%s (%s); metrics: %s",
             result.image_id[:19],
             result.steps_total,
             result.steps_cached,
             100 * result.cache_hit_rate,
-            metrics["build_duration_sec"],
+            built_sec,
+            self.repo_ref,
+            tag,
+            digest,
             metrics_file,
         )
-        return {"image_id": result.image_id, "local_tag": local_tag, "metrics": metrics, "metrics_file": metrics_file}
-
-
-class PushImageOperator(_CellOperator):
-    """Push a cell's built image to one registry: its moving tags (forward only) and,
-    for runtime images, the run's own tag."""
-
-    ui_color = "#e6f4ea"
-    operator_extra_links = (RegistryImageLink(),)
-
-    def __init__(
-        self,
-        *,
-        spec: TaskSpec,
-        store: ArtifactStore,
-        framework: str,
-        arch: str,
-        builder_conn_id: str | None,
-        backoff: Backoff,
-        source_task_id: str,
-        image: str,
-        registry: Registry,
-        build_task_id: str,
-        moving_tags: tuple[str, ...],
-        run_tag_pattern: str | None,
-        **kwargs: Any,
-    ):
-        super().__init__(**placement(spec), **kwargs)
-        self.spec, self.store = spec, store
-        self.framework, self.arch, self.builder_conn_id = framework, arch, builder_conn_id
-        self.backoff, self.source_task_id = backoff, source_task_id
-        self.image = image
-        self.registry = registry
-        self.build_task_id = build_task_id
-        self.moving_tags = moving_tags
-        self.run_tag_pattern = run_tag_pattern  # None: no run tag (framework images)
-
-    @cached_property
-    def auth(self) -> RegistryAuth:
-        from include.nightly_ci.images.registries import registry_auth
-
-        return registry_auth(self.registry)
-
-    def _may_move(self, api: RegistryClient, tag: str, night: datetime) -> tuple[bool, str]:
-        current = self._retrying(f"inspect {tag}", lambda: api.image(self.registry.repository, tag))
-        stamp = (current.labels if current else {}).get(LABEL_LOGICAL_DATE)
-        current_night = datetime.fromisoformat(stamp) if stamp else None
-        if moving_tag_may_move(current_night, night):
-            return True, ""
-        return False, f"the registry's {tag} is from night {stamp}, newer than this run's {night.isoformat()}"
-
-    def _tags(self, src: SourceInfo) -> tuple[list[str], dict[str, str]]:
-        """The tags this push writes, and those it leaves alone with the reason."""
-        from include.nightly_ci.images.registries import RegistryClient
-
-        api = RegistryClient(self.auth)
-        night = datetime.fromisoformat(src.night)
-        tags = [render_tag(self.run_tag_pattern, self.framework, self.arch, src.run_id)] if self.run_tag_pattern else []
-        skipped = {}
-        for tag in self.moving_tags:
-            if not src.publish:
-                skipped[tag] = "the run's publish Param is off"
-                continue
-            ok, why = self._may_move(api, tag, night)
-            if ok:
-                tags.append(tag)
-            else:
-                skipped[tag] = why
-        for tag, why in skipped.items():
-            self.log.info("Not moving %s: %s", tag, why)
-        return tags, skipped
-
-    def run(self, context: Any) -> dict[str, Any]:
-        from include.nightly_ci.images.engine import push
-
-        skip_unless_selected(context, self.framework, self.arch)
-        src = self._source(context)
-        built = context["ti"].xcom_pull(task_ids=self.build_task_id)
-        repo_ref = f"{self.auth.host}/{self.registry.repository}"
-        tags, skipped = self._tags(src)
-        pushed = {}
-        for tag in tags:
-            pushed[tag] = self._retrying(
-                f"push {repo_ref}:{tag}",
-                partial(push, self.engine, built["image_id"], repo_ref, tag, self.auth, self.log.info),
-            )
-        for tag, digest in pushed.items():
-            self.log.info("%s:%s -> %s", repo_ref, tag, digest)
-        run_digest = (pushed.get(tags[0]) if self.run_tag_pattern else None) or next(iter(pushed.values()), None)
-        return PushResult(
-            registry=self.registry.name,
+        return BuiltImage(
+            registry=self.cache.registry.name,
             host=self.auth.host,
-            repository=self.registry.repository,
-            image_id=built["image_id"],
-            pushed=pushed,
-            skipped=skipped,
-            pinned=f"{repo_ref}@{run_digest}" if run_digest else None,
+            repository=self.cache.registry.repository,
+            tag=tag,
+            digest=digest,
+            image_id=result.image_id,
+            metrics_file=metrics_file,
         ).to_json()

@@ -8,7 +8,7 @@ import re
 from include.nightly_ci.config.markers import check_marker_expression
 from include.nightly_ci.config.schema import NightlyConfig
 from include.nightly_ci.errors import Finding, MarkerError
-from include.nightly_ci.names import tag_pattern_problem
+from include.nightly_ci.names import path_pattern_problem, tag_pattern_problem
 
 
 def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
@@ -36,6 +36,9 @@ def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
                         f"pool {pool!r} is not defined under pools (defined: {', '.join(cfg.pools)})",
                     )
                 )
+    problem = path_pattern_problem(cfg.source.dockerfile)
+    if problem:
+        found.append(Finding("source.dockerfile", problem))
     for field, pattern in cfg.tags.model_dump().items():
         problem = tag_pattern_problem(pattern, require_run_id=(field == "run"))
         if problem:

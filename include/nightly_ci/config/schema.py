@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from include.nightly_ci.names import (
     BUILD_ARG_NAME_RE,
     BUILD_ARG_VALUE_RE,
+    CONN_FIELD_RE,
     CONN_ID_RE,
     GIT_REF_RE,
     NAME_RE,
@@ -23,6 +24,7 @@ from include.nightly_ci.names import (
     POOL_RE,
     REL_PATH_RE,
     REPOSITORY_RE,
+    SECRET_ID_RE,
 )
 
 
@@ -94,7 +96,10 @@ class Source(_Model):
 
     repository: str = Field(min_length=1, description="Git URL, or a path relative to the config file.")
     branch: GitRef = Field("main", description="The branch a scheduled run builds the head of.")
-    dockerfile: RelPath = Field("container/Dockerfile", description="The Dockerfile, relative to the repository.")
+    dockerfile: str = Field(
+        "container/Dockerfile.{framework}",
+        description="The Dockerfile, relative to the repository; `{framework}` and `{arch}` name the cell's.",
+    )
     context: RelPath = Field(".", description="The build context, relative to the repository.")
 
 
@@ -194,6 +199,17 @@ class Tags(_Model):
     run: str = Field("nightly-{framework}-{arch}-run-{run_id}", description="The runtime image's tag of one run.")
 
 
+SecretId = Annotated[str, _pattern(SECRET_ID_RE, "build secret id"), _string(SECRET_ID_RE)]
+ConnField = Annotated[str, _pattern(CONN_FIELD_RE, "connection field"), _string(CONN_FIELD_RE)]
+
+
+class BuildSecret(_Model):
+    """A BuildKit secret (`RUN --mount=type=secret,id=ID`) from a field of a connection."""
+
+    conn_id: ConnId = Field(description="The Airflow connection that holds the secret.")
+    field: ConnField = Field(description="`login`, `password`, `host`, `schema`, or `extra.KEY`.")
+
+
 class BuildSettings(_Model):
     """How images are built and pushed."""
 
@@ -204,7 +220,13 @@ class BuildSettings(_Model):
     push_attempts: int = Field(6, ge=1, description="Attempts of a registry call on transient errors.")
     push_backoff_seconds: float = Field(10, gt=0, description="The first wait between attempts; it doubles.")
     push_backoff_max_seconds: float = Field(120, gt=0, description="The longest wait between attempts.")
-    network_mode: str | None = Field(None, description="The network of the build's RUN steps.")
+    network_mode: str | None = Field(None, description="The network of the build's RUN steps (`none`, `host`).")
+    docker_cli: str = Field(
+        "docker", description="The docker CLI that builds: with buildx, or with a built-in BuildKit (20.10)."
+    )
+    secrets: dict[SecretId, BuildSecret] = Field(
+        {}, description="BuildKit secrets by id, each from a connection field (sccache's AWS keys, say)."
+    )
 
 
 class Suite(_Model):

@@ -6,16 +6,20 @@ Progress is streamed line by line to a callback (the task log) as the engine rep
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from include.nightly_ci.errors import RegistryError, RegistryUnavailable
 from include.nightly_ci.images.registries import RegistryAuth
 
 if TYPE_CHECKING:
+    from airflow.providers.docker.hooks.docker import DockerHook
     from docker import APIClient
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
@@ -44,30 +48,84 @@ def engine_client(conn_id: str | None, timeout: int = 600) -> APIClient:
     return engine_hook(conn_id, timeout).api_client
 
 
-def engine_hook(conn_id: str | None, timeout: int = 600):
-    """A DockerHook on an engine: an Airflow connection whose host is the engine URL
-    (tcp://host:2376, unix:///...) with optional TLS files in its extras
-    (tls_ca_cert, tls_client_cert, tls_client_key); None means the local engine.
-    """
+@dataclass(frozen=True)
+class EngineTarget:
+    """Where an engine is: its URL and, for TLS, the files of its extras."""
+
+    url: str
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify: bool = True
+
+
+def engine_target(conn_id: str | None) -> EngineTarget:
+    """The engine of CONN_ID: an Airflow connection whose host is the engine URL
+    (tcp://host:2376, unix:///...) with optional TLS files in its extras (tls_ca_cert,
+    tls_client_cert, tls_client_key, tls_verify); None means the local engine
+    (DOCKER_HOST, else the default socket)."""
+    if not conn_id:
+        return EngineTarget(os.environ.get("DOCKER_HOST") or LOCAL_ENGINE)
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    host = conn.host or ""
+    url = host if "://" in host else f"tcp://{host}:{conn.port or 2375}"
+    extra = conn.extra_dejson
+    return EngineTarget(
+        url,
+        extra.get("tls_ca_cert"),
+        extra.get("tls_client_cert"),
+        extra.get("tls_client_key"),
+        bool(extra.get("tls_verify", True)),
+    )
+
+
+def engine_hook(conn_id: str | None, timeout: int = 600) -> DockerHook:
+    """A DockerHook on the engine of CONN_ID (see engine_target)."""
     from airflow.providers.docker.hooks.docker import DockerHook
 
-    url: str = os.environ.get("DOCKER_HOST") or LOCAL_ENGINE
+    target = engine_target(conn_id)
     tls = None
-    if conn_id:
-        from airflow.sdk import BaseHook
+    if target.ca_cert:
+        tls = DockerHook.construct_tls_config(
+            ca_cert=target.ca_cert,
+            client_cert=target.client_cert,
+            client_key=target.client_key,
+            verify=target.verify,
+        )
+    return DockerHook(docker_conn_id=None, base_url=target.url, tls=tls, timeout=timeout)
 
-        conn = BaseHook.get_connection(conn_id)
-        host = conn.host or ""
-        url = host if "://" in host else f"tcp://{host}:{conn.port or 2375}"
-        extra = conn.extra_dejson
-        if extra.get("tls_ca_cert"):
-            tls = DockerHook.construct_tls_config(
-                ca_cert=extra["tls_ca_cert"],
-                client_cert=extra.get("tls_client_cert"),
-                client_key=extra.get("tls_client_key"),
-                verify=extra.get("tls_verify", True),
-            )
-    return DockerHook(docker_conn_id=None, base_url=url, tls=tls, timeout=timeout)
+
+def cli_environment(conn_id: str | None, auths: list[RegistryAuth], folder: str) -> dict[str, str]:
+    """The environment for the docker CLI on the engine of CONN_ID, logged in to AUTHS'
+    registries: its TLS files and a config.json with the registry credentials are written
+    to FOLDER (the caller's private temporary folder), never to the log or the image."""
+    target = engine_target(conn_id)
+    env = {"DOCKER_HOST": target.url, "DOCKER_CONFIG": os.path.join(folder, "docker-config")}
+    os.makedirs(env["DOCKER_CONFIG"], mode=0o700, exist_ok=True)
+    logins = {
+        a.host: {"auth": base64.b64encode(f"{a.username}:{a.password}".encode()).decode()} for a in auths if a.username
+    }
+    _private_file(os.path.join(env["DOCKER_CONFIG"], "config.json"), json.dumps({"auths": logins}))
+    if target.ca_cert:
+        certs = os.path.join(folder, "certs")
+        os.makedirs(certs, mode=0o700, exist_ok=True)
+        files = {"ca.pem": target.ca_cert, "cert.pem": target.client_cert, "key.pem": target.client_key}
+        for name, source in files.items():
+            if source:
+                with open(source) as f:
+                    _private_file(os.path.join(certs, name), f.read())
+        env["DOCKER_CERT_PATH"] = certs
+        if target.verify:
+            env["DOCKER_TLS_VERIFY"] = "1"
+    return env
+
+
+def _private_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def classify_push_error(message: str, auth: RegistryAuth) -> RegistryError:

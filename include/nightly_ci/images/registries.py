@@ -8,6 +8,7 @@ holds without pulling it: its digest, architecture and labels.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -125,11 +126,45 @@ def retry_transient(
     raise AssertionError("unreachable")
 
 
+class _Sized:
+    """A stream of known length: requests then sends it with its Content-Length, block by
+    block, instead of buffering it or sending it chunked (which registries refuse)."""
+
+    def __init__(self, stream: Any, size: int):
+        self.stream, self.size = stream, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self, amount: int = -1) -> bytes:
+        return bytes(self.stream.read(amount))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest exactly as stored: its bytes (its digest is theirs), type and digest."""
+
+    body: bytes = field(repr=False)
+    media_type: str
+    digest: str
+
+    def blobs(self) -> list[tuple[str, int]]:
+        """(digest, size) of the config and every layer of an image manifest."""
+        data = json.loads(self.body)
+        return [(b["digest"], int(b.get("size", 0))) for b in [data["config"], *data.get("layers", [])]]
+
+    @property
+    def children(self) -> list[str]:
+        """The digests an index (a manifest list) points at; none for an image manifest."""
+        return [m["digest"] for m in json.loads(self.body).get("manifests", [])]
+
+
 @dataclass(frozen=True)
 class RemoteImage:
     digest: str
     architecture: str
     labels: dict[str, str]
+    layers: tuple[str, ...] = ()  # the config's rootfs diff ids: what the image holds
 
 
 class RegistryClient:
@@ -168,22 +203,76 @@ class RegistryClient:
             raise RegistryUnavailable(f"{method} {url} answered {resp.status_code}")
         return resp
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> requests.Response:
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, *, url: str | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """METHOD on /v2/PATH (or on URL, an upload location), authenticated; KWARGS go to
+        requests (data, params, stream). A body that is a stream cannot be sent twice:
+        authenticate first with a request without one."""
         headers = dict(headers or {})
-        url = self._url(path)
+        url = url or self._url(path)
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-            resp = self._send(method, url, headers=headers)
+            resp = self._send(method, url, headers=headers, **kwargs)
         else:
-            resp = self._send(method, url, headers=headers, auth=(self.auth.username, self.auth.password))
+            resp = self._send(method, url, headers=headers, auth=(self.auth.username, self.auth.password), **kwargs)
         challenge = resp.headers.get("WWW-Authenticate", "")
         if resp.status_code == 401 and challenge.startswith("Bearer "):
             self._token = self._bearer_token(challenge)
             headers["Authorization"] = f"Bearer {self._token}"
-            resp = self._send(method, url, headers=headers)
+            resp = self._send(method, url, headers=headers, **kwargs)
         if resp.status_code in (401, 403):
             raise self.auth.auth_failure(f"{method} /v2/{path} answered {resp.status_code}")
         return resp
+
+    def manifest(self, repository: str, reference: str) -> Manifest:
+        """The manifest REFERENCE (a tag or digest) holds, as the registry stores it."""
+        resp = self.request("GET", f"{repository}/manifests/{reference}", {"Accept": MANIFEST_TYPES})
+        if resp.status_code != 200:
+            raise RegistryError(f"GET manifest {repository}:{reference} answered {resp.status_code}: {resp.text[:200]}")
+        media_type = resp.headers.get("Content-Type", "").split(";")[0]
+        return Manifest(resp.content, media_type, resp.headers.get("Docker-Content-Digest", ""))
+
+    def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> str:
+        """Store MANIFEST as REFERENCE (a tag, or its digest); the digest the registry reports."""
+        resp = self.request(
+            "PUT", f"{repository}/manifests/{reference}", {"Content-Type": manifest.media_type}, data=manifest.body
+        )
+        if resp.status_code not in (200, 201):
+            raise RegistryError(f"PUT manifest {repository}:{reference} answered {resp.status_code}: {resp.text[:200]}")
+        return resp.headers.get("Docker-Content-Digest", manifest.digest)
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        resp = self.request("HEAD", f"{repository}/blobs/{digest}")
+        if resp.status_code not in (200, 404):
+            raise RegistryError(f"HEAD blob {repository}@{digest} answered {resp.status_code}")
+        return resp.status_code == 200
+
+    def copy_blob_to(self, target: RegistryClient, repository: str, digest: str, target_repository: str) -> int:
+        """Stream the blob DIGEST of REPOSITORY into TARGET's TARGET_REPOSITORY; its size."""
+        source = self.request("GET", f"{repository}/blobs/{digest}", stream=True)
+        if source.status_code != 200:
+            raise RegistryError(f"GET blob {repository}@{digest} answered {source.status_code}")
+        size = int(source.headers.get("Content-Length", "0"))
+        start = target.request("POST", f"{target_repository}/blobs/uploads/")  # authenticates for the push, too
+        if start.status_code != 202 or "Location" not in start.headers:
+            raise RegistryError(f"POST upload to {target.auth.host}/{target_repository} answered {start.status_code}")
+        location = start.headers["Location"]
+        if location.startswith("/"):
+            location = f"{target.auth.scheme}://{target.auth.host}{location}"
+        sep = "&" if "?" in location else "?"
+        done = target.request(
+            "PUT",
+            "",
+            {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            url=f"{location}{sep}digest={digest}",
+            data=_Sized(source.raw, size),
+        )
+        if done.status_code != 201:
+            raise RegistryError(
+                f"PUT blob {digest} to {target.auth.host}/{target_repository} answered {done.status_code}"
+            )
+        return size
 
     def image(self, repository: str, reference: str) -> RemoteImage | None:
         """What REFERENCE (a tag or digest) holds, or None if it does not exist."""
@@ -203,7 +292,8 @@ class RegistryClient:
             raise RegistryError(f"GET config blob of {repository}:{reference} answered {blob.status_code}")
         config = blob.json()
         labels = (config.get("config") or {}).get("Labels") or {}
-        return RemoteImage(digest, config.get("architecture", ""), labels)
+        layers = tuple((config.get("rootfs") or {}).get("diff_ids") or ())
+        return RemoteImage(digest, config.get("architecture", ""), labels, layers)
 
     def tags(self, repository: str) -> list[str]:
         resp = self.request("GET", f"{repository}/tags/list")

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.config import NightlyConfig, load_config
-from include.nightly_ci.names import BUILD, FRAMEWORK, PUSH, REPORT, RETENTION, RUNTIME, SOURCE, TEST, render_tag
+from include.nightly_ci.names import (
+    BUILD,
+    FRAMEWORK,
+    PUSH,
+    REPORT,
+    RETENTION,
+    RUNTIME,
+    SOURCE,
+    TEST,
+    render_path,
+    render_tag,
+)
 from include.nightly_ci.plan.model import (
     JUNIT_FILE,
     TESTS_GROUP,
@@ -139,6 +150,7 @@ def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
         build_pool=a.build_pool,
         test_pool=a.test_pool,
         builder_conn_id=a.builder.conn_id,
+        dockerfile=render_path(cfg.source.dockerfile, framework, arch),
         build_args=_build_args(cfg, framework, arch),
         framework_tag=render_tag(cfg.tags.framework, framework, arch),
         nightly_tag=render_tag(cfg.tags.nightly, framework, arch),

@@ -148,6 +148,7 @@ class Cell:
     build_pool: str
     test_pool: str
     builder_conn_id: str | None
+    dockerfile: str  # the cell's container file, relative to the repository
     build_args: tuple[tuple[str, str], ...]
     framework_tag: str
     nightly_tag: str
