@@ -2,11 +2,14 @@
 
 Runs the real DAG (`airflow dags test`) for one cell against two fresh registries with
 auth on loopback:
-  1. cold: no image of the project on the engine, nothing in the registries;
-  2. rebuild: every image but the base images removed from the engine again, so the only
-     cache is what the build pulls back from the registry (the framework image).
-Reports steps, cache hits and durations of both builds of the cell, from the metrics
-files the build tasks write. Target: at least 90% of steps cached on the rebuild.
+  1. cold: no image of the project and no build cache on the engine, nothing in the
+     registries;
+  2. rebuild of the same commit: the engine emptied again (every image but the base
+     images, and BuildKit's whole build cache), so the only cache is what the registry
+     holds (the images' inline cache).
+Reports steps, cache hits (counted from BuildKit's own output) and durations of both
+builds of the cell, from the metrics files the build tasks write. Target: at least 90%
+of steps cached on the rebuild, for both targets.
 
     python benchmarks/rebuild_cache.py [--framework vllm] [--arch amd64]
 """
@@ -82,27 +85,29 @@ def main() -> int:
             acr.stop()
     print(f"cell {args.framework}/{args.arch}: builds on an engine emptied of every image but the base images")
     print(
-        f"{'phase':8} {'image':10} {'steps':>5} {'cached':>6} {'hit rate':>8} {'pull s':>6} {'build s':>8}  cache from"
+        f"{'phase':8} {'image':10} {'steps':>5} {'cached':>6} {'hit rate':>8} {'build s':>8}  stages (s)"
     )
     for phase, image, _, m in rows:
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in m["stage_duration_sec"].items())
         print(
             f"{phase:8} {image:10} {m['steps_total']:5d} {m['steps_cached']:6d} {m['cache_hit_rate']:8.0%} "
-            f"{m['cache_pull_sec']:6.2f} {m['build_duration_sec']:8.2f}  {', '.join(m['cache_from']) or '-'}"
+            f"{m['build_duration_sec']:8.2f}  {stages}"
         )
     totals = {}
     for phase in ("cold", "rebuild"):
         steps = sum(m["steps_total"] for p, _, _, m in rows if p == phase)
         cached = sum(m["steps_cached"] for p, _, _, m in rows if p == phase)
-        secs = sum(m["build_duration_sec"] + m["cache_pull_sec"] for p, _, _, m in rows if p == phase)
+        secs = sum(m["build_duration_sec"] for p, _, _, m in rows if p == phase)
         totals[phase] = (steps, cached, secs)
-        print(f"{phase:8} {'both':10} {steps:5d} {cached:6d} {cached / steps:8.0%} {'':6} {secs:8.2f}  (pull + build)")
-    steps, cached, secs = totals["rebuild"]
-    rate = cached / steps
+        print(f"{phase:8} {'both':10} {steps:5d} {cached:6d} {cached / steps:8.0%} {secs:8.2f}")
+    rates = [m["cache_hit_rate"] for p, _, _, m in rows if p == "rebuild"]
+    ok = min(rates) >= 0.9
     print(
-        f"rebuild: {rate:.0%} of steps cached ({'meets' if rate >= 0.9 else 'MISSES'} the 90% target), "
-        f"{secs:.1f} s against {totals['cold'][2]:.1f} s cold"
+        f"rebuild: {min(rates):.0%} of steps cached in the worse of the two targets "
+        f"({'meets' if ok else 'MISSES'} the 90% target), {totals['rebuild'][2]:.1f} s against "
+        f"{totals['cold'][2]:.1f} s cold"
     )
-    return 0 if rate >= 0.9 else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
