@@ -283,3 +283,65 @@ class MotoServer:
             "extra": {"region_name": "us-east-1", "endpoint_url": self.url},
         }
         return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)}
+
+
+class ScratchEngine:
+    """A Docker engine of the test's own, standing in for another host: its own data root,
+    exec root, socket and pid file (the same flags provision.sh starts the first one with).
+    Stopping it removes everything it held."""
+
+    def __init__(self, name: str):
+        import tempfile
+
+        # Short: containerd's socket lives under the exec root, and socket paths are short.
+        self.root = Path(tempfile.mkdtemp(prefix=f"nci-{name}-", dir="/tmp"))
+        self.socket = self.root / "docker.sock"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def conn_env(self, conn_id: str) -> dict[str, str]:
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({"conn_type": "docker", "host": self.url})}
+
+    def client(self):
+        import docker
+
+        return docker.APIClient(base_url=self.url, timeout=300)
+
+    def start(self) -> None:
+        log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+                "-H", self.url, "--pidfile", str(self.root / "docker.pid"), "--iptables=false", "--ip6tables=false",
+                "--bridge=none", "--storage-driver=overlay2",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def up() -> bool:
+            try:
+                return bool(self.client().ping())
+            except Exception:
+                return False
+
+        wait_for(up, 60, f"dockerd on {self.socket}")
+
+    def load_from(self, source, *images: str) -> None:
+        """Copy IMAGES from the SOURCE engine (docker save | docker load)."""
+        for image in images:
+            self.client().load_image(b"".join(source.get_image(image)))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        subprocess.run(["rm", "-rf", str(self.root)], check=False)

@@ -53,7 +53,10 @@ def build(context: Path, arch: str, framework: str = "vllm", secrets: dict[str, 
 
 def run(engine, image: str, arch: str, script: str) -> str:
     container = engine.create_container(
-        image, ["sh", "-c", script], platform=f"linux/{arch}", host_config=engine.create_host_config(network_mode="none")
+        image,
+        ["sh", "-c", script],
+        platform=f"linux/{arch}",
+        host_config=engine.create_host_config(network_mode="none"),
     )
     try:
         engine.start(container)

@@ -28,7 +28,17 @@ def test_run_tags_are_recognised_and_nothing_else():
     runs = run_tag_regex(load_plan(str(ROOT / "include" / "config" / "nightly_ci.yaml")))
     assert runs.fullmatch("nightly-vllm-amd64-run-scheduled-20261120T080000Z")
     assert runs.fullmatch("nightly-trtllm-arm64-run-manual-x-1a2b3c4d")
-    for tag in ("nightly-vllm-amd64", "main-vllm-framework-amd64", "nightly-tensorflow-amd64-run-x", "latest"):
+    # What a build pushed for its push tasks: run-scoped, it goes with the run's tags.
+    from include.nightly_ci.names import build_tag
+
+    assert runs.fullmatch(build_tag("nightly-{framework}-{arch}-run-{run_id}", "vllm", "amd64", "r1", "framework"))
+    for tag in (
+        "nightly-vllm-amd64",
+        "main-vllm-framework-amd64",
+        "nightly-tensorflow-amd64-run-x",
+        "latest",
+        "vllm-amd64-cache",  # the registry cache where a builder exports one: kept
+    ):
         assert not runs.fullmatch(tag)
 
 
