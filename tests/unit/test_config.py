@@ -256,3 +256,28 @@ def test_a_docker_memory_size_the_config_takes_is_one_docker_takes(size):
     assert bool(DOCKER_MEMORY.fullmatch(size)) == (
         size in {"64g", "512m", "1.5g", "64GB", "512mb", "1024", "2k", "10Kb", "0.5G"}
     )
+
+
+def test_the_dockerfile_may_name_the_cell_and_nothing_else(tmp_path):
+    from include.nightly_ci.plan import build_plan
+
+    f = tmp_path / "c.yaml"
+    f.write_text(f"extends: {SHIPPED}\nsource:\n  dockerfile: container/{{arch}}/Dockerfile.{{framework}}\n")
+    plan = build_plan(load_config(f))
+    assert plan.cell("trtllm", "arm64").dockerfile == "container/arm64/Dockerfile.trtllm"
+    f.write_text(f"extends: {SHIPPED}\nsource:\n  dockerfile: container/Dockerfile.{{flavor}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert "source.dockerfile (line 3): unknown placeholder(s) ['flavor'] in 'container/Dockerfile.{flavor}'" in str(
+        err.value
+    )
+    f.write_text(f"extends: {SHIPPED}\nsource:\n  dockerfile: ../Dockerfile.{{framework}}\n")
+    with pytest.raises(ConfigError, match="source.dockerfile .*not a relative path inside the repository"):
+        load_config(f)
+
+
+def test_a_build_secret_names_a_connection_field(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"extends: {SHIPPED}\nbuild:\n  secrets:\n    aws-key-id: {{conn_id: aws_default, field: token}}\n")
+    with pytest.raises(ConfigError, match=r"build.secrets.aws-key-id.field \(line 4\): 'token' is not a valid"):
+        load_config(f)
