@@ -272,7 +272,7 @@ def test_the_dockerfile_may_name_the_cell_and_nothing_else(tmp_path):
         err.value
     )
     f.write_text(f"extends: {SHIPPED}\nsource:\n  dockerfile: ../Dockerfile.{{framework}}\n")
-    with pytest.raises(ConfigError, match="source.dockerfile .*not a relative path inside the repository"):
+    with pytest.raises(ConfigError, match=r"source\.dockerfile .*not a relative path inside the repository"):
         load_config(f)
 
 
