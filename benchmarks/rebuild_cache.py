@@ -84,9 +84,7 @@ def main() -> int:
             ecr.stop()
             acr.stop()
     print(f"cell {args.framework}/{args.arch}: builds on an engine emptied of every image but the base images")
-    print(
-        f"{'phase':8} {'image':10} {'steps':>5} {'cached':>6} {'hit rate':>8} {'build s':>8}  stages (s)"
-    )
+    print(f"{'phase':8} {'image':10} {'steps':>5} {'cached':>6} {'hit rate':>8} {'build s':>8}  stages (s)")
     for phase, image, _, m in rows:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in m["stage_duration_sec"].items())
         print(
