@@ -123,11 +123,9 @@ def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
     # built), last night's runtime image where the cache registry has it, and the cell's
     # registry cache where the builder exports one.
     tags: tuple[str, ...] = (cell.framework_tag,)
-    from_build = None
-    if build.image == RUNTIME:
-        from_build = cell.framework_build.task.task_id
-        if any(p.registry == cell.cache_registry for p in cell.runtime_pushes):
-            tags += (cell.nightly_tag,)
+    if any(p.registry == cell.cache_registry for p in cell.runtime_pushes):
+        tags += (cell.nightly_tag,)
+    from_build = cell.framework_build.task.task_id if build.image == RUNTIME else None
     return BuildImageOperator(
         **_cell_common(plan, cell, build.task),
         builder_conn_id=cell.builder_conn_id,

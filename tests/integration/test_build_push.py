@@ -225,7 +225,10 @@ def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cac
     assert proc.returncode == 0, proc.stdout[-5000:]
     framework = stack.metrics(run_id_of(proc.stdout), "framework")
     runtime = stack.metrics(run_id_of(proc.stdout), "runtime")
-    assert framework["cache_from"] == [f"{stack.ecr.host}/{REPO}:main-vllm-framework-amd64"]
+    assert framework["cache_from"] == [
+        f"{stack.ecr.host}/{REPO}:main-vllm-framework-amd64",  # last night's framework image
+        f"{stack.ecr.host}/{REPO}:nightly-vllm-amd64",  # and runtime image of the cell
+    ]
     # Every Dockerfile step comes from the registry's inline cache (labels are not steps).
     assert framework["steps_cached"] == framework["steps_total"] >= 8
     assert runtime["steps_cached"] == runtime["steps_total"] > framework["steps_total"]

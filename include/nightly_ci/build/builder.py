@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from include.nightly_ci.errors import BuildError, EngineUnavailable
@@ -119,11 +119,11 @@ class Progress:
         current = self.steps.get(vertex)
         done = _DONE.match(text)
         if text == "CACHED" and current:
-            self.steps[vertex] = _replace(current, cached=True)
+            self.steps[vertex] = replace(current, cached=True)
         elif done and current:
-            self.steps[vertex] = _replace(current, seconds=float(done["seconds"]))
+            self.steps[vertex] = replace(current, seconds=float(done["seconds"]))
         elif text.startswith("ERROR:") and current:
-            self.steps[vertex] = _replace(current, failed=True)
+            self.steps[vertex] = replace(current, failed=True)
         elif text != self.names[vertex]:
             self.output.setdefault(vertex, []).append(text)
 
@@ -137,12 +137,6 @@ class Progress:
         said = self.output.get(failed[0].vertex, [])[-15:] if failed else []
         verdict = next((line for line in reversed(self.lines) if line.strip()), f"exit code {exit_code}")
         return "\n".join([f"build failed at {where}: {verdict}", *said, "--- last output ---", *self.lines[-30:]])
-
-
-def _replace(step: Step, **changes: object) -> Step:
-    from dataclasses import replace
-
-    return replace(step, **changes)  # type: ignore[arg-type]
 
 
 class BuildKit:
