@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -9,7 +10,7 @@ import time
 import docker
 import pytest
 
-from include.nightly_ci.errors import RegistryAuthError
+from include.nightly_ci.errors import RegistryAuthError, RegistryError
 from include.nightly_ci.images.engine import pull, push
 from include.nightly_ci.images.registries import (
     RegistryClient,
@@ -134,3 +135,45 @@ def test_acr_credentials_through_azure_container_registry_hook(registries, monke
     auth = registry_auth(Registry("acr", "acr", "test_acr", "nightly-ci/test"))
     assert (auth.host, auth.username, auth.password) == (reg.host, "ci", reg.password)
     assert RegistryClient(auth).tags("nightly-ci/test") == []
+
+
+def test_within_ecr_a_promotion_is_a_manifest_put_through_ecrhook(monkeypatch):
+    """The push task's path for a real ECR (no host_override): batch_get_image then
+    put_image with the same manifest under the new tag, so no image bytes move."""
+    import boto3
+
+    from include.nightly_ci.images.promote import ecr_retag, uses_ecr_api
+
+    moto = MotoServer()
+    moto.start()
+    try:
+        for k, v in moto.conn_env("promote_aws").items():
+            monkeypatch.setenv(k, v)
+        ecr = boto3.client(
+            "ecr", endpoint_url=moto.url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+        )
+        ecr.create_repository(repositoryName="ai-dynamo/dynamo")
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": 2,
+                    "digest": "sha256:" + "c" * 64,
+                },
+                "layers": [],
+            }
+        )
+        built = ecr.put_image(repositoryName="ai-dynamo/dynamo", imageManifest=manifest, imageTag="run-1-build-runtime")
+        digest = built["image"]["imageId"]["imageDigest"]
+        registry = Registry("ecr", "ecr", "promote_aws", "ai-dynamo/dynamo")
+        assert uses_ecr_api(registry)
+        assert ecr_retag(registry, digest, "nightly-vllm-amd64") == digest
+        assert ecr_retag(registry, digest, "nightly-vllm-amd64") == digest  # a re-run: the tag holds it already
+        tags = ecr.describe_images(repositoryName="ai-dynamo/dynamo")["imageDetails"][0]["imageTags"]
+        assert sorted(tags) == ["nightly-vllm-amd64", "run-1-build-runtime"]
+        with pytest.raises(RegistryError, match="has no image sha256:"):
+            ecr_retag(registry, "sha256:" + "d" * 64, "nightly-vllm-amd64")
+    finally:
+        moto.stop()
