@@ -5,8 +5,11 @@ SHELL := /bin/bash
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
-provision:  ## install and start what the local setup needs (Docker, registries, base images, venv)
+provision:  ## install and start what the local setup needs (its own Docker engine, registries, base images, venv)
 	bash scripts/provision.sh
+
+down:  ## stop what the local setup started (its Docker engine, registries, stand-in Slack)
+	bash scripts/down.sh
 
 demo:  ## run one whole nightly locally against the sample project and print what it pushed
 	bash scripts/demo.sh
@@ -26,4 +29,4 @@ pools:  ## create the Airflow pools of the config
 bench:  ## parse-time, rebuild-cache and makespan benchmarks
 	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py && python benchmarks/makespan.py
 
-.PHONY: help provision demo up test lint pools bench
+.PHONY: help provision down demo up test lint pools bench

@@ -32,7 +32,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 from dev.sample_repo import make_repo, nightly_history  # noqa: E402
 from include.nightly_ci.names import tag_safe_run_id  # noqa: E402
 from tests.services import (  # noqa: E402
-    DOCKER_SOCK,
+    ENGINE,
     LocalRegistry,
     airflow_db,
     empty_engine,
@@ -69,7 +69,7 @@ def main() -> int:
             conf = {"frameworks": [args.framework], "arches": [args.arch]}
             rows = []
             for phase, night in (("cold", "2026-11-27T08:00:00+00:00"), ("rebuild", "2026-11-28T08:00:00+00:00")):
-                removed = empty_engine(docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300))
+                removed = empty_engine(docker.APIClient(base_url=ENGINE, timeout=300))
                 proc = run_dag(config, logical_date=night, conf=conf, env=env)
                 if proc.returncode != 0:
                     print(proc.stdout[-4000:])

@@ -32,8 +32,19 @@ class FakeSlack(ThreadingHTTPServer):
             f.write(json.dumps(entry) + "\n")
 
 
+IDENTITY = b"nightly-ci stand-in slack\n"  # what GET /health answers: provisioning checks it is this server
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: FakeSlack
+
+    def do_GET(self) -> None:
+        code, body = (200, IDENTITY) if self.path == "/health" else (404, b"")
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()

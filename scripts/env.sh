@@ -1,14 +1,22 @@
 # shellcheck shell=bash
 # Shared settings of the local setup, sourced by the scripts and the Makefile's shell.
-# Machine-wide state lives outside the clone so that a fresh clone reuses it.
+# Machine-wide state lives outside the clone so that a fresh clone reuses it. The setup
+# runs a Docker engine of its own (data, exec root, socket and pid file under
+# $STATE/engine): DOCKER_HOST points every client at it, and no other engine of the
+# machine is ever used, stopped or emptied.
 if [ "$(id -u)" = 0 ]; then STATE=${NIGHTLY_CI_STATE:-/var/lib/nightly-ci}; else STATE=${NIGHTLY_CI_STATE:-$HOME/.cache/nightly-ci}; fi
 VENV=${NIGHTLY_CI_VENV:-$STATE/venv}
-PYTHON=${PYTHON:-$VENV/bin/python}
-[ -x "$PYTHON" ] || PYTHON=python3
-DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker}
-[ -x "$DOCKER_CLI" ] || DOCKER_CLI=docker
+# The venv's Python once it is complete (provisioning stamps it last); before that the
+# system's (Debian 12: 3.11.2), which only the standard-library helpers run with.
+if [ -s "$VENV/.requirements.sha256" ] && [ -x "$VENV/bin/python" ]; then PYTHON=$VENV/bin/python; else PYTHON=python3; fi
+# Debian's docker.io CLI (20.10): BuildKit built in. Never a bare `docker`: before docker.io
+# is installed that would be whatever is first on PATH (or nothing).
+DOCKER_CLI=${NIGHTLY_CI_DOCKER_CLI:-/usr/bin/docker}
+ENGINE_DIR=$STATE/engine
+DOCKER_HOST=unix://$ENGINE_DIR/docker.sock
 BASE_IMAGE=${NIGHTLY_CI_BASE_IMAGE:-nightly-ci-base}
+RUNTIME_BASE_IMAGE=${NIGHTLY_CI_RUNTIME_BASE_IMAGE:-nightly-ci-runtime}
 ECR_PORT=${NIGHTLY_CI_ECR_PORT:-5101}
 ACR_PORT=${NIGHTLY_CI_ACR_PORT:-5102}
 SLACK_PORT=${NIGHTLY_CI_SLACK_PORT:-5103}
-export STATE VENV PYTHON DOCKER_CLI BASE_IMAGE ECR_PORT ACR_PORT SLACK_PORT
+export STATE VENV PYTHON DOCKER_CLI ENGINE_DIR DOCKER_HOST BASE_IMAGE RUNTIME_BASE_IMAGE ECR_PORT ACR_PORT SLACK_PORT

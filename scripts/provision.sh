@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Installs and starts what the local nightly needs, reusing whatever is already there:
-# Docker engine, qemu for arm64, locally made base images, two registries with htpasswd
-# auth on loopback (standing in for ECR and ACR), the Python environment, and Postgres
-# and Redis for the system test (installed only; the test starts its own).
+# Installs and starts what the local nightly needs, reusing whatever it made before:
+# a Docker engine of its own (never another engine of the machine), qemu for the other
+# arch, base images made locally with debootstrap, two registries with htpasswd auth on
+# loopback (standing in for ECR and ACR), a stand-in Slack, the Python environment, and
+# Postgres and Redis for the system test (installed only; the test starts its own).
 # Idempotent: a second run only checks. Nothing is pulled from any public registry.
+#
+#   provision.sh            install and start what is missing
+#   provision.sh --check    say what is missing, change nothing (exit 1 if anything is)
+#
+# What it starts runs in a session of its own (Ctrl-C on `make test` stops the command,
+# not the engine); `make down` stops it. Something that fails half-way leaves nothing a
+# later run would trust: the venv, rootfs tarballs and images get their final names last.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,112 +21,153 @@ source "$ROOT/scripts/env.sh"
 log() { printf '[provision] %s\n' "$*"; }
 die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
 is_root() { [ "$(id -u)" = 0 ]; }
+started() { log "$1 ($(( $(date +%s) - STEP_START )) s)"; }
 
-APT_UPDATED=0
-apt_install() {  # apt_install CMD PACKAGE...: install PACKAGEs unless CMD exists
-  local cmd=$1; shift
-  command -v "$cmd" >/dev/null 2>&1 && return 0
-  is_root || die "'$cmd' is missing; install it as root: apt-get install -y $*"
-  if [ "$APT_UPDATED" = 0 ]; then apt-get update -qq; APT_UPDATED=1; fi
-  log "installing $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+# Only ever Debian's CLI, on the setup's own engine (DOCKER_HOST from env.sh).
+docker() {
+  [ -x "$DOCKER_CLI" ] || die "the docker CLI $DOCKER_CLI is not installed (apt-get install docker.io)"
+  "$DOCKER_CLI" "$@"
 }
 
-# Debian's docker CLI (20.10) ships with the engine; prefer it over a newer client
-# without buildx that may sit first on PATH.
-docker() { "$DOCKER_CLI" "$@"; }
+# command:package pairs; the command tells whether the package is there.
+PACKAGES=(
+  git:git curl:curl python3:python3 dockerd:docker.io docker-registry:docker-registry
+  docker-compose:docker-compose htpasswd:apache2-utils debootstrap:debootstrap shellcheck:shellcheck
+  update-binfmts:binfmt-support pg_ctlcluster:postgresql redis-server:redis-server
+)
+# Services these packages would start and enable at boot on a systemd host: the setup
+# uses none of them (it starts its own engine, registries and databases on loopback).
+SERVICES=(docker.service docker.socket containerd.service docker-registry.service postgresql.service redis-server.service)
+
+host_arch() { dpkg --print-architecture; }
+other_arch() { [ "$(host_arch)" = arm64 ] && echo amd64 || echo arm64; }
+qemu_name() { [ "$1" = arm64 ] && echo aarch64 || echo x86_64; }
+
+missing_packages() {
+  local pair
+  for pair in "${PACKAGES[@]}"; do command -v "${pair%%:*}" >/dev/null 2>&1 || printf '%s\n' "${pair#*:}"; done
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv
+  command -v "qemu-$(qemu_name "$(other_arch)")-static" >/dev/null 2>&1 || echo qemu-user-static
+}
 
 ensure_packages() {
-  apt_install git git
-  apt_install curl curl
-  apt_install dockerd docker.io
-  apt_install docker-registry docker-registry
-  apt_install docker-compose docker-compose
-  apt_install htpasswd apache2-utils
-  apt_install debootstrap debootstrap
-  apt_install shellcheck shellcheck  # make lint and CI
-  apt_install qemu-aarch64-static qemu-user-static binfmt-support
-  apt_install update-binfmts binfmt-support
-  # The system test's metadata database and Celery broker (started by the test itself).
-  apt_install pg_ctlcluster postgresql
-  apt_install redis-server redis-server
+  local missing
+  mapfile -t missing < <(missing_packages | sort -u)
+  [ "${#missing[@]}" = 0 ] && return 0
+  is_root || die "missing: ${missing[*]}; install them as root: apt-get install -y ${missing[*]}"
+  log "installing ${missing[*]}"
+  # On a systemd host, packages start their services at install: not these ones.
+  local policy=/usr/sbin/policy-rc.d made_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; made_policy=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || { [ "$made_policy" = 0 ] || rm -f "$policy"; die "apt-get install ${missing[*]} failed"; }
+  [ "$made_policy" = 0 ] || rm -f "$policy"
+  if [ -d /run/systemd/system ]; then
+    local unit
+    for unit in "${SERVICES[@]}"; do systemctl disable "$unit" >/dev/null 2>&1 || true; done
+    log "left ${SERVICES[*]} disabled (the setup starts its own on loopback)"
+  fi
 }
 
+engine_up() { [ -x "$DOCKER_CLI" ] && docker info >/dev/null 2>&1; }
+
 ensure_docker() {
-  if docker info >/dev/null 2>&1; then log "Docker engine: running"; return; fi
-  is_root || die "no Docker engine answers and this is not root: start Docker (or run 'make demo' as root)"
-  log "starting dockerd (log: $STATE/dockerd.log)"
-  mkdir -p "$STATE"
-  nohup dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=overlay2 \
-    >"$STATE/dockerd.log" 2>&1 &
-  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && { log "Docker engine: started"; return; }; sleep 1; done
-  tail -20 "$STATE/dockerd.log" >&2
+  if engine_up; then log "Docker engine: running ($DOCKER_HOST)"; return; fi
+  is_root || die "the setup's Docker engine ($DOCKER_HOST) is not running and this is not root: run 'make demo' as root"
+  mkdir -p "$ENGINE_DIR"
+  log "starting the setup's own dockerd on $DOCKER_HOST (log: $ENGINE_DIR/dockerd.log)"
+  setsid dockerd --data-root "$ENGINE_DIR/data" --exec-root "$ENGINE_DIR/exec" -H "$DOCKER_HOST" \
+    --pidfile "$ENGINE_DIR/docker.pid" --iptables=false --ip6tables=false --bridge=none \
+    --storage-driver=overlay2 >"$ENGINE_DIR/dockerd.log" 2>&1 </dev/null &
+  for _ in $(seq 1 60); do engine_up && { log "Docker engine: started"; return; }; sleep 1; done
+  tail -20 "$ENGINE_DIR/dockerd.log" >&2
   die "dockerd did not start within 60 s"
 }
 
-ensure_binfmt() {
-  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] && grep -q enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 && return
-  is_root || die "arm64 emulation is not enabled; as root: mount binfmt_misc and update-binfmts --enable qemu-aarch64"
+ensure_binfmt() {  # qemu for the arch this host is not
+  local q
+  q=qemu-$(qemu_name "$(other_arch)")
+  [ -e "/proc/sys/fs/binfmt_misc/$q" ] && grep -q enabled "/proc/sys/fs/binfmt_misc/$q" && return
+  is_root || die "$(other_arch) emulation is not enabled; as root: mount binfmt_misc and update-binfmts --enable $q"
   mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || update-binfmts --import qemu-aarch64
-  log "arm64 emulation: enabled"
+  update-binfmts --enable "$q" >/dev/null 2>&1 || update-binfmts --import "$q"
+  log "$(other_arch) emulation: enabled"
 }
 
 apt_mirror() {  # the Debian mirror this machine's apt uses (never written into the repo)
   local m
   m=$(grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1 || true)
   [ -n "$m" ] || m=$(grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v security | head -1 || true)
-  [ -n "$m" ] || die "no Debian mirror found in /etc/apt/sources.list*"
+  case "$m" in
+    mirror+file://*) m=$(grep -hE '^(https?|ftp)://' "${m#mirror+file://}" | awk '{print $1}' | head -1 || true) ;;
+    mirror+http*) m=$(curl -fsS "${m#mirror+}" | grep -E '^(https?|ftp)://' | awk '{print $1}' | head -1 || true) ;;
+  esac
+  [ -n "$m" ] || die "no Debian mirror found in /etc/apt/sources.list* (mirror+file lists included)"
   echo "$m"
 }
 
-make_rootfs() {  # make_rootfs ARCH TARBALL
+make_rootfs() {  # make_rootfs ARCH TARBALL: a minimal bookworm, built aside, named last
   local arch=$1 tarball=$2 dir
   dir=$(mktemp -d "$STATE/rootfs-$arch.XXXX")
-  local pkgs=python3,python3-pytest
-  log "debootstrap $arch base (a few minutes; log: $STATE/debootstrap-$arch.log)"
-  if [ "$arch" = amd64 ]; then
-    debootstrap --variant=minbase --include=$pkgs bookworm "$dir" "$(apt_mirror)" >"$STATE/debootstrap-$arch.log" 2>&1
+  # shellcheck disable=SC2064  # the folder is known now
+  trap "rm -rf '$dir' '$tarball.tmp'" EXIT
+  local pkgs=python3,python3-pytest logfile="$STATE/debootstrap-$arch.log"
+  log "debootstrap $arch base (a few minutes; log: $logfile)"
+  if [ "$arch" = "$(host_arch)" ]; then
+    debootstrap --arch="$arch" --variant=minbase --include=$pkgs bookworm "$dir" "$(apt_mirror)" >"$logfile" 2>&1
   else
-    debootstrap --arch="$arch" --foreign --variant=minbase --include=$pkgs bookworm "$dir" "$(apt_mirror)" >"$STATE/debootstrap-$arch.log" 2>&1
-    chroot "$dir" /debootstrap/debootstrap --second-stage >>"$STATE/debootstrap-$arch.log" 2>&1
+    debootstrap --arch="$arch" --foreign --variant=minbase --include=$pkgs bookworm "$dir" "$(apt_mirror)" >"$logfile" 2>&1
+    chroot "$dir" /debootstrap/debootstrap --second-stage >>"$logfile" 2>&1
   fi
   rm -rf "$dir"/usr/share/{doc,man,info,locale} "$dir"/var/cache/apt/* "$dir"/var/lib/apt/lists/*
-  tar -C "$dir" -c . | gzip -1 >"$tarball.tmp" && mv "$tarball.tmp" "$tarball"
+  # Not this machine's name and resolver in every image (the engine sets both at run time).
+  echo localhost >"$dir/etc/hostname"
+  : >"$dir/etc/resolv.conf"
+  tar -C "$dir" -c . | gzip -1 >"$tarball.tmp"
+  mv "$tarball.tmp" "$tarball"
   rm -rf "$dir"
+  trap - EXIT
+}
+
+import_image() {  # import_image ARCH NAME [docker import options...]: the tarball as NAME, arch fixed first
+  local arch=$1 name=$2; shift 2
+  local tarball="$STATE/rootfs-bookworm-$arch.tar.gz" staging="$name-importing"
+  [ -s "$tarball" ] || make_rootfs "$arch" "$tarball"
+  log "importing $name"
+  docker import "$@" "$tarball" "$staging" >/dev/null
+  # docker import records the engine's own architecture: rewrite it before the image gets its name.
+  "$PYTHON" "$ROOT/scripts/set_image_arch.py" "$staging" "$arch"
+  docker tag "$staging" "$name"
+  docker rmi "$staging" >/dev/null
 }
 
 ensure_base_image() {  # ensure_base_image ARCH TAG...
   local arch=$1; shift
   local first="$BASE_IMAGE:$1"
-  if ! docker image inspect "$first" >/dev/null 2>&1; then
-    local tarball="$STATE/rootfs-bookworm-$arch.tar.gz"
-    [ -s "$tarball" ] || make_rootfs "$arch" "$tarball"
-    log "importing $first"
-    docker import "$tarball" "$first" >/dev/null
-    # docker import records the engine's own architecture: rewrite it in the image config.
-    "$PYTHON" "$ROOT/scripts/set_image_arch.py" "$first" "$arch"
-  fi
+  docker image inspect "$first" >/dev/null 2>&1 || import_image "$arch" "$first"
   for tag in "$@"; do docker tag "$first" "$BASE_IMAGE:$tag"; done
   log "base image $first ($(docker image inspect -f '{{.Architecture}}' "$first")): ${*}"
 }
 
 ensure_runtime_image() {  # ensure_runtime_image ARCH: the runtime stages' base (another image than the build base)
-  local arch=$1 name="nightly-ci-runtime:bookworm-$1"
-  if ! docker image inspect "$name" >/dev/null 2>&1; then
-    log "importing $name"
-    docker import --change 'LABEL dev.nightly-ci.base=runtime' --change 'ENV NIGHTLY_CI_BASE=runtime' \
-      "$STATE/rootfs-bookworm-$arch.tar.gz" "$name" >/dev/null
-    "$PYTHON" "$ROOT/scripts/set_image_arch.py" "$name" "$arch"
-  fi
+  local arch=$1 name="$RUNTIME_BASE_IMAGE:bookworm-$1"
+  docker image inspect "$name" >/dev/null 2>&1 \
+    || import_image "$arch" "$name" --change 'LABEL dev.nightly-ci.base=runtime' --change 'ENV NIGHTLY_CI_BASE=runtime'
   log "runtime base image $name ($(docker image inspect -f '{{.Architecture}}' "$name"))"
 }
+
+is_registry() {  # is_registry PORT: the port is a registry (its API header), not just anything
+  curl -s -o /dev/null -D - "http://127.0.0.1:$1/v2/" 2>/dev/null | grep -qi '^docker-distribution-api-version: registry/2'
+}
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 ensure_registry() {  # ensure_registry NAME PORT
   local name=$1 port=$2 dir="$STATE/registries/$1"
   mkdir -p "$dir/data"
   if [ ! -s "$dir/password" ]; then
-    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/password")
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/password.tmp" && mv "$dir/password.tmp" "$dir/password")
   fi
   [ -s "$dir/htpasswd" ] || htpasswd -Bbn ci "$(cat "$dir/password")" >"$dir/htpasswd"
   cat >"$dir/config.yml" <<CFG
@@ -131,13 +180,31 @@ http: {addr: 127.0.0.1:$port}
 auth:
   htpasswd: {realm: nightly-ci-$name, path: $dir/htpasswd}
 CFG
-  if curl -s -o /dev/null "http://127.0.0.1:$port/v2/"; then log "registry $name: running on 127.0.0.1:$port"; return; fi
-  nohup docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+  if is_registry "$port"; then log "registry $name: running on 127.0.0.1:$port"; return; fi
+  port_taken "$port" && die "127.0.0.1:$port answers but is not a registry: another program has the port of registry $name (set NIGHTLY_CI_${name^^}_PORT)"
+  setsid docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 </dev/null &
+  echo $! >"$dir/registry.pid"
   for _ in $(seq 1 30); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && { log "registry $name: started on 127.0.0.1:$port"; return; }
+    is_registry "$port" && { log "registry $name: started on 127.0.0.1:$port"; return; }
     sleep 0.5
   done
   die "registry $name did not start; see $dir/registry.log"
+}
+
+is_fake_slack() { [ "$(curl -fsS "http://127.0.0.1:$SLACK_PORT/health" 2>/dev/null)" = "nightly-ci stand-in slack" ]; }
+
+ensure_fake_slack() {  # the demo's Slack: a webhook on loopback that records what it gets
+  local dir="$STATE/slack"
+  mkdir -p "$dir"
+  if is_fake_slack; then log "stand-in Slack: running on 127.0.0.1:$SLACK_PORT"; return; fi
+  port_taken "$SLACK_PORT" && die "127.0.0.1:$SLACK_PORT answers but is not the stand-in Slack (set NIGHTLY_CI_SLACK_PORT)"
+  setsid "$PYTHON" "$ROOT/dev/fake_slack.py" --port "$SLACK_PORT" --log "$dir/messages.jsonl" >"$dir/server.log" 2>&1 </dev/null &
+  echo $! >"$dir/server.pid"
+  for _ in $(seq 1 30); do
+    is_fake_slack && { log "stand-in Slack: started on 127.0.0.1:$SLACK_PORT (messages: $dir/messages.jsonl)"; return; }
+    sleep 0.3
+  done
+  die "the stand-in Slack did not start; see $dir/server.log"
 }
 
 ensure_build_secrets() {  # the demo's stand-in for sccache's S3 keys (BuildKit secrets)
@@ -147,44 +214,55 @@ ensure_build_secrets() {  # the demo's stand-in for sccache's S3 keys (BuildKit 
   [ -s "$dir/secret" ] || (umask 077; head -c 30 /dev/urandom | base64 | tr -d '/+=' >"$dir/secret")
 }
 
-ensure_fake_slack() {  # the demo's Slack: a webhook on loopback that records what it gets
-  local dir="$STATE/slack"
-  mkdir -p "$dir"
-  if curl -s -o /dev/null -X POST "http://127.0.0.1:$SLACK_PORT/services/ping"; then log "fake Slack: running on 127.0.0.1:$SLACK_PORT"; return; fi
-  nohup python3 "$ROOT/dev/fake_slack.py" --port "$SLACK_PORT" --log "$dir/messages.jsonl" >"$dir/server.log" 2>&1 &
-  for _ in $(seq 1 30); do
-    curl -s -o /dev/null -X POST "http://127.0.0.1:$SLACK_PORT/services/ping" && { log "fake Slack: started on 127.0.0.1:$SLACK_PORT (messages: $dir/messages.jsonl)"; return; }
-    sleep 0.3
-  done
-  die "the fake Slack did not start; see $dir/server.log"
-}
-
-ensure_venv() {
+ensure_venv() {  # trusted only once stamped, and the stamp is written last
   local stamp="$VENV/.requirements.sha256" want
   want=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     log "Python environment: $VENV"; return
   fi
-  log "installing Python packages into $VENV (about 3 minutes)"
-  python3 -m venv "$VENV"
+  if [ -x "$VENV/bin/python" ] && [ -s "$stamp" ]; then
+    log "updating the Python packages in $VENV"
+  else
+    log "installing Python packages into $VENV (about 3 minutes)"
+    rm -rf "$VENV"  # what a failed earlier run left: never trusted, made again
+    python3 -m venv "$VENV"
+  fi
+  rm -f "$stamp"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"
   echo "$want" >"$stamp"
+  PYTHON=$VENV/bin/python
+}
+
+check_only() {
+  local missing
+  missing=$(missing_packages | sort -u | tr '\n' ' ')
+  [ -n "$missing" ] && log "missing packages: $missing"
+  engine_up || log "the setup's Docker engine ($DOCKER_HOST) is not running"
+  [ -s "$VENV/.requirements.sha256" ] || log "no Python environment in $VENV"
+  if [ -n "$missing" ] || ! engine_up || [ ! -s "$VENV/.requirements.sha256" ]; then
+    is_root || log "run as root to install and start them, or install: apt-get install -y $missing"
+    exit 1
+  fi
+  log "nothing missing"
 }
 
 main() {
+  [ "${1:-}" = --check ] && { check_only; return; }
   mkdir -p "$STATE"
-  ensure_packages
-  ensure_docker
-  ensure_binfmt
-  ensure_venv
-  ensure_base_image amd64 bookworm-amd64
-  ensure_base_image arm64 bookworm-arm64 25.06-cuda12.9-devel-ubuntu24.04 25.06-py3
+  local step
+  for step in ensure_packages ensure_docker ensure_binfmt ensure_venv ensure_build_secrets; do
+    STEP_START=$(date +%s); "$step"; [ $(( $(date +%s) - STEP_START )) -lt 5 ] || started "$step"
+  done
+  ensure_base_image "$(host_arch)" "bookworm-$(host_arch)"
+  ensure_base_image "$(other_arch)" "bookworm-$(other_arch)"
+  # The seed's arm64 overrides name these base tags (vllm, trtllm).
+  docker tag "$BASE_IMAGE:bookworm-arm64" "$BASE_IMAGE:25.06-cuda12.9-devel-ubuntu24.04"
+  docker tag "$BASE_IMAGE:bookworm-arm64" "$BASE_IMAGE:25.06-py3"
   ensure_runtime_image amd64
   ensure_runtime_image arm64
   ensure_registry ecr "$ECR_PORT"
   ensure_registry acr "$ACR_PORT"
   ensure_fake_slack
-  ensure_build_secrets
 }
 
 main "$@"

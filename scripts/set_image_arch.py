@@ -15,7 +15,7 @@ import sys
 import tarfile
 import tempfile
 
-DOCKER = os.environ.get("DOCKER_CLI", "docker")
+DOCKER = os.environ.get("DOCKER_CLI", "/usr/bin/docker")  # on DOCKER_HOST: the setup's own engine
 
 
 def set_arch(image: str, arch: str) -> None:
@@ -23,7 +23,12 @@ def set_arch(image: str, arch: str) -> None:
         src = os.path.join(tmp, "in.tar")
         subprocess.run([DOCKER, "save", "-o", src, image], check=True)
         with tarfile.open(src) as tar:
-            tar.extractall(os.path.join(tmp, "x"), filter="tar")
+            # Extraction filters (PEP 706) came in 3.11.4; Debian 12's python3 is 3.11.2,
+            # which this runs on before the venv exists. The tarball is the engine's own.
+            if hasattr(tarfile, "tar_filter"):
+                tar.extractall(os.path.join(tmp, "x"), filter="tar")
+            else:
+                tar.extractall(os.path.join(tmp, "x"))
         root = os.path.join(tmp, "x")
         manifest_path = os.path.join(root, "manifest.json")
         with open(manifest_path) as f:

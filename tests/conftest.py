@@ -27,6 +27,54 @@ from tests.services import (  # noqa: E402
 __all__ = ["ROOT", "LocalRegistry", "free_port", "run_dag"]
 
 
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def _snapshot(client) -> dict:
+    return {
+        "images": sorted((i["Id"], tuple(sorted(i["RepoTags"] or []))) for i in client.images(all=True)),
+        "containers": sorted((c["Id"], c["State"]) for c in client.containers(all=True)),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def an_unrelated_engine_stays_untouched():
+    """The machine's own Docker engine (the default socket) is not the setup's: nothing in
+    `make test` builds on it, runs in it, or empties it. If none runs, the session starts
+    one with an image and two containers of its own, standing in for another project's."""
+    import docker
+
+    from tests.services import ScratchEngine, ensure_provisioned
+
+    if os.geteuid() != 0:
+        yield
+        return
+    started = None
+    try:
+        client = docker.APIClient(base_url=f"unix://{DEFAULT_SOCKET}", timeout=60)
+    except docker.errors.DockerException:  # no engine there: start one for the session
+        ensure_provisioned()
+        started = ScratchEngine("unrelated", socket=DEFAULT_SOCKET)
+        started.start()
+        client = docker.APIClient(base_url=f"unix://{DEFAULT_SOCKET}", timeout=60)
+        mine = docker.APIClient(base_url=os.environ["DOCKER_HOST"], timeout=300)
+        started.load_from(mine, "nightly-ci-base:bookworm-amd64")
+        client.tag("nightly-ci-base:bookworm-amd64", "another-project/app", tag="1")
+        host = client.create_host_config(network_mode="none")
+        for name, command in (("another-running", ["sleep", "3600"]), ("another-exited", ["true"])):
+            container = client.create_container("another-project/app:1", command, name=name, host_config=host)
+            client.start(container)
+        client.wait("another-exited", timeout=60)
+    before = _snapshot(client)
+    try:
+        yield
+    finally:
+        after = _snapshot(client)
+        if started is not None:
+            started.stop()
+    assert after == before, "make test changed another engine's images or containers"
+
+
 @pytest.fixture(scope="session")
 def provisioned() -> None:
     """Docker engine, qemu and base images (scripts/provision.sh; a no-op when present)."""

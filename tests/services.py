@@ -18,7 +18,19 @@ import requests
 from include.nightly_ci.images.registries import RemoteImage
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCKER_SOCK = "/var/run/docker.sock"
+
+
+def _engine() -> str:
+    """The setup's own engine (scripts/env.sh): the only one the tests build on, run in or empty."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    state = os.environ.get("NIGHTLY_CI_STATE") or (
+        "/var/lib/nightly-ci" if os.geteuid() == 0 else os.path.expanduser("~/.cache/nightly-ci")
+    )
+    return f"unix://{state}/engine/docker.sock"
+
+
+ENGINE = _engine()
 
 
 def free_port() -> int:
@@ -31,8 +43,8 @@ def ensure_provisioned() -> None:
     import docker
 
     try:
-        docker.APIClient(base_url=f"unix://{DOCKER_SOCK}").ping()
-        client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}")
+        docker.APIClient(base_url=ENGINE).ping()
+        client = docker.APIClient(base_url=ENGINE)
         client.inspect_image("nightly-ci-base:bookworm-arm64")
         return
     except Exception:
@@ -290,12 +302,12 @@ class ScratchEngine:
     exec root, socket and pid file (the same flags provision.sh starts the first one with).
     Stopping it removes everything it held."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, socket: str | None = None):
         import tempfile
 
         # Short: containerd's socket lives under the exec root, and socket paths are short.
         self.root = Path(tempfile.mkdtemp(prefix=f"nci-{name}-", dir="/tmp"))
-        self.socket = self.root / "docker.sock"
+        self.socket = Path(socket) if socket else self.root / "docker.sock"
         self.proc: subprocess.Popen | None = None
 
     @property

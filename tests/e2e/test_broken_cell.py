@@ -14,7 +14,7 @@ import pytest
 
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
-from tests.services import DOCKER_SOCK, airflow_env, run_dag, run_id_of, write_config
+from tests.services import ENGINE, airflow_env, run_dag, run_id_of, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BROKEN = "sglang_arm64"
@@ -53,7 +53,7 @@ def test_a_broken_build_leaves_only_its_own_tests_upstream_failed(airflow_home, 
     other_tests = {t: s for t, s in state.items() if ".tests." in t and not t.startswith(BROKEN)}
     assert len(other_tests) == 20 and set(other_tests.values()) == {"success"}
 
-    engine = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}")
+    engine = docker.APIClient(base_url=ENGINE)
 
     def created(cell: str) -> list:
         return list(

@@ -14,7 +14,7 @@ import pytest
 
 from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
-from tests.services import DOCKER_SOCK, ROOT, present, write_config
+from tests.services import ENGINE, ROOT, present, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -138,7 +138,7 @@ def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
 
 def run_arm64(tag: str, *command: str) -> str:
     """What COMMAND prints in the demo's arm64 image TAG (under qemu), pulled from "ECR"."""
-    engine = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}")
+    engine = docker.DockerClient(base_url=ENGINE)
     password = (state_dir() / "registries" / "ecr" / "password").read_text().strip()
     image = engine.images.pull(f"127.0.0.1:5101/{REPO}", tag=tag, platform="linux/arm64",
                                auth_config={"username": "ci", "password": password})  # fmt: skip

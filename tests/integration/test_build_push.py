@@ -14,7 +14,7 @@ import pytest
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE, tag_safe_run_id
 from tests.services import (
-    DOCKER_SOCK,
+    ENGINE,
     LocalRegistry,
     MotoServer,
     empty_engine,
@@ -217,7 +217,7 @@ def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, fi
 
 
 def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cache(stack, first_run):
-    client = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
+    client = docker.APIClient(base_url=ENGINE, timeout=300)
     empty_engine(client)
     assert not non_base_images(client)
     night = "2026-11-28T08:00:00+00:00"

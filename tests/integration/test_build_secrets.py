@@ -17,7 +17,7 @@ import pytest
 
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
-from tests.services import DOCKER_SOCK, LocalRegistry, airflow_env, run_dag, run_id_of, write_config
+from tests.services import ENGINE, LocalRegistry, airflow_env, run_dag, run_id_of, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -81,7 +81,7 @@ def test_the_secret_reached_its_step_and_left_no_trace(stack, night):
     run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}"
     cell = root / "artifacts" / tag_safe_run_id(run_id) / "vllm_amd64"
     framework_image = json.loads((cell / "build" / "metrics-framework.json").read_text())["image_id"]
-    engine = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}")
+    engine = docker.APIClient(base_url=ENGINE)
     # It was there: the wheel step, which mounts both secrets, took the S3 cache path.
     runtime = engine.create_container(
         json.loads((cell / "build" / "metrics-runtime.json").read_text())["image_id"],

@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from include.nightly_ci.build.builder import BuildKit, BuildSpec
-from tests.services import DOCKER_CLI, DOCKER_SOCK, ROOT
+from tests.services import DOCKER_CLI, ENGINE, ROOT
 
 pytestmark = pytest.mark.integration
 SAMPLE = ROOT / "dev" / "sample_project"
@@ -21,7 +21,7 @@ ALT = {"amd64": "x86_64", "arm64": "aarch64"}
 
 @pytest.fixture(scope="module")
 def engine(provisioned):
-    return docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=600)
+    return docker.APIClient(base_url=ENGINE, timeout=600)
 
 
 @pytest.fixture(scope="module")

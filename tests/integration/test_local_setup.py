@@ -8,10 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.services import DOCKER_SOCK, ROOT, airflow_env
+from tests.services import ENGINE, ROOT, airflow_env
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +51,7 @@ def test_pools_are_created_from_the_config_and_updated_on_rerun(airflow_home, tm
 def test_builder_engine_from_a_connection(monkeypatch, provisioned):
     from include.nightly_ci.images.engine import engine_client
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_BUILDER_ARM64", json.dumps({"conn_type": "docker", "host": f"unix://{DOCKER_SOCK}"})
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_BUILDER_ARM64", json.dumps({"conn_type": "docker", "host": ENGINE}))
     assert engine_client("builder_arm64").ping()
     assert engine_client(None).ping()  # the local engine by default
 
@@ -66,33 +66,66 @@ def test_an_unreachable_builder_fails_clearly(monkeypatch):
         engine_client("builder_gone")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
-def test_provision_without_docker_and_without_root_says_what_to_install():
-    import tempfile
-    from pathlib import Path
+def scripts_copy(folder) -> Path:
+    """provision.sh and env.sh copied to FOLDER (readable by anyone): the clone may sit in a
+    folder other users cannot read (mktemp -d is 0700)."""
+    (folder / "scripts").mkdir(parents=True)
+    for name in ("provision.sh", "env.sh"):
+        shutil.copy(ROOT / "scripts" / name, folder / "scripts" / name)
+    folder.chmod(0o755)
+    return folder / "scripts" / "provision.sh"
 
-    state = Path(tempfile.mkdtemp(prefix="nightly-ci-nobody-"))
-    shutil.chown(state, "nobody")
+
+def bare_env(state) -> dict[str, str]:
+    """A machine where docker.io is not installed yet: nothing from the sbin folders on PATH
+    (dockerd, debootstrap, update-binfmts live there) and no docker CLI."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(state),
+        "NIGHTLY_CI_STATE": str(state),
+        "NIGHTLY_CI_DOCKER_CLI": "/nonexistent/docker",
+    }
+
+
+def test_the_preflight_without_docker_says_what_is_missing_and_does_not_recurse(tmp_path):
+    """The first `make demo` on a machine without Docker once died in a bash segfault: the
+    docker() wrapper fell back to a bare `docker`, which was itself."""
+    started = time.monotonic()
     proc = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "bash",
-            str(ROOT / "scripts" / "provision.sh"),
-        ],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(state),
-            "NIGHTLY_CI_STATE": str(state),
-            "DOCKER_HOST": "unix:///nonexistent.sock",
-        },
+        ["bash", str(scripts_copy(tmp_path / "copy")), "--check"],
+        env=bare_env(tmp_path / "state"),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 1
-    assert "ERROR" in proc.stderr
-    assert "install it as root" in proc.stderr or "start Docker" in proc.stderr, proc.stderr
-    shutil.rmtree(state)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # not 139, a segfault
+    assert time.monotonic() - started < 30
+    assert "missing packages:" in proc.stdout and "docker.io" in proc.stdout and "debootstrap" in proc.stdout
+    assert "is not running" in proc.stdout  # the setup's engine
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
+def test_provision_without_docker_and_without_root_says_what_to_install():
+    import tempfile
+
+    # Outside pytest's own temporary folders (0700, like a clone made with mktemp -d):
+    # another user must be able to reach the copy.
+    folder = Path(tempfile.mkdtemp(prefix="nightly-ci-nobody-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        state = folder / "state"
+        state.mkdir()
+        shutil.chown(state, "nobody")
+        provision = scripts_copy(folder / "copy")
+        proc = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "bash", str(provision)],
+            env=bare_env(state),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(folder)
+    assert proc.returncode == 1, proc.stderr
+    assert "ERROR: missing:" in proc.stderr and "install them as root: apt-get install -y" in proc.stderr
+    assert "docker.io" in proc.stderr

@@ -18,7 +18,7 @@ from include.nightly_ci.images.registries import (
     retry_transient,
 )
 from include.nightly_ci.plan import Registry
-from tests.services import DOCKER_SOCK, MotoServer, present
+from tests.services import ENGINE, MotoServer, present
 
 pytestmark = pytest.mark.integration
 BASE = "nightly-ci-base:bookworm-amd64"
@@ -26,7 +26,7 @@ BASE = "nightly-ci-base:bookworm-amd64"
 
 @pytest.fixture(scope="module")
 def engine():
-    return docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
+    return docker.APIClient(base_url=ENGINE, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from include.nightly_ci.images.engine import push
 from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
-from tests.services import DOCKER_SOCK, airflow_env, present, write_config
+from tests.services import ENGINE, airflow_env, present, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -52,7 +52,7 @@ def run_retention(config, env, dry_run: bool) -> subprocess.CompletedProcess:
 
 
 def test_retention_deletes_stale_run_tags_and_old_artifacts_only(registries, airflow_home, tmp_path):
-    engine = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=300)
+    engine = docker.APIClient(base_url=ENGINE, timeout=300)
     ecr, acr = registries("ecr"), registries("acr")
     old, recent = NOW - timedelta(days=9), NOW - timedelta(days=1)
     old_img, older_img, recent_img = (image_of_night(engine, n) for n in (old, old - timedelta(days=1), recent))

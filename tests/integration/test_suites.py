@@ -21,7 +21,7 @@ from include.nightly_ci.suites.run import (
     SuiteRun,
     run_in_docker,
 )
-from tests.services import DOCKER_SOCK, ROOT, build_sample
+from tests.services import ENGINE, ROOT, build_sample
 
 pytestmark = pytest.mark.integration
 RESULTS = "/workspace/test-results"
@@ -51,7 +51,7 @@ BAD_TESTS = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def engine(provisioned):
-    return docker.APIClient(base_url=f"unix://{DOCKER_SOCK}", timeout=600)
+    return docker.APIClient(base_url=ENGINE, timeout=600)
 
 
 def sample_image(engine, arch: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
 from tests.services import (
-    DOCKER_SOCK,
+    ENGINE,
     LocalRegistry,
     ScratchEngine,
     airflow_env,
@@ -36,7 +36,7 @@ def hosts(provisioned):
     try:
         a.start()
         b.start()
-        main = docker.APIClient(base_url=f"unix://{DOCKER_SOCK}")
+        main = docker.APIClient(base_url=ENGINE)
         a.load_from(main, "nightly-ci-base:bookworm-amd64", "nightly-ci-runtime:bookworm-amd64")
         yield a, b
     finally:

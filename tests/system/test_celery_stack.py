@@ -26,7 +26,7 @@ import pytest
 from dev.fake_slack import FakeSlack
 from dev.sample_repo import make_repo
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
-from tests.services import DOCKER_SOCK, LocalRegistry, free_port, write_config
+from tests.services import ENGINE, LocalRegistry, free_port, write_config
 from tests.system.processes import AirflowStack, Worker
 from tests.system.timings import TIMINGS
 
@@ -37,7 +37,6 @@ CELLS = [f"{fw}_{arch}" for fw in ("vllm", "sglang", "trtllm") for arch in ("amd
 SUITES = ("unit", "integration", "e2e_1gpu", "e2e_2gpu")
 CELL_TASKS = ("build_framework", "push_framework_ecr", "build_runtime", "push_runtime_ecr", "push_runtime_acr")
 GPU_ENGINE = "gpu_host_engine"  # the GPU pool's Docker engine: a connection kept in the metadata DB
-LOCAL_ENGINE = f"unix://{DOCKER_SOCK}"
 BUILD_QUEUES = ["default", "cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge"]
 DEADLINE_HOURS = 0.01
 
@@ -146,7 +145,7 @@ def system(tmp_path_factory, provisioned, request):
 def test_the_scheduled_run_starts_by_itself_at_its_cron_time(system):
     stack = system.stack
     stack.wait_for_dag(DAG)
-    system.set_gpu_engine(LOCAL_ENGINE)
+    system.set_gpu_engine(ENGINE)
     unpaused_at = datetime.now(UTC)
     assert stack.request("PATCH", f"/dags/{DAG}", json={"is_paused": False}).ok
     assert unpaused_at < system.cron_time, "the stack came up too late to see the cron time arrive"
@@ -278,7 +277,7 @@ def test_clearing_a_failed_test_task_reruns_only_it_against_the_same_image(syste
     # Airflow 3.3.2's Clear answered 500 (apache/airflow#70368, fixed by the plugin).
     assert not [t for t in system.messages() if "still running after" in t and run_id in t]
     # The host is back: clear the unit suite (and what reads it: the summary, verdict, Slack).
-    system.set_gpu_engine(LOCAL_ENGINE)
+    system.set_gpu_engine(ENGINE)
     began = time.monotonic()
     body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [unit], "include_downstream": True,
             "only_failed": False, "reset_dag_runs": True}  # fmt: skip
