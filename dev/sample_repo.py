@@ -34,10 +34,16 @@ def _git(*args: str, cwd: str | Path, when: datetime | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
+MARK = "nightly-ci-sample"  # a file in every repository made here: only those are ever replaced
+
+
 def make_repo(dest: Path, commits: Iterable[tuple[datetime, str | None, str]], source: Path = SAMPLE) -> list[str]:
     """A bare repository at DEST from COMMITS: (date, VERSION or None for the project
-    as it is, message). Returns the commit ids in order."""
+    as it is, message). Returns the commit ids in order. An existing DEST is replaced
+    only when this module made it (or it is an empty folder): nothing else is deleted."""
     dest = dest.resolve()
+    if dest.exists() and any(dest.iterdir()) and not _made_here(dest):
+        raise FileExistsError(f"{dest} exists and is not a sample repository made by {__name__}: not replacing it")
     shutil.rmtree(dest, ignore_errors=True)
     ids = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,7 +58,20 @@ def make_repo(dest: Path, commits: Iterable[tuple[datetime, str | None, str]], s
             _git("commit", "-q", "--allow-empty", "-m", message, cwd=work, when=when)
             ids.append(_git("rev-parse", "HEAD", cwd=work))
         _git("clone", "-q", "--bare", str(work), str(dest), cwd=tmp)
+    (dest / MARK).write_text("made by dev/sample_repo.py; replaced when the sample project changes\n")
     return ids
+
+
+def _made_here(dest: Path) -> bool:
+    """DEST is a sample repository of this module's: marked, or (made before the mark
+    existed) a bare repository whose every commit is this module's identity's."""
+    if (dest / MARK).exists():
+        return True
+    try:
+        authors = set(_git(f"--git-dir={dest}", "log", "--all", "--format=%ae", cwd=dest).split())
+    except subprocess.CalledProcessError:
+        return False
+    return authors == {_IDENTITY["GIT_AUTHOR_EMAIL"]}
 
 
 def nightly_history(nights: int, now: datetime) -> list[tuple[datetime, str | None, str]]:

@@ -104,3 +104,15 @@ def test_checkout_gives_the_tree_of_that_commit_without_git(repo, tmp_path):
     assert (dest / "src" / "dynamo_sample" / "VERSION").read_text() == "0.1.1\n"
     assert (dest / "container" / "Dockerfile.vllm").exists()
     assert not (dest / ".git").exists()
+
+
+def test_the_sample_repository_maker_never_deletes_what_it_did_not_make(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"not a sample repository made by dev\.sample_repo: not replacing it"):
+        make_repo(precious, [(utc(2026, 11, 24, 6), "0.1.0", "night")])
+    assert (precious / "notes.txt").read_text() == "keep me"
+    made = tmp_path / "made.git"
+    first = make_repo(made, [(utc(2026, 11, 24, 6), "0.1.0", "night")])
+    assert make_repo(made, [(utc(2026, 11, 25, 6), "0.1.1", "next")]) != first  # its own: replaced
