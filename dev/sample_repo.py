@@ -68,7 +68,7 @@ def _made_here(dest: Path) -> bool:
     if (dest / MARK).exists():
         return True
     try:
-        authors = set(_git(f"--git-dir={dest}", "log", "--all", "--format=%ae", cwd=dest).split())
+        authors = set(_git(f"--git-dir={dest.resolve()}", "log", "--all", "--format=%ae", cwd=dest).split())
     except subprocess.CalledProcessError:
         return False
     return authors == {_IDENTITY["GIT_AUTHOR_EMAIL"]}
