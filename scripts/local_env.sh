@@ -9,7 +9,10 @@ export AIRFLOW_HOME=${NIGHTLY_CI_AIRFLOW_HOME:-$ROOT/.local/airflow}
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER=$ROOT/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
-export NIGHTLY_CI_CONFIG=${NIGHTLY_CI_CONFIG:-$ROOT/dev/local.yaml}
+# Always the local config (or NIGHTLY_CI_LOCAL_CONFIG, one that extends it), never an
+# inherited NIGHTLY_CI_CONFIG: on an ops box that one may be production's, and the demo
+# would run a real nightly.
+export NIGHTLY_CI_CONFIG=${NIGHTLY_CI_LOCAL_CONFIG:-$ROOT/dev/local.yaml}
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 _registry_conn() {  # _registry_conn TYPE PORT NAME
   local pw; pw=$(cat "$STATE/registries/$3/password" 2>/dev/null || true)

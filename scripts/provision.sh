@@ -33,7 +33,7 @@ docker() {
 PACKAGES=(
   git:git curl:curl python3:python3 dockerd:docker.io docker-registry:docker-registry
   docker-compose:docker-compose htpasswd:apache2-utils debootstrap:debootstrap shellcheck:shellcheck
-  update-binfmts:binfmt-support pg_ctlcluster:postgresql redis-server:redis-server
+  update-binfmts:binfmt-support pg_ctlcluster:postgresql redis-server:redis-server ss:iproute2
 )
 # Services these packages would start and enable at boot on a systemd host: the setup
 # uses none of them (it starts its own engine, registries and databases on loopback).

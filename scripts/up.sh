@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# `make up`: the Airflow UI on this machine (`airflow standalone`: api-server on :8080,
-# scheduler, dag-processor, triggerer) with the project's dags/, plugins/ and include/,
-# its pools and the local connections. The login is printed once it is up.
+# `make up`: the Airflow UI on this machine (`airflow standalone`: api-server, scheduler,
+# dag-processor, triggerer) with the project's dags/ and plugins/, its pools and the local
+# connections, served on loopback only. Once it answers, it prints the address and the
+# file that holds the admin password (never the password itself); Airflow's own output
+# goes to .local/up.log.
 set -euo pipefail
 # shellcheck source=scripts/prepare.sh
 source "$(dirname "$0")/prepare.sh"
-export AIRFLOW__API__BASE_URL=${AIRFLOW__API__BASE_URL:-http://localhost:8080}
+export AIRFLOW__API__HOST=127.0.0.1
+export AIRFLOW__API__PORT=${AIRFLOW__API__PORT:-8080}
+export AIRFLOW__API__BASE_URL=${AIRFLOW__API__BASE_URL:-http://localhost:$AIRFLOW__API__PORT}
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
+PASSWORDS="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 (
   for _ in $(seq 1 120); do
-    if curl -sf http://127.0.0.1:8080/api/v2/version >/dev/null; then
-      echo "[up] the UI is at $AIRFLOW__API__BASE_URL; login: admin / $(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated" 2>/dev/null || echo 'see the standalone output')"
+    if curl -sf "http://127.0.0.1:$AIRFLOW__API__PORT/api/v2/version" >/dev/null; then
+      echo "[up] the UI is at $AIRFLOW__API__BASE_URL; login: admin, its password in $PASSWORDS"
       exit 0
     fi
     sleep 2
   done
+  echo "[up] the UI did not answer within 240 s; see $ROOT/.local/up.log" >&2
 ) &
-exec airflow standalone
+echo "[up] starting airflow standalone on 127.0.0.1:$AIRFLOW__API__PORT (its output: $ROOT/.local/up.log)"
+exec airflow standalone >"$ROOT/.local/up.log" 2>&1

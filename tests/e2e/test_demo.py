@@ -34,9 +34,11 @@ def client(name: str, port: int) -> RegistryClient:
 
 def run_demo(config: Path | None = None) -> tuple[subprocess.CompletedProcess, str]:
     """`make demo` as a user runs it (with another config if given); its output and run id."""
-    env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "NIGHTLY_CI_CONFIG")}
+    # An inherited NIGHTLY_CI_CONFIG (production's, on an ops box) is never the demo's.
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_HOME"}
+    env["NIGHTLY_CI_CONFIG"] = str(ROOT / "include" / "config" / "nightly_ci.yaml")
     if config:
-        env["NIGHTLY_CI_CONFIG"] = str(config)
+        env["NIGHTLY_CI_LOCAL_CONFIG"] = str(config)
     proc = subprocess.run(["make", "demo"], env=env, cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1800)  # fmt: skip
     found = re.findall(r"^\[demo\] run_id=(\S+) state=", proc.stdout, re.MULTILINE)

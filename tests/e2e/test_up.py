@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
@@ -30,7 +32,7 @@ def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
     # The local config, starting tomorrow: unpausing a catchup-off DAG otherwise queues the
     # latest night at once (all 6 cells, ahead of the REST-triggered run: max one active run).
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-    env["NIGHTLY_CI_CONFIG"] = str(write_config(tmp_path / "up.yaml", f"dag: {{start_date: {tomorrow}}}\n"))
+    env["NIGHTLY_CI_LOCAL_CONFIG"] = str(write_config(tmp_path / "up.yaml", f"dag: {{start_date: {tomorrow}}}\n"))
     # Its own metadata database: the demo's (.local/airflow) knows the DAG with the local
     # config's start date, and the scheduler may queue that night before the dag-processor
     # has read this config (what a user meets after `make demo`: issue 14's to settle).
@@ -49,12 +51,17 @@ def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and login is None:
             found = re.search(
-                r"^\[up\] the UI is at (\S+); login: admin / (\S+)$", (tmp_path / "up.log").read_text(), re.M
+                r"^\[up\] the UI is at (\S+); login: admin, its password in (\S+)$",
+                (tmp_path / "up.log").read_text(),
+                re.M,
             )
-            login = found.group(2) if found else None
+            login = json.loads(Path(found.group(2)).read_text())["admin"] if found else None
             assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
             time.sleep(2)
         assert login, "make up printed no login"
+        assert login not in (tmp_path / "up.log").read_text()  # where it is, never what it is
+        listening = subprocess.run(["ss", "-ltnH", "sport = :8080"], capture_output=True, text=True).stdout
+        assert "127.0.0.1:8080" in listening and "0.0.0.0:8080" not in listening and "*:8080" not in listening
         token = requests.post(
             "http://127.0.0.1:8080/auth/token", json={"username": "admin", "password": login}, timeout=10
         ).json()["access_token"]
