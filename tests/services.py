@@ -302,12 +302,13 @@ class ScratchEngine:
     exec root, socket and pid file (the same flags provision.sh starts the first one with).
     Stopping it removes everything it held."""
 
-    def __init__(self, name: str, socket: str | None = None):
+    def __init__(self, name: str, socket: str | None = None, extra_args: tuple[str, ...] = ()):
         import tempfile
 
         # Short: containerd's socket lives under the exec root, and socket paths are short.
         self.root = Path(tempfile.mkdtemp(prefix=f"nci-{name}-", dir="/tmp"))
         self.socket = Path(socket) if socket else self.root / "docker.sock"
+        self.extra_args = extra_args  # another listener, TLS
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -328,7 +329,7 @@ class ScratchEngine:
             [
                 "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
                 "-H", self.url, "--pidfile", str(self.root / "docker.pid"), "--iptables=false", "--ip6tables=false",
-                "--bridge=none", "--storage-driver=overlay2",
+                "--bridge=none", "--storage-driver=overlay2", *self.extra_args,
             ],
             stdout=log,
             stderr=log,

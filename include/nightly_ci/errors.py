@@ -66,6 +66,10 @@ class BuildSecretError(PermanentError):
     """A build secret's connection or field is missing; the message names them, never a value."""
 
 
+class EngineConfigError(PermanentError):
+    """An engine connection that can't be used safely as it is; the message names it."""
+
+
 class EngineUnavailable(NightlyCiError):
     """A Docker engine could not be reached: worth retrying."""
 

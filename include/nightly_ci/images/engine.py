@@ -6,21 +6,25 @@ Progress is streamed line by line to a callback (the task log) as the engine rep
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from include.nightly_ci.errors import RegistryError, RegistryUnavailable
+from include.nightly_ci.errors import EngineConfigError, EngineUnavailable, RegistryError, RegistryUnavailable
 from include.nightly_ci.images.registries import RegistryAuth
 
 if TYPE_CHECKING:
     from airflow.providers.docker.hooks.docker import DockerHook
     from docker import APIClient
+    from docker.tls import TLSConfig
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 _AUTH_WORDS = ("unauthorized", "authentication required", "denied", "no basic auth credentials", " 401 ", " 403 ")
@@ -48,22 +52,55 @@ def engine_client(conn_id: str | None, timeout: int = 600) -> APIClient:
     return engine_hook(conn_id, timeout).api_client
 
 
+def _connect(url: str, tls: TLSConfig | bool | None, timeout: int, conn_id: str | None) -> APIClient:
+    """A client on the engine at URL, at the API version the engine speaks, that has
+    answered a ping. Built here rather than by DockerHook because requests lets
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's CA (psf/requests#3829): on a
+    worker that sets them for other traffic, the engine's own CA would be ignored. So the
+    session stops reading the environment before its first request."""
+    from docker import APIClient
+    from docker.errors import DockerException
+    from requests.exceptions import SSLError
+
+    def client(version: str) -> APIClient:
+        c = APIClient(base_url=url, version=version, tls=tls or False, timeout=timeout)
+        c.trust_env = False
+        return c
+
+    where = f"engine {url}" + (f" (connection {conn_id!r})" if conn_id else "")
+    try:
+        # /version answers at any API version; the oldest one every engine accepts.
+        with client("1.24") as probe:
+            version = probe.version(api_version=False)["ApiVersion"]
+        engine = client(version)
+        engine.ping()
+    except SSLError as exc:
+        raise EngineConfigError(f"{where}: TLS handshake failed (wrong CA or client certificate?): {exc}") from None
+    except DockerException as exc:
+        raise EngineUnavailable(f"{where} can't be reached: {exc}") from None
+    except OSError as exc:  # requests' ConnectionError is one
+        raise EngineUnavailable(f"{where} can't be reached: {exc}") from None
+    return engine
+
+
+_TLS_FIELDS = {"ca.pem": "tls_ca_cert", "cert.pem": "tls_client_cert", "key.pem": "tls_client_key"}
+
+
 @dataclass(frozen=True)
 class EngineTarget:
-    """Where an engine is: its URL and, for TLS, the files of its extras."""
+    """Where an engine is: its URL and, for TLS, the PEM texts of its connection."""
 
     url: str
-    ca_cert: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
+    tls: dict[str, str] = field(default_factory=dict, repr=False)  # ca.pem, cert.pem, key.pem -> PEM text
     verify: bool = True
 
 
 def engine_target(conn_id: str | None) -> EngineTarget:
     """The engine of CONN_ID: an Airflow connection whose host is the engine URL
-    (tcp://host:2376, unix:///...) with optional TLS files in its extras (tls_ca_cert,
-    tls_client_cert, tls_client_key, tls_verify); None means the local engine
-    (DOCKER_HOST, else the default socket)."""
+    (tcp://host:2376, unix:///...) with TLS as PEM texts in its extras (tls_ca_cert,
+    tls_client_cert, tls_client_key; tls_verify), so that no worker needs certificate
+    files of its own. A tcp:// engine without TLS is refused unless the connection says
+    `"allow_insecure": true`. None means the local engine (DOCKER_HOST, else the socket)."""
     if not conn_id:
         return EngineTarget(os.environ.get("DOCKER_HOST") or LOCAL_ENGINE)
     from airflow.sdk import BaseHook
@@ -72,29 +109,51 @@ def engine_target(conn_id: str | None) -> EngineTarget:
     host = conn.host or ""
     url = host if "://" in host else f"tcp://{host}:{conn.port or 2375}"
     extra = conn.extra_dejson
-    return EngineTarget(
-        url,
-        extra.get("tls_ca_cert"),
-        extra.get("tls_client_cert"),
-        extra.get("tls_client_key"),
-        bool(extra.get("tls_verify", True)),
-    )
+    tls = {name: str(extra[key]) for name, key in _TLS_FIELDS.items() if extra.get(key)}
+    for name, text in tls.items():
+        if not text.lstrip().startswith("-----BEGIN"):
+            raise EngineConfigError(
+                f"engine connection {conn_id!r}: extra {_TLS_FIELDS[name]} must hold the PEM text itself "
+                "(-----BEGIN ...), not a path: workers have no files of their own"
+            )
+    if url.startswith("tcp://") and not tls and extra.get("allow_insecure") is not True:
+        raise EngineConfigError(
+            f"engine connection {conn_id!r} is {url} without TLS: give it tls_ca_cert, tls_client_cert and "
+            'tls_client_key (PEM), or set extra "allow_insecure": true to accept an unencrypted engine'
+        )
+    return EngineTarget(url, tls, bool(extra.get("tls_verify", True)))
+
+
+def write_tls(target: EngineTarget, folder: str) -> dict[str, str]:
+    """The TLS files of TARGET in FOLDER (0600 in a 0700 folder): name -> path."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    paths = {}
+    for name, text in target.tls.items():
+        paths[name] = os.path.join(folder, name)
+        _private_file(paths[name], text)
+    return paths
 
 
 def engine_hook(conn_id: str | None, timeout: int = 600) -> DockerHook:
-    """A DockerHook on the engine of CONN_ID (see engine_target)."""
+    """A DockerHook on the engine of CONN_ID (see engine_target). Its TLS files live in a
+    private folder for as long as this process does."""
     from airflow.providers.docker.hooks.docker import DockerHook
 
     target = engine_target(conn_id)
     tls = None
-    if target.ca_cert:
+    if target.tls:
+        folder = tempfile.mkdtemp(prefix="nightly-ci-tls-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        files = write_tls(target, folder)
         tls = DockerHook.construct_tls_config(
-            ca_cert=target.ca_cert,
-            client_cert=target.client_cert,
-            client_key=target.client_key,
+            ca_cert=files.get("ca.pem"),
+            client_cert=files.get("cert.pem"),
+            client_key=files.get("key.pem"),
             verify=target.verify,
         )
-    return DockerHook(docker_conn_id=None, base_url=target.url, tls=tls, timeout=timeout)
+    hook = DockerHook(docker_conn_id=None, base_url=target.url, tls=tls, timeout=timeout)
+    hook.__dict__["api_client"] = _connect(target.url, tls, timeout, conn_id)  # its cached_property, filled
+    return hook
 
 
 def cli_environment(conn_id: str | None, auths: list[RegistryAuth], folder: str) -> dict[str, str]:
@@ -108,15 +167,9 @@ def cli_environment(conn_id: str | None, auths: list[RegistryAuth], folder: str)
         a.host: {"auth": base64.b64encode(f"{a.username}:{a.password}".encode()).decode()} for a in auths if a.username
     }
     _private_file(os.path.join(env["DOCKER_CONFIG"], "config.json"), json.dumps({"auths": logins}))
-    if target.ca_cert:
-        certs = os.path.join(folder, "certs")
-        os.makedirs(certs, mode=0o700, exist_ok=True)
-        files = {"ca.pem": target.ca_cert, "cert.pem": target.client_cert, "key.pem": target.client_key}
-        for name, source in files.items():
-            if source:
-                with open(source) as f:
-                    _private_file(os.path.join(certs, name), f.read())
-        env["DOCKER_CERT_PATH"] = certs
+    if target.tls:
+        write_tls(target, os.path.join(folder, "certs"))
+        env["DOCKER_CERT_PATH"] = os.path.join(folder, "certs")
         if target.verify:
             env["DOCKER_TLS_VERIFY"] = "1"
     return env
