@@ -281,3 +281,23 @@ def test_a_build_secret_names_a_connection_field(tmp_path):
     f.write_text(f"extends: {SHIPPED}\nbuild:\n  secrets:\n    aws-key-id: {{conn_id: aws_default, field: token}}\n")
     with pytest.raises(ConfigError, match=r"build.secrets.aws-key-id.field \(line 4\): 'token' is not a valid"):
         load_config(f)
+
+
+def test_the_shipped_artifact_store_is_an_object_store_every_host_reaches():
+    art = load_config(SHIPPED).artifacts
+    assert art.base.startswith("s3://") and art.conn_id == "aws_default" and not art.single_host
+
+
+@pytest.mark.parametrize("base", ["/srv/artifacts", "file:///srv/artifacts", "relative/folder"])
+def test_a_folder_as_the_artifact_store_needs_a_config_that_says_it_is_one_host(tmp_path, base):
+    err = bad(tmp_path, f"artifacts: {{base: {base}, conn_id: null}}\n")
+    assert paths(err) == {"artifacts.base"}
+    assert "single_host" in str(err) and "folder on each worker" in str(err)
+    f = tmp_path / "one_host.yaml"
+    f.write_text(f"extends: {SHIPPED}\nartifacts: {{base: {base}, conn_id: null, single_host: true}}\n")
+    assert load_config(f).artifacts.single_host
+
+
+def test_an_object_store_without_a_connection_is_a_config_error(tmp_path):
+    err = bad(tmp_path, "artifacts: {base: 'abfs://nightly/ci', conn_id: null}\n")
+    assert paths(err) == {"artifacts.conn_id"}

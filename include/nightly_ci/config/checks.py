@@ -53,6 +53,7 @@ def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
         if len(set(reg.images)) != len(reg.images):
             found.append(Finding(f"registries.{name}.images", "lists an image kind twice"))
     found += _test_findings(cfg)
+    found += _artifact_findings(cfg)
     if cfg.build.framework_target == cfg.build.runtime_target:
         found.append(Finding("build.runtime_target", "must differ from build.framework_target"))
     if cfg.build.push_backoff_max_seconds < cfg.build.push_backoff_seconds:
@@ -63,6 +64,28 @@ def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
         if not croniter.is_valid(cron):
             found.append(Finding(path, f"{cron!r} is not a valid cron expression"))
     return found
+
+
+def _artifact_findings(cfg: NightlyConfig) -> list[Finding]:
+    """Every worker writes its records to the artifact store and the report reads them all
+    back: a folder is one store only when every worker is on the same host."""
+    art = cfg.artifacts
+    scheme = art.base.split("://", 1)[0].lower() if "://" in art.base else "file"
+    if scheme in ("file", "local"):
+        if art.single_host:
+            return []
+        return [
+            Finding(
+                "artifacts.base",
+                f"{art.base!r} is a folder on each worker: on workers of more than one host every "
+                "worker would keep its own records and the report would miss them. Use an object "
+                "store (s3://, abfs://) with artifacts.conn_id, or set artifacts.single_host: true "
+                "if this Airflow runs on one host",
+            )
+        ]
+    if not art.conn_id:
+        return [Finding("artifacts.conn_id", f"{art.base!r} is an object store: name the connection that reaches it")]
+    return []
 
 
 # A Kubernetes resource quantity (64Gi, 512Mi, 1.5G).

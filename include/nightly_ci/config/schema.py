@@ -293,11 +293,19 @@ class ArtifactSettings(_Model):
     """Where logs, metrics, test output, JUnit, records and results are kept."""
 
     base: str = Field(
-        "../../.local/artifacts",
-        description="An ObjectStoragePath: file://, s3://bucket/prefix, abfs://; "
-        "a plain path is relative to the config file.",
+        "s3://nightly-ci-artifacts/nightly",
+        description="An ObjectStoragePath: s3://bucket/prefix, abfs://container/prefix; a file:// "
+        "URL or a plain path (relative to the config file) only with single_host.",
     )
-    conn_id: ConnId | None = Field(None, description="The connection of the object store (aws, wasb).")
+    conn_id: ConnId | None = Field(
+        "aws_default", description="The connection of the object store (aws, wasb); required for one."
+    )
+    single_host: bool = Field(
+        False,
+        description="The whole Airflow runs on one host, so a local folder is one store for every "
+        "worker (the local setup). Otherwise each worker would write its own folder and the "
+        "report would miss their records.",
+    )
 
 
 class NightlyConfig(_Model):
