@@ -102,3 +102,16 @@ def test_tcp_without_tls_is_refused_unless_the_connection_says_so(monkeypatch, t
     connection(monkeypatch, "builder_paths", port, tls_ca_cert=str(pki / "ca.pem"))
     with pytest.raises(EngineConfigError, match="must hold the PEM text itself"):
         engine_target("builder_paths")
+
+
+def test_half_a_tls_setup_or_an_unchecked_certificate_is_refused(monkeypatch, tls_engine):
+    """The provider would talk plain HTTP with only a CA (M6)."""
+    port, pki = tls_engine
+    connection(monkeypatch, "builder_ca_only", port, tls_ca_cert=pem(pki)["tls_ca_cert"])
+    with pytest.raises(EngineConfigError, match="missing tls_client_cert, tls_client_key"):
+        engine_target("builder_ca_only")
+    connection(monkeypatch, "builder_noverify", port, tls_verify=False, **pem(pki))
+    with pytest.raises(EngineConfigError, match='"tls_verify": false'):
+        engine_target("builder_noverify")
+    connection(monkeypatch, "builder_noverify", port, tls_verify=False, allow_insecure=True, **pem(pki))
+    assert engine_client("builder_noverify").ping()

@@ -116,12 +116,23 @@ def engine_target(conn_id: str | None) -> EngineTarget:
                 f"engine connection {conn_id!r}: extra {_TLS_FIELDS[name]} must hold the PEM text itself "
                 "(-----BEGIN ...), not a path: workers have no files of their own"
             )
-    if url.startswith("tcp://") and not tls and extra.get("allow_insecure") is not True:
+    if tls and len(tls) < len(_TLS_FIELDS):
+        # The provider's TLS config falls back to plain HTTP when one is missing.
+        missing = ", ".join(key for name, key in _TLS_FIELDS.items() if name not in tls)
+        raise EngineConfigError(f"engine connection {conn_id!r}: TLS needs all three PEM extras; missing {missing}")
+    insecure_ok = extra.get("allow_insecure") is True
+    if url.startswith("tcp://") and not tls and not insecure_ok:
         raise EngineConfigError(
             f"engine connection {conn_id!r} is {url} without TLS: give it tls_ca_cert, tls_client_cert and "
             'tls_client_key (PEM), or set extra "allow_insecure": true to accept an unencrypted engine'
         )
-    return EngineTarget(url, tls, bool(extra.get("tls_verify", True)))
+    verify = extra.get("tls_verify", True) is not False
+    if tls and not verify and not insecure_ok:
+        raise EngineConfigError(
+            f'engine connection {conn_id!r} has "tls_verify": false: the engine\'s certificate would not be '
+            'checked; set extra "allow_insecure": true as well to accept that'
+        )
+    return EngineTarget(url, tls, verify)
 
 
 def write_tls(target: EngineTarget, folder: str) -> dict[str, str]:
