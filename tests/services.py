@@ -345,9 +345,16 @@ class ScratchEngine:
         wait_for(up, 60, f"dockerd on {self.socket}")
 
     def load_from(self, source, *images: str) -> None:
-        """Copy IMAGES from the SOURCE engine (docker save | docker load)."""
+        """Copy IMAGES from the SOURCE engine (docker save | docker load); each image once,
+        its other names given here by tagging (the ID survives save and load)."""
+        loaded: set[str] = set()
         for image in images:
-            self.client().load_image(b"".join(source.get_image(image)))
+            image_id = source.inspect_image(image)["Id"]
+            if image_id not in loaded:
+                self.client().load_image(b"".join(source.get_image(image)))
+                loaded.add(image_id)
+            repo, _, tag = image.rpartition(":")
+            self.client().tag(image_id, repo, tag)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -358,3 +365,40 @@ class ScratchEngine:
                 self.proc.kill()
                 self.proc.wait(10)
         subprocess.run(["rm", "-rf", str(self.root)], check=False)
+
+
+def base_images(client) -> list[str]:
+    """The names of the locally made base images (BASE_IMAGES) on CLIENT's engine."""
+    return sorted(t for i in client.images() for t in i["RepoTags"] or [] if t.startswith(BASE_IMAGES))
+
+
+class GitServer:
+    """`git daemon` on loopback serving the repositories under ROOT read-only over git://,
+    partial clone allowed (as GitHub allows it): a source no worker reaches through its disk."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["git", "-c", "uploadpack.allowFilter=true", "daemon", "--reuseaddr", "--export-all",
+             "--listen=127.0.0.1", f"--port={self.port}", f"--base-path={self.root}", str(self.root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def up() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_for(up, 15, f"git daemon on 127.0.0.1:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

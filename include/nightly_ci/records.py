@@ -58,7 +58,15 @@ _INFRA_TEXTS = (
     "node not ready",
     "no space left on device",
 )
-_INFRA_TYPES = {"RegistryAuthError", "RegistryUnavailable", "RegistryError", "DockerException", "ConnectionError"}
+_INFRA_TYPES = {
+    "RegistryAuthError",
+    "RegistryUnavailable",
+    "RegistryError",
+    "DockerException",
+    "ConnectionError",
+    "EngineUnavailable",
+    "EngineConfigError",
+}
 _TIMEOUT_TYPES = {"AirflowTaskTimeout", "ReadTimeout"}
 _TEST_OUTCOMES = {"failed", "no_tests", "collection_error", "error"}
 

@@ -1,6 +1,7 @@
 """The production topology as processes on this machine: Postgres and Redis from Debian's
 packages, and Airflow's api-server, scheduler, dag-processor, triggerer and one Celery
-worker per group of queues, all on loopback with their own ports and home folder."""
+worker per group of queues, all on loopback with their own ports. Each worker has a
+folder of its own (working folder, Airflow home, task logs, TMPDIR), as on its own host."""
 
 from __future__ import annotations
 
@@ -143,9 +144,13 @@ class Redis:
 
 @dataclass
 class Worker:
+    """One Celery worker, as on a host of its own: ENV adds to the stack's (its engine's
+    DOCKER_HOST, say); the stack gives it its own folder (see AirflowStack.folder)."""
+
     name: str
     queues: list[str]
     concurrency: int
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -221,11 +226,34 @@ class AirflowStack:
             raise RuntimeError(f"airflow {' '.join(args)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         return proc
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
+    def folder(self, worker: Worker) -> Path:
+        """The worker's host: its working folder, holding its Airflow home, task logs and
+        temporary folder; nothing of it is shared with another process of the stack."""
+        return self.root / "hosts" / worker.name
+
+    def _worker_env(self, worker: Worker) -> dict[str, str]:
+        folder = self.folder(worker)
+        for sub in ("airflow", "logs", "tmp"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "NIGHTLY_CI_WORKER_NAME": worker.name,
+            "AIRFLOW_HOME": str(folder / "airflow"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(folder / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "TMPDIR": str(folder / "tmp"),
+            **worker.env,
+        }
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         self.procs[name] = subprocess.Popen(
-            cmd, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
         )
 
     def start(self) -> None:
@@ -262,7 +290,8 @@ class AirflowStack:
                     "--celery-hostname",
                     f"{w.name}@%h",
                 ],
-                env={"NIGHTLY_CI_WORKER_NAME": w.name, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+                env=self._worker_env(w),
+                cwd=self.folder(w),
             )
         wait_for(self._api_up, 120, "the api-server")
         self.timings["processes up (s)"] = time.monotonic() - began
@@ -302,7 +331,7 @@ class AirflowStack:
             )
             resp.raise_for_status()
             self._token = resp.json()["access_token"]
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
         return requests.request(method, f"{self.api}/api/v2{path}", headers=headers, timeout=30, **kwargs)
 
     def get(self, path: str) -> dict:

@@ -1,7 +1,12 @@
 """The nightly under the production topology, without containers: Postgres and Redis,
-the api-server, scheduler, dag-processor, triggerer and two Celery workers (one for the
-build queues, one for the GPU pool's queue), driven only as an operator would drive
-them: the config, the REST API and `airflow backfill create`.
+the api-server, scheduler, dag-processor, triggerer and three Celery workers (one for the
+default queue, one for the build queues, one for the GPU pool's queue), driven only as an
+operator would drive them: the config, the REST API and `airflow backfill create`.
+
+The workers share nothing but the database, the broker, the registries and the object
+store, as on separate hosts: each has its own working folder, Airflow home, task logs,
+TMPDIR and Docker engine; the source is served over git://, artifacts and task logs go to
+S3 (moto's server). Whatever relied on a shared disk or engine would fail here.
 
 The tests run in file order on one stack and one history of runs:
 1. the scheduled run starts by itself at its cron time (a minute ahead, set in the config);
@@ -15,7 +20,9 @@ The tests run in file order on one stack and one history of runs:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,7 +33,16 @@ import pytest
 from dev.fake_slack import FakeSlack
 from dev.sample_repo import make_repo
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
-from tests.services import ENGINE, LocalRegistry, free_port, write_config
+from tests.services import (
+    ENGINE,
+    GitServer,
+    LocalRegistry,
+    MotoServer,
+    ScratchEngine,
+    base_images,
+    free_port,
+    write_config,
+)
 from tests.system.processes import AirflowStack, Worker
 from tests.system.timings import TIMINGS
 
@@ -37,7 +53,8 @@ CELLS = [f"{fw}_{arch}" for fw in ("vllm", "sglang", "trtllm") for arch in ("amd
 SUITES = ("unit", "integration", "e2e_1gpu", "e2e_2gpu")
 CELL_TASKS = ("build_framework", "push_framework_ecr", "build_runtime", "push_runtime_ecr", "push_runtime_acr")
 GPU_ENGINE = "gpu_host_engine"  # the GPU pool's Docker engine: a connection kept in the metadata DB
-BUILD_QUEUES = ["default", "cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge"]
+BUILD_QUEUES = ["cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge"]
+BUCKET = "nightly-ci-system"
 DEADLINE_HOURS = 0.01
 
 
@@ -57,17 +74,20 @@ class System:
         self.nights = [self.cron_time - timedelta(days=n) for n in (3, 2, 1)]
         # One commit an hour before each missed night, then the head (committed now).
         history = [(night - timedelta(hours=1), f"0.1.{i}", f"night {i}") for i, night in enumerate(self.nights)]
-        self.repo = root / "sample.git"
-        self.commits = make_repo(self.repo, [*history, (now, None, "the project as it is now")])
-        self.artifacts = root / "artifacts"
+        self.git = GitServer(root / "git")
+        self.commits = make_repo(root / "git" / "sample.git", [*history, (now, None, "the project as it is now")])
+        self.moto = MotoServer()
+        # Each worker's host has an engine of its own; the GPU host's is also reached
+        # through the GPU pool's connection (GPU_ENGINE).
+        self.engines = {name: ScratchEngine(f"sys-{name}") for name in ("coordinator", "builder", "gpu")}
         self.config = write_config(
             root / "system.yaml",
-            f"source: {{repository: {self.repo}}}\n"
+            f"source: {{repository: {self.git.url('sample.git')}}}\n"
             f"dag: {{schedule: '{self.cron_time.minute} {self.cron_time.hour} * * *', "
             f"start_date: {self.cron_time.date().isoformat()}}}\n"
             "registries: {ecr: {conn_id: sys_ecr}, acr: {conn_id: sys_acr}}\n"
             f"pools: {{gpu-l40-amd64: {{runner: {{conn_id: {GPU_ENGINE}}}}}}}\n"
-            f"artifacts: {{base: {self.artifacts}}}\n"
+            f"artifacts: {{base: 's3://{BUCKET}/nightly', conn_id: sys_aws, single_host: false}}\n"
             # 36 s: the 6-cell scheduled run (50-60 s here) overruns it, so the Deadline Alert
             # fires while it runs; the 1-cell run with the GPU host down (15-21 s) is cleared
             # before it, which is the case Airflow's Clear used to fail on.
@@ -76,8 +96,21 @@ class System:
         self.stack = AirflowStack(
             root / "stack",
             self.config,
-            workers=[Worker("builder", BUILD_QUEUES, 4), Worker("gpu", ["gpu-l40-amd64"], 4)],
+            workers=[
+                Worker(name, queues, 4, {"DOCKER_HOST": self.engines[name].url})
+                for name, queues in (
+                    ("coordinator", ["default"]),
+                    ("builder", BUILD_QUEUES),
+                    ("gpu", ["gpu-l40-amd64"]),
+                )
+            ],
             extra_env={
+                **self.moto.conn_env("sys_aws"),
+                # Task logs in the object store, as docker-compose.yaml ships it: the
+                # api-server reads them whichever worker's folder they were written in.
+                "AIRFLOW__LOGGING__REMOTE_LOGGING": "true",
+                "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{BUCKET}/logs",
+                "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "sys_aws",
                 **self.ecr.conn_env("sys_ecr"),
                 **self.acr.conn_env("sys_acr", "azure_container_registry"),
                 "AIRFLOW_CONN_SYS_SLACK": json.dumps(
@@ -90,19 +123,59 @@ class System:
         )
         self.timings: dict[str, float] = {}
         self.runs: dict[str, str] = {}  # name -> run id
+        self.stops = contextlib.ExitStack()
 
     def start(self) -> None:
-        self.ecr.start()
-        self.acr.start()
+        """Start everything; each part's stop is registered as soon as it runs, so that
+        stop() undoes exactly what started, in reverse, even after a failure."""
+        import docker
+
+        began = time.monotonic()
+        for part in (self.ecr, self.acr, self.git, self.moto, *self.engines.values()):
+            self.stops.callback(part.stop)
+            part.start()
+        self.s3().create_bucket(Bucket=BUCKET)
         threading.Thread(target=self.slack.serve_forever, daemon=True).start()
+        self.stops.callback(self.slack.shutdown)
+        # The builder host has the base images, as a real builder has its registry's.
+        main = docker.APIClient(base_url=ENGINE)
+        self.engines["builder"].load_from(main, *base_images(main))
+        self.timings["git, S3, registries and 3 engines up (s)"] = time.monotonic() - began
+        self.stops.callback(self.stack.stop)
         self.stack.start()
         self.timings.update(self.stack.timings)
 
     def stop(self) -> None:
-        self.stack.stop()
-        self.slack.shutdown()
-        self.ecr.stop()
-        self.acr.stop()
+        self.stops.close()
+
+    def s3(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.moto.url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+    def stored(self, run_id: str, key: str) -> dict:
+        """RUN/KEY of the artifact store, as JSON."""
+        body = self.s3().get_object(Bucket=BUCKET, Key=f"nightly/{tag_safe_run_id(run_id)}/{key}")["Body"]
+        return json.loads(body.read())
+
+    def stored_keys(self, run_id: str) -> list[str]:
+        prefix = f"nightly/{tag_safe_run_id(run_id)}/"
+        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        return [o["Key"].removeprefix(prefix) for page in pages for o in page.get("Contents", [])]
+
+    def records_on_disk(self) -> list[Path]:
+        """Every record file in any worker's folder (there should be none: they go to S3)."""
+        found = []
+        for dirpath, _, files in os.walk(self.stack.root / "hosts"):
+            found += [
+                Path(dirpath) / f
+                for f in files
+                if f in ("record.json", "results.json", "results.md") or Path(dirpath).name == "tasks"
+            ]
+        return found
 
     def messages(self) -> list[str]:
         if not self.slack_log.exists():
@@ -110,13 +183,25 @@ class System:
         return [json.loads(line)["body"].get("text", "") for line in self.slack_log.read_text().splitlines()]
 
     def results(self, run_id: str) -> dict:
-        return json.loads((self.artifacts / tag_safe_run_id(run_id) / "results.json").read_text())
+        return self.stored(run_id, "results.json")
 
     def timed_wait(self, name: str, run_id: str, timeout: float = 900) -> dict:
         began = time.monotonic()
         run = self.stack.wait_for_run(DAG, run_id, timeout)
         self.timings[f"{name} (s)"] = time.monotonic() - began
         return run
+
+    def task_log(self, run_id: str, task_id: str, try_number: int = 1) -> str:
+        path = f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
+        resp = self.stack.request("GET", path, headers={"Accept": "application/json"})
+        assert resp.ok, resp.text
+        return "\n".join(str(e.get("event", e)) for e in resp.json()["content"])
+
+    def failures(self, run_id: str) -> str:
+        """The logs of the run's failed tasks (for an assertion's message)."""
+        tis = self.stack.task_instances(DAG, run_id)
+        failed = [t for t, i in tis.items() if i["state"] == "failed"]
+        return "\n".join(f"--- {t}:\n{self.task_log(run_id, t, tis[t]['try_number'])[-3000:]}" for t in failed[:3])
 
     def set_gpu_engine(self, host: str) -> None:
         body = {"connection_id": GPU_ENGINE, "conn_type": "docker", "host": host}
@@ -137,7 +222,9 @@ def system(tmp_path_factory, provisioned, request):
         s.stop()
         s.timings["whole system test (s)"] = time.monotonic() - began
         lines = [f"  {name}: {seconds:.1f}" for name, seconds in s.timings.items()]
-        text = "CeleryExecutor on Postgres and Redis, 2 workers:\n" + "\n".join(lines)
+        text = "CeleryExecutor on Postgres and Redis, 3 workers on 3 engines, artifacts and logs on S3:\n" + "\n".join(
+            lines
+        )
         (s.root / "timings.txt").write_text(text + "\n")
         request.config.stash[TIMINGS].append(text)
 
@@ -145,7 +232,7 @@ def system(tmp_path_factory, provisioned, request):
 def test_the_scheduled_run_starts_by_itself_at_its_cron_time(system):
     stack = system.stack
     stack.wait_for_dag(DAG)
-    system.set_gpu_engine(ENGINE)
+    system.set_gpu_engine(system.engines["gpu"].url)
     unpaused_at = datetime.now(UTC)
     assert stack.request("PATCH", f"/dags/{DAG}", json={"is_paused": False}).ok
     assert unpaused_at < system.cron_time, "the stack came up too late to see the cron time arrive"
@@ -165,14 +252,38 @@ def test_the_scheduled_run_starts_by_itself_at_its_cron_time(system):
 
     run = system.timed_wait("scheduled run, 6 cells", run["dag_run_id"])
     tis = stack.task_instances(DAG, run["dag_run_id"])
-    assert run["state"] == "success", {t: i["state"] for t, i in tis.items() if i["state"] != "success"}
+    assert run["state"] == "success", system.failures(run["dag_run_id"])
     assert {t for t, i in tis.items() if i["state"] != "success"} == set()
     assert stack.xcom(DAG, run["dag_run_id"], "resolve_source")["commit"] == system.commits[-1]  # the branch head
 
-    # Each worker took only its own queues: GPU-pool suites on the GPU host, the rest on the builder.
+    # Each worker took only its own queues: GPU-pool suites on the GPU host, builds on the
+    # builder, the run's own tasks (the summary among them) on the coordinator.
+    hosts = {"gpu-l40-amd64": "gpu", "default": "coordinator"}
     for task_id, ti in tis.items():
         queue = expected_queue(task_id)
-        assert (ti["queue"], ti["hostname"]) == (queue, "gpu" if queue == "gpu-l40-amd64" else "builder"), task_id
+        assert (ti["queue"], ti["hostname"]) == (queue, hosts.get(queue, "builder")), task_id
+
+    # Shared nothing: every task's record is in S3 and none on any worker's disk; the
+    # summary, on a worker that never held one, read them all from there.
+    keys = system.stored_keys(run["dag_run_id"])
+    assert len([k for k in keys if k.split("/")[1:2] == ["tasks"]]) == 54, keys  # CELL/tasks/TASK.json
+    assert len([k for k in keys if k.endswith("/record.json")]) == 24, keys  # a suite's run
+    assert system.records_on_disk() == []
+    results = system.results(run["dag_run_id"])
+    assert (results["passed"], results["total"]) == (54, 54)
+    tested = [r for r in results["rows"] if r["kind"] == "test"]
+    assert len(tested) == 24 and all(r["tests"].get("passed", 0) + r["tests"].get("collected", 0) > 0 for r in tested)
+    # Each host's engine did its host's work: the GPU host pulled the runtime images it
+    # tested, the builder built, the coordinator needed none.
+    names = {n: {t for i in e.client().images() for t in i["RepoTags"] or []} for n, e in system.engines.items()}
+    assert any(f"/{REPO}" in t for t in names["builder"]) and names["coordinator"] == set(), names
+    pulled = {d for i in system.engines["gpu"].client().images() for d in i["RepoDigests"] or []}
+    assert any(f"/{REPO}@sha256:" in d for d in pulled), pulled
+    # A build's task log, written in the builder's folder, read by the api-server from S3
+    # (the builder's log server is not reachable: its host name is only a name here).
+    log = system.task_log(run["dag_run_id"], "vllm_arm64.build_runtime")
+    assert f"Building vllm/arm64 target 'runtime' for linux/arm64 at {system.commits[-1][:12]}" in log, log[:2000]
+    assert f"s3://{BUCKET}/logs/dag_id={DAG}/" in log, log[:2000]
 
     # The Deadline Alert (36 s here) posted while the run was still going: before its summary.
     texts = system.messages()
@@ -277,7 +388,7 @@ def test_clearing_a_failed_test_task_reruns_only_it_against_the_same_image(syste
     # Airflow 3.3.2's Clear answered 500 (apache/airflow#70368, fixed by the plugin).
     assert not [t for t in system.messages() if "still running after" in t and run_id in t]
     # The host is back: clear the unit suite (and what reads it: the summary, verdict, Slack).
-    system.set_gpu_engine(ENGINE)
+    system.set_gpu_engine(system.engines["gpu"].url)
     began = time.monotonic()
     body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [unit], "include_downstream": True,
             "only_failed": False, "reset_dag_runs": True}  # fmt: skip
@@ -295,9 +406,7 @@ def test_clearing_a_failed_test_task_reruns_only_it_against_the_same_image(syste
     assert run["state"] == "failed"  # the other three suites still failed
 
     # Same image digest: the retry ran the very image the run pushed.
-    record = json.loads(
-        (system.artifacts / tag_safe_run_id(run_id) / "trtllm_amd64" / "test-unit" / "record.json").read_text()
-    )
+    record = system.stored(run_id, "trtllm_amd64/test-unit/record.json")
     assert record["image"] == pinned and record["outcome"] == "passed"
     second = system.results(run_id)
     rows = {r["task_id"]: r for r in second["rows"]}

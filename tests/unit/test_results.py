@@ -331,6 +331,20 @@ def test_posting_policies():
             "infra",
         ),
         (
+            "test",
+            "EngineConfigError",
+            "engine tcp://gpu-7:2376 (connection 'gpu_host'): TLS handshake failed (wrong CA or client certificate?)",
+            None,
+            "infra",
+        ),
+        (
+            "build",
+            "EngineUnavailable",
+            "engine unix:///run/builder.sock can't be reached: No such file or directory",
+            None,
+            "infra",
+        ),
+        (
             "source",
             "SourceError",
             "git_ref 'nope' is not a branch, tag or commit of https://github.com/x/y.git",
