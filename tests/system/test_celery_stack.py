@@ -131,7 +131,8 @@ class System:
         import docker
 
         began = time.monotonic()
-        for part in (self.ecr, self.acr, self.git, self.moto, *self.engines.values()):
+        parts: list[LocalRegistry | GitServer | MotoServer | ScratchEngine] = [self.ecr, self.acr, self.git, self.moto]
+        for part in [*parts, *self.engines.values()]:
             self.stops.callback(part.stop)
             part.start()
         self.s3().create_bucket(Bucket=BUCKET)
