@@ -32,14 +32,18 @@ class FakeSlack(ThreadingHTTPServer):
             f.write(json.dumps(entry) + "\n")
 
 
-IDENTITY = b"nightly-ci stand-in slack\n"  # what GET /health answers: provisioning checks it is this server
+IDENTITY = "nightly-ci stand-in slack"  # GET /health: "IDENTITY LOG-FILE", so provisioning knows it is its own
+
+
+def identity(log: Path) -> str:
+    return f"{IDENTITY} {Path(log).resolve()}"
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeSlack
 
     def do_GET(self) -> None:
-        code, body = (200, IDENTITY) if self.path == "/health" else (404, b"")
+        code, body = (200, identity(self.server.log_file).encode()) if self.path == "/health" else (404, b"")
         self.send_response(code)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))

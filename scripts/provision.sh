@@ -161,6 +161,12 @@ is_registry() {  # is_registry PORT: the port is a registry (its API header), no
   curl -s -o /dev/null -D - "http://127.0.0.1:$1/v2/" 2>/dev/null | grep -qi '^docker-distribution-api-version: registry/2'
 }
 
+is_our_registry() {  # is_our_registry PORT DIR: that registry takes this state's credentials
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -K - "http://127.0.0.1:$1/v2/" 2>/dev/null <<<"user = \"ci:$(cat "$2/password")\"") || true
+  [ "$code" = 200 ]
+}
+
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 ensure_registry() {  # ensure_registry NAME PORT
@@ -180,7 +186,13 @@ http: {addr: 127.0.0.1:$port}
 auth:
   htpasswd: {realm: nightly-ci-$name, path: $dir/htpasswd}
 CFG
-  if is_registry "$port"; then log "registry $name: running on 127.0.0.1:$port"; return; fi
+  if is_registry "$port"; then
+    is_our_registry "$port" "$dir" && { log "registry $name: running on 127.0.0.1:$port"; return; }
+    stop_stale "$dir/registry.pid" "$port"
+  fi
+  if is_registry "$port"; then
+    die "127.0.0.1:$port is a registry that refuses this setup's credentials ($dir/password): another setup's (set NIGHTLY_CI_${name^^}_PORT)"
+  fi
   port_taken "$port" && die "127.0.0.1:$port answers but is not a registry: another program has the port of registry $name (set NIGHTLY_CI_${name^^}_PORT)"
   setsid docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 </dev/null &
   echo $! >"$dir/registry.pid"
@@ -191,13 +203,25 @@ CFG
   die "registry $name did not start; see $dir/registry.log"
 }
 
-is_fake_slack() { [ "$(curl -fsS "http://127.0.0.1:$SLACK_PORT/health" 2>/dev/null)" = "nightly-ci stand-in slack" ]; }
+# The stand-in answers its identity and its log file: this setup's, not another's.
+is_fake_slack() { [ "$(curl -fsS "http://127.0.0.1:$SLACK_PORT/health" 2>/dev/null)" = "nightly-ci stand-in slack $(realpath -m "$STATE/slack/messages.jsonl")" ]; }
+
+stop_stale() {  # stop_stale PIDFILE PORT: the server this setup started on PORT, which no longer answers as it should (an older version)
+  local pid
+  [ -s "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null || return 0
+  ss -Hltnp "sport = :$2" | grep -q "pid=$pid," || return 0  # its process, but not on this port: leave it
+  log "restarting the server of $1 (pid $pid)"
+  kill "$pid"
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.25; done
+  die "pid $pid of $1 did not stop"
+}
 
 ensure_fake_slack() {  # the demo's Slack: a webhook on loopback that records what it gets
   local dir="$STATE/slack"
   mkdir -p "$dir"
   if is_fake_slack; then log "stand-in Slack: running on 127.0.0.1:$SLACK_PORT"; return; fi
-  port_taken "$SLACK_PORT" && die "127.0.0.1:$SLACK_PORT answers but is not the stand-in Slack (set NIGHTLY_CI_SLACK_PORT)"
+  stop_stale "$dir/server.pid" "$SLACK_PORT"
+  port_taken "$SLACK_PORT" && die "127.0.0.1:$SLACK_PORT answers but is not this setup's stand-in Slack (set NIGHTLY_CI_SLACK_PORT)"
   setsid "$PYTHON" "$ROOT/dev/fake_slack.py" --port "$SLACK_PORT" --log "$dir/messages.jsonl" >"$dir/server.log" 2>&1 </dev/null &
   echo $! >"$dir/server.pid"
   for _ in $(seq 1 30); do

@@ -129,3 +129,36 @@ def test_provision_without_docker_and_without_root_says_what_to_install():
     assert proc.returncode == 1, proc.stderr
     assert "ERROR: missing:" in proc.stderr and "install them as root: apt-get install -y" in proc.stderr
     assert "docker.io" in proc.stderr
+
+
+def provision(**ports: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, **{f"NIGHTLY_CI_{name.upper()}_PORT": str(port) for name, port in ports.items()}}
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "provision.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_port_held_by_another_setups_server_is_not_taken_for_ours(registries, tmp_path):
+    """A registry that answers the registry API but not with this setup's credentials, or a
+    stand-in Slack that writes another log, is someone else's: provisioning says so and
+    leaves it (and its own servers) running."""
+    import threading
+
+    from dev.fake_slack import FakeSlack
+    from tests.services import free_port
+
+    theirs = registries("theirs")
+    proc = provision(ecr=theirs.port)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"127.0.0.1:{theirs.port} is a registry that refuses this setup's credentials" in proc.stderr
+    assert theirs.proc is not None and theirs.proc.poll() is None
+
+    slack = FakeSlack(free_port(), tmp_path / "their-messages.jsonl")
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    try:
+        proc = provision(slack=slack.server_port)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "is not this setup's stand-in Slack" in proc.stderr
+    finally:
+        slack.shutdown()
+    assert provision().returncode == 0  # this setup's own servers, untouched, on their ports
