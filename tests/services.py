@@ -20,17 +20,22 @@ from include.nightly_ci.images.registries import RemoteImage
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _engine() -> str:
-    """The setup's own engine (scripts/env.sh): the only one the tests build on, run in or empty."""
-    if os.environ.get("DOCKER_HOST"):
-        return os.environ["DOCKER_HOST"]
-    state = os.environ.get("NIGHTLY_CI_STATE") or (
-        "/var/lib/nightly-ci" if os.geteuid() == 0 else os.path.expanduser("~/.cache/nightly-ci")
+def _setup() -> list[str]:
+    """The local setup's state folder, engine and ports, as scripts/env.sh (the one place
+    that says them) makes them from the NIGHTLY_CI_* settings."""
+    shown = '"$STATE" "$DOCKER_HOST" "$ECR_PORT" "$ACR_PORT" "$SLACK_PORT"'
+    proc = subprocess.run(
+        ["bash", "-c", f'source "$1" && printf "%s\\n" {shown}', "_", str(ROOT / "scripts" / "env.sh")],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    return f"unix://{state}/engine/docker.sock"
+    return proc.stdout.splitlines()
 
 
-ENGINE = _engine()
+_STATE, ENGINE, _ECR, _ACR, _SLACK = _setup()
+STATE = Path(_STATE)  # the setup's state folder
+ECR_PORT, ACR_PORT, SLACK_PORT = int(_ECR), int(_ACR), int(_SLACK)  # the setup's registries and stand-in Slack
 
 
 def free_port() -> int:

@@ -14,21 +14,15 @@ import pytest
 
 from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
-from tests.services import ENGINE, ROOT, present, write_config
+from tests.services import ACR_PORT, ECR_PORT, ENGINE, ROOT, STATE, present, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
 CELLS = [(fw, arch) for fw in ("vllm", "sglang", "trtllm") for arch in ("amd64", "arm64")]
 
 
-def state_dir() -> Path:
-    return Path(
-        os.environ.get("NIGHTLY_CI_STATE", "/var/lib/nightly-ci" if os.geteuid() == 0 else "~/.cache/nightly-ci")
-    ).expanduser()
-
-
 def client(name: str, port: int) -> RegistryClient:
-    password = (state_dir() / "registries" / name / "password").read_text().strip()
+    password = (STATE / "registries" / name / "password").read_text().strip()
     return RegistryClient(RegistryAuth(name, f"nightly_ci_{name}", f"127.0.0.1:{port}", "ci", password))
 
 
@@ -95,7 +89,7 @@ def test_demo_prints_the_results_table_and_posts_to_slack(demo):
     assert (run_dir / "results.md").read_text().startswith("# Nightly CI Results Summary")
     results = json.loads((run_dir / "results.json").read_text())
     assert (results["passed"], results["total"]) == (54, 54)
-    posted = [json.loads(line) for line in (state_dir() / "slack" / "messages.jsonl").read_text().splitlines()]
+    posted = [json.loads(line) for line in (STATE / "slack" / "messages.jsonl").read_text().splitlines()]
     assert any(
         run_id.replace(":", "%3A").replace("+", "%2B") in m["body"]["text"]
         for m in posted
@@ -105,7 +99,7 @@ def test_demo_prints_the_results_table_and_posts_to_slack(demo):
 
 def test_ecr_holds_framework_and_both_runtime_tags_for_all_six_cells(demo):
     _, run_id = demo
-    ecr = client("ecr", 5101)
+    ecr = client("ecr", ECR_PORT)
     tags = set(ecr.tags(REPO))
     head = subprocess.run(
         ["git", "--git-dir", str(ROOT / ".local" / "sample-project.git"), "rev-parse", "main"],
@@ -123,14 +117,14 @@ def test_ecr_holds_framework_and_both_runtime_tags_for_all_six_cells(demo):
 
 def test_acr_holds_runtime_images_only(demo):
     _, run_id = demo
-    tags = client("acr", 5102).tags(REPO)
+    tags = client("acr", ACR_PORT).tags(REPO)
     assert not [t for t in tags if "framework" in t]
     for fw, arch in CELLS:
         assert {f"nightly-{fw}-{arch}", f"nightly-{fw}-{arch}-run-{tag_safe_run_id(run_id)}"} <= set(tags)
 
 
 def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
-    ecr = client("ecr", 5101)
+    ecr = client("ecr", ECR_PORT)
     for fw, arch in CELLS:
         assert present(ecr.image(REPO, f"nightly-{fw}-{arch}")).architecture == arch
         assert present(ecr.image(REPO, f"main-{fw}-framework-{arch}")).architecture == arch
@@ -141,8 +135,8 @@ def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
 def run_arm64(tag: str, *command: str) -> str:
     """What COMMAND prints in the demo's arm64 image TAG (under qemu), pulled from "ECR"."""
     engine = docker.DockerClient(base_url=ENGINE)
-    password = (state_dir() / "registries" / "ecr" / "password").read_text().strip()
-    image = engine.images.pull(f"127.0.0.1:5101/{REPO}", tag=tag, platform="linux/arm64",
+    password = (STATE / "registries" / "ecr" / "password").read_text().strip()
+    image = engine.images.pull(f"127.0.0.1:{ECR_PORT}/{REPO}", tag=tag, platform="linux/arm64",
                                auth_config={"username": "ci", "password": password})  # fmt: skip
     out = engine.containers.run(image, list(command), platform="linux/arm64", network_mode="none", remove=True)
     return out.decode()

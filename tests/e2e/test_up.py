@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.services import ROOT, write_config
+from tests.services import ECR_PORT, ROOT, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -133,7 +133,7 @@ def triggered_with_params_under_the_scheduler(headers: dict) -> None:
     push_links = links("vllm_amd64.push_runtime_ecr")
     assert "Image in registry" in push_links, push_links
     image = push_links["Image in registry"]
-    assert image.startswith("http://127.0.0.1:5101/v2/ai-dynamo/dynamo/manifests/sha256:")
+    assert image.startswith(f"http://127.0.0.1:{ECR_PORT}/v2/ai-dynamo/dynamo/manifests/sha256:")
     unit = links("vllm_amd64.tests.unit")
     assert unit["JUnit report"].endswith("/vllm_amd64/test-unit/pytest_test_report.xml")
     assert unit["Test output"].endswith("/vllm_amd64/test-unit/output.log")
