@@ -130,12 +130,22 @@ make_rootfs() {  # make_rootfs ARCH TARBALL: a minimal bookworm, built aside, na
   trap - EXIT
 }
 
+# The version of what make_rootfs makes: tarballs and images of another version (an older
+# provision.sh: the machine's host name and resolver inside) are made again.
+ROOTFS_VERSION=2
+ROOTFS_LABEL=dev.nightly-ci.rootfs
+
+rootfs_current() {  # rootfs_current IMAGE: it exists and was made from this version's rootfs
+  [ "$(docker image inspect -f "{{index .Config.Labels \"$ROOTFS_LABEL\"}}" "$1" 2>/dev/null)" = "$ROOTFS_VERSION" ]
+}
+
 import_image() {  # import_image ARCH NAME [docker import options...]: the tarball as NAME, arch fixed first
   local arch=$1 name=$2; shift 2
-  local tarball="$STATE/rootfs-bookworm-$arch.tar.gz" staging="$name-importing"
+  local tarball="$STATE/rootfs-bookworm-$arch.v$ROOTFS_VERSION.tar.gz" staging="$name-importing"
+  rm -f "$STATE/rootfs-bookworm-$arch.tar.gz"  # an older version's, never trusted
   [ -s "$tarball" ] || make_rootfs "$arch" "$tarball"
   log "importing $name"
-  docker import "$@" "$tarball" "$staging" >/dev/null
+  docker import --change "LABEL $ROOTFS_LABEL=$ROOTFS_VERSION" "$@" "$tarball" "$staging" >/dev/null
   # docker import records the engine's own architecture: rewrite it before the image gets its name.
   "$PYTHON" "$ROOT/scripts/set_image_arch.py" "$staging" "$arch"
   docker tag "$staging" "$name"
@@ -145,14 +155,14 @@ import_image() {  # import_image ARCH NAME [docker import options...]: the tarba
 ensure_base_image() {  # ensure_base_image ARCH TAG...
   local arch=$1; shift
   local first="$BASE_IMAGE:$1"
-  docker image inspect "$first" >/dev/null 2>&1 || import_image "$arch" "$first"
+  rootfs_current "$first" || import_image "$arch" "$first"
   for tag in "$@"; do docker tag "$first" "$BASE_IMAGE:$tag"; done
   log "base image $first ($(docker image inspect -f '{{.Architecture}}' "$first")): ${*}"
 }
 
 ensure_runtime_image() {  # ensure_runtime_image ARCH: the runtime stages' base (another image than the build base)
   local arch=$1 name="$RUNTIME_BASE_IMAGE:bookworm-$1"
-  docker image inspect "$name" >/dev/null 2>&1 \
+  rootfs_current "$name" \
     || import_image "$arch" "$name" --change 'LABEL dev.nightly-ci.base=runtime' --change 'ENV NIGHTLY_CI_BASE=runtime'
   log "runtime base image $name ($(docker image inspect -f '{{.Architecture}}' "$name"))"
 }

@@ -162,3 +162,47 @@ def test_a_port_held_by_another_setups_server_is_not_taken_for_ours(registries, 
     finally:
         slack.shutdown()
     assert provision().returncode == 0  # this setup's own servers, untouched, on their ports
+
+
+def image_files(client, name: str, paths: tuple[str, ...]) -> dict[str, str]:
+    """PATHS as the image's layers hold them (docker save, either layout), not as a
+    container would show them (the engine mounts its own /etc/hostname there)."""
+    import io
+    import tarfile
+
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(b"".join(client.get_image(name)))) as saved:
+        for member in saved.getmembers():
+            if not member.isfile() or not (member.name.endswith("layer.tar") or member.name.startswith("blobs/")):
+                continue
+            try:
+                layer = tarfile.open(fileobj=saved.extractfile(member))  # noqa: SIM115 - closed below
+            except tarfile.ReadError:  # a config or manifest blob
+                continue
+            with layer:
+                names = {m.name.removeprefix("./"): m for m in layer.getmembers()}
+                for path in paths:
+                    if path in names and names[path].isfile():
+                        found[path] = layer.extractfile(names[path]).read().decode()  # type: ignore[union-attr]
+    return found
+
+
+def test_the_base_images_carry_no_name_or_resolver_of_this_machine(provisioned):
+    """debootstrap copies the host's /etc/hostname and /etc/resolv.conf (L9): every image
+    built on the base would carry them to the registries."""
+    import docker
+
+    from tests.services import base_images
+
+    client = docker.APIClient(base_url=ENGINE, timeout=300)
+    names = base_images(client)
+    wanted = {f"nightly-ci-{kind}:bookworm-{arch}" for kind in ("base", "runtime") for arch in ("amd64", "arm64")}
+    assert wanted <= set(names), names
+    checked = set()
+    for name in names:
+        image = client.inspect_image(name)
+        assert image["Config"]["Labels"].get("dev.nightly-ci.rootfs") == "2", name
+        if image["Id"] not in checked:
+            checked.add(image["Id"])
+            files = image_files(client, name, ("etc/hostname", "etc/resolv.conf"))
+            assert files == {"etc/hostname": "localhost\n", "etc/resolv.conf": ""}, (name, files)
