@@ -17,8 +17,10 @@ of steps cached on the rebuild, for both targets.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="nightly-ci-bench-airflow-")
+atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 from dev.sample_repo import make_repo, nightly_history  # noqa: E402

@@ -62,7 +62,12 @@ def test_an_unreachable_builder_fails_clearly(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_BUILDER_GONE", json.dumps({"conn_type": "docker", "host": "unix:///nonexistent.sock"})
     )
-    with pytest.raises(Exception, match="Failed to establish connection to any given Docker hosts"):
+    from include.nightly_ci.errors import EngineUnavailable
+
+    # The error names the engine and the connection it came from, and counts as infrastructure.
+    with pytest.raises(
+        EngineUnavailable, match=r"unix:///nonexistent.sock \(connection 'builder_gone'\) can't be reached"
+    ):
         engine_client("builder_gone")
 
 
