@@ -14,7 +14,7 @@
 # later run would trust: the venv, rootfs tarballs and images get their final names last.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/env.sh
 source "$ROOT/scripts/env.sh"
 
@@ -299,4 +299,5 @@ main() {
   ensure_fake_slack
 }
 
-main "$@"
+# Sourced (the tests call its functions one by one), it only defines them.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
