@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 ruff check .
 ruff format --check .
 python -m mypy
-shellcheck -x -P SCRIPTDIR -P . scripts/*.sh .ci/run
+shellcheck -x -P SCRIPTDIR -P . scripts/*.sh benchmarks/*.sh .ci/run
 python -m include.nightly_ci schema --check

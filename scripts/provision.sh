@@ -31,7 +31,7 @@ docker() {
 
 # command:package pairs; the command tells whether the package is there.
 PACKAGES=(
-  git:git curl:curl python3:python3 dockerd:docker.io docker-registry:docker-registry
+  git:git curl:curl /usr/bin/python3:python3 dockerd:docker.io docker-registry:docker-registry
   docker-compose:docker-compose htpasswd:apache2-utils debootstrap:debootstrap shellcheck:shellcheck
   update-binfmts:binfmt-support pg_ctlcluster:postgresql redis-server:redis-server ss:iproute2
 )
@@ -46,7 +46,7 @@ qemu_name() { [ "$1" = arm64 ] && echo aarch64 || echo x86_64; }
 missing_packages() {
   local pair
   for pair in "${PACKAGES[@]}"; do command -v "${pair%%:*}" >/dev/null 2>&1 || printf '%s\n' "${pair#*:}"; done
-  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv
+  "$SYSTEM_PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || echo python3-venv
   command -v "qemu-$(qemu_name "$(other_arch)")-static" >/dev/null 2>&1 || echo qemu-user-static
 }
 
@@ -250,16 +250,18 @@ ensure_build_secrets() {  # the demo's stand-in for sccache's S3 keys (BuildKit 
 
 ensure_venv() {  # trusted only once stamped, and the stamp is written last
   local stamp="$VENV/.requirements.sha256" want
-  want=$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)
+  # The pins and the interpreter they were installed for: a venv of another Python (a
+  # pyenv's, an older provision.sh's) is made again from Debian's.
+  want=$( { "$SYSTEM_PYTHON" --version; cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt"; } | sha256sum | cut -d' ' -f1)
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     log "Python environment: $VENV"; return
   fi
-  if [ -x "$VENV/bin/python" ] && [ -s "$stamp" ]; then
+  if [ -x "$VENV/bin/python" ] && [ -s "$stamp" ] && [ "$("$VENV/bin/python" --version)" = "$("$SYSTEM_PYTHON" --version)" ]; then
     log "updating the Python packages in $VENV"
   else
     log "installing Python packages into $VENV (about 3 minutes)"
     rm -rf "$VENV"  # what a failed earlier run left: never trusted, made again
-    python3 -m venv "$VENV"
+    "$SYSTEM_PYTHON" -m venv "$VENV"
   fi
   rm -f "$stamp"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/requirements-dev.txt"

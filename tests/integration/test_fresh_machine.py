@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -182,9 +183,20 @@ def test_a_venv_without_its_stamp_is_not_used(tmp_path):
         )
         return out.stdout.strip()
 
-    assert python() == "python3"
+    assert python() == DEBIAN_PYTHON
     (venv / ".requirements.sha256").write_text("0" * 64 + "\n")
     assert python() == str(venv / "bin" / "python")
+
+
+def test_the_venv_is_made_from_debians_python():
+    """A pyenv's newer python3 first on PATH once made the venv, and the lock pinned a
+    package that Debian 12's 3.11.2 cannot install: the first `make demo` on a bare
+    machine stopped in pip."""
+    debian = subprocess.run(
+        [DEBIAN_PYTHON, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
+    )
+    assert sys.prefix != sys.base_prefix, "the tests run outside the setup's venv"
+    assert (sys.base_prefix, sys.version) == ("/usr", debian.stdout.strip())
 
 
 def test_the_services_the_setup_started_listen_on_loopback_only(provisioned):
