@@ -50,6 +50,8 @@ debootstrap_machine() {
 inside() {
   cat <<INSIDE
 set -euo pipefail
+# The root a mount point, as a machine's is (dockerd remounts / when it unpacks layers).
+mount --bind "$MACHINE" "$MACHINE"
 mount -t proc proc "$MACHINE/proc"
 mount --rbind /sys "$MACHINE/sys"
 mount --rbind /dev "$MACHINE/dev"
