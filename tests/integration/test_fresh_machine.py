@@ -33,6 +33,18 @@ def provision_functions(script: str, *, state: Path, env: dict[str, str] | None 
     )
 
 
+def sourced(script: str, variable: str, env: dict[str, str]) -> str:
+    """VARIABLE's value after sourcing scripts/SCRIPT in bash with ENV."""
+    out = subprocess.run(
+        ["bash", "-c", f'source "{ROOT}/scripts/{script}"; echo "${variable}"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 MIRROR = "http://mirror.invalid/debian"  # never a real mirror's name in the repository
 
 SOURCES = {
@@ -173,15 +185,9 @@ def test_a_venv_without_its_stamp_is_not_used(tmp_path):
     (venv / "bin" / "python").symlink_to(DEBIAN_PYTHON)
 
     def python() -> str:
-        env = {**os.environ, "NIGHTLY_CI_STATE": str(tmp_path), "NIGHTLY_CI_VENV": str(venv)}
-        out = subprocess.run(
-            ["bash", "-c", f'source "{ROOT}/scripts/env.sh"; echo "$PYTHON"'],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
+        return sourced(
+            "env.sh", "PYTHON", {**os.environ, "NIGHTLY_CI_STATE": str(tmp_path), "NIGHTLY_CI_VENV": str(venv)}
         )
-        return out.stdout.strip()
 
     assert python() == DEBIAN_PYTHON
     (venv / ".requirements.sha256").write_text("0" * 64 + "\n")
@@ -224,14 +230,7 @@ def test_an_inherited_production_config_is_not_what_the_local_setup_runs(tmp_pat
     nightly with publish on."""
     env = {**os.environ, "NIGHTLY_CI_CONFIG": "/etc/nightly-ci/production.yaml"}
     env.pop("NIGHTLY_CI_LOCAL_CONFIG", None)
-    out = subprocess.run(
-        ["bash", "-c", f'source "{ROOT}/scripts/local_env.sh"; echo "$NIGHTLY_CI_CONFIG"'],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip() == str(ROOT / "dev" / "local.yaml")
+    assert sourced("local_env.sh", "NIGHTLY_CI_CONFIG", env) == str(ROOT / "dev" / "local.yaml")
 
 
 def test_the_sample_repo_maker_replaces_only_what_it_made(tmp_path):
