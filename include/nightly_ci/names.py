@@ -15,6 +15,9 @@ from datetime import datetime, timedelta
 # Framework, arch and registry names end up in task ids, image tags and shell words.
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
 POOL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# A folder inside an image: absolute, plain characters (it is pasted into the pod's script
+# and the container's command), no '.' or '..' segment.
+ABS_PATH_RE = re.compile(r"(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9_.-]+){1,32}")
 CONN_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,249}")
 PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?")
 REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")

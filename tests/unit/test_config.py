@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from include.nightly_ci.config import ConfigError, load_config
+from include.nightly_ci.config import ConfigError, load_config, resolve_local
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "include" / "config" / "nightly_ci.yaml"
@@ -301,3 +303,78 @@ def test_a_folder_as_the_artifact_store_needs_a_config_that_says_it_is_one_host(
 def test_an_object_store_without_a_connection_is_a_config_error(tmp_path):
     err = bad(tmp_path, "artifacts: {base: 'abfs://nightly/ci', conn_id: null}\n")
     assert paths(err) == {"artifacts.conn_id"}
+
+
+# AUDIT-RELIABILITY.md M11: the loader's gaps.
+
+
+def alias_bomb(levels: int) -> str:
+    """`x{i}: &a{i} [*a{i-1} x9]`: a few hundred bytes that expand to 9**LEVELS nodes."""
+    lines = ["x0: &a0 [lol]"]
+    lines += [f"x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """7 levels (about 450 bytes) once took the dag-processor's memory; 6 took 38 s."""
+    f = tmp_path / "c.yaml"
+    f.write_text(alias_bomb(7))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"aliases expand to more than 100000 values") as info:
+        load_config(f)
+    assert time.monotonic() - started < 1.0
+    assert "(line 6)" in str(info.value)  # x5: 125,479 values, the first node over the limit
+
+
+def test_aliases_of_a_normal_size_still_load(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"extends: {SHIPPED}\ndag: {{tags: [&t nightly, *t, ci]}}\n")
+    assert load_config(f).dag.tags == ["nightly", "nightly", "ci"]
+
+
+def test_an_extends_cycle_names_every_file(tmp_path):
+    for name, parent in (("a", "b"), ("b", "c"), ("c", "a")):
+        (tmp_path / f"{name}.yaml").write_text(f"extends: {parent}.yaml\n")
+    with pytest.raises(ConfigError, match=r"extends cycle: a\.yaml -> b\.yaml -> c\.yaml -> a\.yaml"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_tag_patterns_that_give_two_cells_one_tag_are_refused(tmp_path):
+    """`{framework}_{arch}` gives cells a_b x c and a x b_c the same tags."""
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        textwrap.dedent(f"""\
+        extends: {SHIPPED}
+        tags:
+          framework: "fw_{{framework}}_{{arch}}"
+          nightly: "{{framework}}_{{arch}}"
+          run: "{{framework}}_{{arch}}_run_{{run_id}}"
+        frameworks: !replace
+          a_b: {{}}
+          a: {{}}
+        arches: !replace
+          c: {{build_pool: cpu-amd64, test_pool: gpu-l40-amd64, platform: linux/amd64}}
+          b_c: {{build_pool: cpu-amd64, test_pool: gpu-l40-amd64, platform: linux/amd64}}
+        overrides: !replace {{}}
+        """)
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert "tags.nightly" in paths(info.value)
+    assert "a_b x c and a x b_c both get 'a_b_c'" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["workdir", "results_dir"])
+@pytest.mark.parametrize("value", ['/w/"; import os#', "relative/dir", "/w/$(id)", "/w/../etc"])
+def test_test_folders_are_plain_absolute_paths(tmp_path, field, value):
+    """results_dir is pasted into the pod's Python script and the container's command."""
+    err = bad(tmp_path, f"tests:\n  {field}: {json.dumps(value)}\n")
+    assert f"tests.{field}" in paths(err)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ci@git.example.com:org/repo.git", "git@github.com:ai-dynamo/dynamo.git", "ssh://ci@host/org/repo.git"],
+)
+def test_scp_style_urls_of_any_user_are_not_taken_for_paths(url):
+    assert resolve_local(url, "/opt/airflow/include/config") == url

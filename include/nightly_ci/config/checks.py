@@ -46,6 +46,8 @@ def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
     patterns = list(cfg.tags.model_dump().values())
     if len(set(patterns)) != len(patterns):
         found.append(Finding("tags", "the framework, nightly and run tag patterns must differ"))
+    elif not any(f.path.startswith("tags.") for f in found):
+        found += _tag_collisions(cfg)
     for image in ("framework", "runtime"):
         if not any(image in r.images for r in cfg.registries.values()):
             found.append(Finding("registries", f"no registry receives {image} images"))
@@ -141,3 +143,27 @@ def marker_problem(marker: str, framework: str) -> str | None:
     except MarkerError as exc:
         return f"{marker!r} is not a pytest marker expression: {exc}"
     return None
+
+
+_SAMPLE_RUN = "scheduled-20260101T080000Z"  # a run id as tags carry it
+
+
+def _tag_collisions(cfg: NightlyConfig) -> list[Finding]:
+    """Two cells (or two kinds of tag) that would get the same tag overwrite each other's
+    images: `{framework}_{arch}` gives a_b x c and a x b_c the same one."""
+    found: list[Finding] = []
+    owner: dict[str, tuple[str, str]] = {}  # tag -> (pattern field, cell)
+    for field, pattern in cfg.tags.model_dump().items():
+        for fw in cfg.frameworks:
+            for arch in cfg.arches:
+                tag, cell = pattern.format(framework=fw, arch=arch, run_id=_SAMPLE_RUN), f"{fw} x {arch}"
+                if tag not in owner:
+                    owner[tag] = (field, cell)
+                    continue
+                other_field, other_cell = owner[tag]
+                if other_field == field:
+                    message = f"cells {other_cell} and {cell} both get {tag!r}"
+                else:
+                    message = f"the {field} tag of {cell} is the {other_field} tag of {other_cell}: {tag!r}"
+                found.append(Finding(f"tags.{field}", f"{message}; put a separator names cannot hold between them"))
+    return found

@@ -6,6 +6,7 @@ with the YAML path of the fault and its line, so that one bad edit gives one cle
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,15 @@ class _LineMap:
         self.label = label
         self.lines: dict[tuple[str, ...], int] = {}
         self.duplicates: list[Finding] = []
+        self._walked: set[int] = set()
         if node is not None:
             self._walk(node, ())
 
     def _walk(self, node: yaml.Node, path: tuple[str, ...]) -> None:
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self._walked:  # an alias: its lines are those of its anchor
+            return
+        self._walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key, value in node.value:
@@ -62,6 +67,49 @@ def _line_in(maps: list[_LineMap], path: str | tuple[str, ...]) -> str | None:
     return next((m.line_of(parts) for m in maps if m.line_of(parts)), None)
 
 
+# The values a config may expand to through YAML aliases. The shipped config has about
+# 300; a few hundred bytes of nested aliases expand to billions (M11: 7 levels took the
+# dag-processor's memory), and everything after parsing walks the expanded tree.
+MAX_YAML_VALUES = 100_000
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_sizes(root: yaml.Node) -> dict[int, int]:
+    """Each node's value count with its aliases expanded, computed once per node."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 1  # a node that holds itself counts once
+            sizes[id(node)] = 1 + sum(size(child) for child in _children(node))
+        return sizes[id(node)]
+
+    size(root)
+    return sizes
+
+
+def _check_alias_expansion(root: yaml.Node, label: str) -> Finding | None:
+    sizes = _expanded_sizes(root)
+    if sizes[id(root)] <= MAX_YAML_VALUES:
+        return None
+    node, seen = root, set()  # down to the smallest node over the limit: where the aliases pile up
+    while (bigger := [c for c in _children(node) if sizes[id(c)] > MAX_YAML_VALUES and id(c) not in seen]) != []:
+        seen.add(id(node))
+        node = bigger[0]
+    return Finding(
+        "",
+        f"YAML aliases expand to more than {MAX_YAML_VALUES} values ({sizes[id(root)]}): write the values out",
+        f"{label}line {node.start_mark.line + 1}",
+    )
+
+
 class Replace(dict):
     """A mapping tagged `!replace` in an extending file: it replaces, not merges."""
 
@@ -83,6 +131,8 @@ def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()  # parsed once: the line numbers and the data come from it
+        if node is not None and (bomb := _check_alias_expansion(node, label)):
+            raise ConfigError(file, [bomb])
         lines = _LineMap(node, label)
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
@@ -177,7 +227,8 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
             raise ConfigError(path, [Finding("extends", "must be a file name", _line_in(line_maps, "extends"))])
         parent = (chain[-1].parent / parent_name).resolve()
         if parent in chain:
-            raise ConfigError(path, [Finding("extends", f"{parent} extends itself")])
+            cycle = " -> ".join(p.name for p in [*chain[chain.index(parent) :], parent])
+            raise ConfigError(path, [Finding("extends", f"extends cycle: {cycle} ({parent.parent})")])
         parent_data, parent_lines = _read_yaml(parent, f"{parent.name} ")
         _anchor_paths(parent_data, parent.parent)
         data = _merge(parent_data, data)
@@ -193,8 +244,12 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
     return cfg
 
 
+# git's scp-like syntax, USER@HOST:PATH, for any user (not only git@).
+_SCP_URL = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:")
+
+
 def resolve_local(value: str, base_dir: str) -> str:
     """A plain path relative to the config's folder; URLs are returned as they are."""
-    if "://" in value or value.startswith("git@"):
+    if "://" in value or _SCP_URL.match(value):
         return value
     return str((Path(base_dir) / value).resolve())

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from include.nightly_ci.names import (
+    ABS_PATH_RE,
     BUILD_ARG_NAME_RE,
     BUILD_ARG_VALUE_RE,
     CONN_FIELD_RE,
@@ -58,6 +59,7 @@ Name = Annotated[
 ]
 PoolName = Annotated[str, _pattern(POOL_RE, "pool name"), _string(POOL_RE)]
 QueueName = Annotated[str, _pattern(POOL_RE, "queue name"), _string(POOL_RE)]
+ImagePath = Annotated[str, _pattern(ABS_PATH_RE, "absolute path in the image"), _string(ABS_PATH_RE)]
 ConnId = Annotated[str, _pattern(CONN_ID_RE, "connection id"), _string(CONN_ID_RE)]
 GitRef = Annotated[str, _pattern(GIT_REF_RE, "git branch name"), _string(GIT_REF_RE)]
 RelPath = Annotated[str, _pattern(REL_PATH_RE, "relative path inside the repository"), _string(REL_PATH_RE)]
@@ -253,8 +255,8 @@ class TestSettings(_Model):
     registry: Name | None = Field(
         None, description="The registry the tests pull the image from (by digest); null: the cache registry."
     )
-    workdir: str = Field("/workspace", description="The working directory of the tests in the image.")
-    results_dir: str = Field("/workspace/test-results", description="Where pytest writes its JUnit XML.")
+    workdir: ImagePath = Field("/workspace", description="The working directory of the tests in the image.")
+    results_dir: ImagePath = Field("/workspace/test-results", description="Where pytest writes its JUnit XML.")
     suites: dict[Name, Suite] = Field(DEFAULT_SUITES, description="The suites, by name.")
 
 
