@@ -96,12 +96,17 @@ def render_path(pattern: str, framework: str, arch: str) -> str:
     return pattern.format(framework=framework, arch=arch)
 
 
+# The forms tag_safe_run_id derives: a compacted Airflow id, and a sanitised one with its hash.
+_DERIVED_FORM = re.compile(r"[a-z-]+-\d{8}T\d{6}(?:\.\d{6})?Z|.*-[0-9a-f]{8}")
+
+
 def tag_safe_run_id(run_id: str) -> str:
     """A form of an Airflow run id that fits in an image tag; the same for every retry.
 
     Airflow's own ids (`scheduled__2026-11-28T08:00:00+00:00`) become
     `scheduled-20261128T080000Z`; anything else is sanitised and, where that lost
-    information, suffixed with a short hash so two run ids never share a tag.
+    information or the result has a derived form, suffixed with a short hash so two run
+    ids never share a tag.
     """
     kind, sep, stamp = run_id.partition("__")
     if sep and re.fullmatch(r"[a-z_]+", kind):
@@ -114,7 +119,9 @@ def tag_safe_run_id(run_id: str) -> str:
             compact = when.strftime("%Y%m%dT%H%M%S") + (f".{when.microsecond:06d}" if when.microsecond else "")
             return f"{kind.replace('_', '-')}-{compact}Z"
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-.")
-    if safe == run_id and 0 < len(safe) <= 48:
+    # Kept as it is only if it can't be another id's form: a chosen "scheduled-2026...Z"
+    # once wrote into that night's folder and pushed its tags (M4).
+    if safe == run_id and 0 < len(safe) <= 48 and not _DERIVED_FORM.fullmatch(safe):
         return safe
     digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
     return f"{safe[:39].rstrip('-.') or 'run'}-{digest}"

@@ -37,6 +37,28 @@ def test_distinct_run_ids_never_share_a_tag():
     assert len({tag_safe_run_id(i) for i in ids}) == len(ids)
 
 
+@pytest.mark.parametrize(
+    ("chosen", "airflows"),
+    [
+        ("scheduled-20261129T080000Z", "scheduled__2026-11-29T08:00:00+00:00"),
+        ("manual-20261129T130947.123456Z", "manual__2026-11-29T13:09:47.123456+00:00"),
+        ("backfill-20261125T080000Z", "backfill__2026-11-25T08:00:00+00:00"),
+        ("asset-triggered-20261128T080000Z", "asset_triggered__2026-11-28T08:00:00+00:00"),
+    ],
+)
+def test_a_chosen_run_id_never_takes_an_airflow_runs_folder_and_tags(chosen, airflows):
+    """M4: a REST trigger with dag_run_id "scheduled-20261129T080000Z" wrote into that
+    night's folder and pushed its run tags."""
+    assert tag_safe_run_id(chosen) != tag_safe_run_id(airflows)
+    assert TAG_RE.fullmatch(f"nightly-trtllm-arm64-run-{tag_safe_run_id(chosen)}")
+
+
+def test_a_chosen_run_id_never_takes_a_sanitised_ones_form():
+    """A sanitised id ends in 8 hex digits of its hash: a chosen id of that shape is hashed too."""
+    sanitised = tag_safe_run_id("api run")
+    assert tag_safe_run_id(sanitised) != sanitised
+
+
 @pytest.mark.parametrize("ref", ["main", "release/1.2", "v0.6.1", "0fcaac08398c", "feature_x-y.z"])
 def test_git_refs_accepted(ref):
     assert GIT_REF_RE.fullmatch(ref)
