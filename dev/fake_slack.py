@@ -54,6 +54,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
         code, retry_after = self.server.next_answer()
         api = self.path.startswith("/api/")
+        refused = code == 200 and refusal(_json(body))
+        if refused:  # as Slack answers: the webhook with 400, the API with ok false
+            code = 200 if api else 400
         self.server.record(
             {
                 "path": self.path,
@@ -65,13 +68,16 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if api:
             payload = (
-                {"ok": code == 200, "channel": "C0NIGHTLY", "ts": "1.0"}
+                {"ok": False, "error": refused}
+                if refused
+                else {"ok": True, "channel": "C0NIGHTLY", "ts": "1.0"}
                 if code == 200
                 else {"ok": False, "error": f"http_{code}"}
             )
             data, kind = json.dumps(payload).encode(), "application/json"
         else:
-            data, kind = (b"ok" if code == 200 else b"no_service" if code == 404 else b"error"), "text/plain"
+            answer = refused or ("ok" if code == 200 else "no_service" if code == 404 else "error")
+            data, kind = answer.encode(), "text/plain"
         self.send_response(code)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
@@ -82,6 +88,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # quiet
         pass
+
+
+# Slack's limits on a message (api.slack.com/reference/block-kit/blocks): what it refuses.
+MAX_BLOCKS, MAX_SECTION_TEXT, MAX_TEXT = 50, 3000, 40000
+
+
+def refusal(body) -> str | None:
+    """The error Slack gives BODY ("invalid_blocks", ...), or None if it takes it."""
+    if not isinstance(body, dict):
+        return None
+    blocks = body.get("blocks") or []
+    if len(blocks) > MAX_BLOCKS:
+        return "invalid_blocks"
+    for block in blocks:
+        if block.get("type") == "section" and len((block.get("text") or {}).get("text", "")) > MAX_SECTION_TEXT:
+            return "invalid_blocks"
+    if len(body.get("text") or "") > MAX_TEXT:
+        return "msg_too_long"
+    return None
 
 
 def _json(body: str):

@@ -170,3 +170,51 @@ def test_the_deadline_callback_stays_quiet_for_a_run_that_already_ended(slack):
     context["dag_run"]["state"] = "running"
     asyncio.run(notify_overrun(context, conn_id="slack_hook", channel=None, hours=5, dag_id="nightly_ci"))
     assert len(slack.received()) == 1  # only the running one
+
+
+# AUDIT-RELIABILITY.md H5: Slack refuses a section over 3000 characters (invalid_blocks),
+# and the stand-in refuses it as Slack does.
+LONG_CASE = "tests.serve.test_vllm.TestDisaggregatedServing::test_serve_deployment[agg_router-Qwen/Qwen3-0.6B-tp1-max_tokens={}]"
+
+
+def worst_night() -> Results:
+    """25 new failures, 20 fixed and 40 still failing cases, 60 failed jobs with long names."""
+    rows = tuple(
+        Row(f"cell_{i}.tests.suite", f"framework-arch-suite-with-a-long-name-{i:03d}", "test", "failed")
+        for i in range(60)
+    )
+    cases = Change(
+        new_failures=tuple(LONG_CASE.format(i) for i in range(25)),
+        fixed=tuple(LONG_CASE.format(100 + i) for i in range(20)),
+        still_failing=tuple(LONG_CASE.format(200 + i) for i in range(40)),
+    )
+    non = NightOverNight("scheduled__2026-11-28T08:00:00+00:00", "2026-11-28T08:00:00+00:00", Change(), cases)
+    return Results(
+        "nightly_ci",
+        "scheduled__2026-11-29T08:00:00+00:00",
+        "2026-11-29T08:00:00+00:00",
+        "http://ui/run",
+        rows,
+        {},
+        non,
+    )
+
+
+def test_the_stand_in_refuses_a_section_slack_would_refuse(slack):
+    too_long = {"text": "x", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "y" * 3001}}]}
+    with pytest.raises(SlackError, match="invalid_blocks"):
+        post_to_slack("slack_hook", None, too_long, retries=1)
+
+
+def test_the_worst_night_still_posts_within_slacks_limits_with_a_link_to_the_table(slack):
+    from include.nightly_ci.report.slack import slack_message
+
+    message = slack_message(worst_night(), "S0OPS")
+    post_to_slack("slack_hook", None, message, retries=1)
+    (got,) = slack.received()
+    assert got["status"] == 200
+    texts = [b["text"]["text"] for b in message["blocks"] if b["type"] == "section"]
+    assert all(len(t) <= 3000 for t in texts) and len(message["blocks"]) <= 50
+    joined = "\n".join(texts)
+    assert "*Failed Jobs (60):*" in joined and LONG_CASE.format(0) in joined  # the first ones are named
+    assert "more lines in <http://ui/run|the full table>" in joined  # the rest counted, with the link

@@ -25,6 +25,25 @@ def should_post(results: Results, when: str) -> bool:
     return when == "always" or (when == "failure" and not results.success) or (when == "change" and changed(results))
 
 
+# Slack refuses a section whose text is longer (HTTP 400 invalid_blocks): the nights
+# with the most failures were the ones that posted nothing (H5).
+SECTION_LIMIT = 3000
+
+
+def _section(lines: list[str], run_url: str) -> dict[str, Any]:
+    """LINES as one section; those that don't fit are counted, with the full table's link."""
+    text = "\n".join(lines)
+    if len(text) > SECTION_LIMIT:
+        kept: list[str] = []
+        for i, line in enumerate(lines):
+            rest = f"… {len(lines) - i} more lines in <{run_url}|the full table>"
+            if len("\n".join([*kept, line, rest])) > SECTION_LIMIT:
+                text = "\n".join([*kept, rest])
+                break
+            kept.append(line)
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
 def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
     """The original's message (section 9): title, 'Summary: S/T jobs passed', run link;
     on failure the failed jobs and a mention of the ops group; plus night over night."""
@@ -35,11 +54,8 @@ def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if not ok:
         failed = [r.job for r in results.rows if r.status in FAILING_STATES]
-        bullets = "\n".join(f"• {name}" for name in failed)
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Failed Jobs ({len(failed)}):*\n{bullets}"}}
-        )
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(night_over_night_lines(results))}})
+        blocks.append(_section([f"*Failed Jobs ({len(failed)}):*", *(f"• {name}" for name in failed)], results.run_url))
+    blocks.append(_section(night_over_night_lines(results), results.run_url))
     if not ok:
         mention = f"<!subteam^{ops_group_id}|@ops-support>" if ops_group_id else "@ops-support"
         blocks.append({"type": "divider"})
