@@ -99,8 +99,9 @@ def results(success: bool, new_failures: list[str] | None = None, previous: bool
 
 
 class _TI:
-    def __init__(self, value):
+    def __init__(self, value, dag_id: str = "nightly_ci"):
         self.value = value
+        self.dag_id = dag_id
 
     def xcom_pull(self, task_ids):
         return self.value
@@ -218,3 +219,21 @@ def test_the_worst_night_still_posts_within_slacks_limits_with_a_link_to_the_tab
     joined = "\n".join(texts)
     assert "*Failed Jobs (60):*" in joined and LONG_CASE.format(0) in joined  # the first ones are named
     assert "more lines in <http://ui/run|the full table>" in joined  # the rest counted, with the link
+
+
+def test_without_a_summary_slack_is_still_told_and_the_task_fails(slack, tmp_path):
+    """H4: a summary that failed left notify_slack raising, and nobody was told."""
+    from types import SimpleNamespace
+
+    from include.nightly_ci.errors import NoResultsError
+
+    op = SlackNotifyOperator(
+        task_id="notify_slack", summary_task_id="results_summary", slack_conn_id="slack_hook", when="change"
+    )
+    context = {"ti": _TI(None), "dag_run": SimpleNamespace(run_id="scheduled__2026-11-29T08:00:00+00:00")}
+    with pytest.raises(NoResultsError):
+        op.execute(context)
+    (got,) = slack.received()
+    text = got["body"]["text"]
+    assert "No results ❌" in text and "the results summary did not complete" in text
+    assert "/dags/nightly_ci/runs/scheduled__2026-11-29T08%3A00%3A00%2B00%3A00" in text

@@ -361,3 +361,46 @@ def test_cells_the_params_left_out_are_not_jobs_of_the_run():
     states, records = fixed_outcomes()
     rows = build_rows(PLAN, states, records, {}, lambda t, n: "", lambda t: "", selected=(["vllm"], ["amd64"]))
     assert {r.task_id.split(".")[0] for r in rows} == {G} and len(rows) == 9
+
+
+# AUDIT-RELIABILITY.md H4: one unreadable file made every later summary fail.
+
+
+def test_unreadable_earlier_results_are_skipped_with_a_warning(tmp_path):
+    from include.nightly_ci.report.operators import SummaryOperator
+
+    good = results_for()
+    for name, text in {
+        "scheduled-20261128T080000Z": json.dumps(good),
+        "scheduled-20261127T080000Z": json.dumps(good)[:70],  # truncated (ENOSPC, a killed writer)
+        "scheduled-20261126T080000Z": json.dumps({"rows": []}),  # an older schema
+        "stray": "[1, 2]",  # anything else's results.json
+    }.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(text)
+    runs, warnings = SummaryOperator._completed_runs(tmp_path, "scheduled-20261129T080000Z")
+    assert [r.run_id for r in runs] == [good["run_id"]]
+    assert len(warnings) == 3
+    assert all("results.json" in w and "skipped" in w for w in warnings)
+    assert any("scheduled-20261127T080000Z/results.json" in w for w in warnings)
+
+
+def test_a_truncated_task_record_is_skipped_with_a_warning(tmp_path):
+    from include.nightly_ci.artifacts import ArtifactStore
+    from include.nightly_ci.report.operators import SummaryOperator
+
+    op = SummaryOperator(task_id="results_summary", plan=PLAN, store=ArtifactStore(str(tmp_path)))
+    task = PLAN.cells[0].tests[0].task
+    record = tmp_path / task.record_file
+    record.parent.mkdir(parents=True)
+    record.write_text('{"task_id": "')
+    records, warnings = op._records(tmp_path)
+    assert records == {}
+    assert len(warnings) == 1 and task.record_file in warnings[0]
+
+
+def test_warnings_are_in_the_table_and_in_results_json():
+    results = typed({**results_for(), "warnings": ["a/results.json: not valid JSON, skipped"]})
+    assert results.warnings == ("a/results.json: not valid JSON, skipped",)
+    assert "a/results.json: not valid JSON, skipped" in to_markdown(results)
+    assert results.to_json()["warnings"] == ["a/results.json: not valid JSON, skipped"]

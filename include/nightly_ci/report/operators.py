@@ -63,18 +63,23 @@ class SummaryOperator(BaseOperator):
         run_dir = self.store.run_folder(run_id)
 
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-        cases = self._cases(run_dir)
+        cases, case_warnings = self._cases(run_dir)
+        records, record_warnings = self._records(run_dir)
         rows = build_rows(
             self.plan,
             states,
-            self._records(run_dir),
+            records,
             cases,
             log_url=lambda task_id, try_number: log_url(ti.dag_id, run_id, task_id, try_number),
             artifacts_url=lambda task_id: str(run_dir / self.plan.task(task_id).artifact_dir),
             selected=(context["params"]["frameworks"], context["params"]["arches"]),
         )
-        before = previous_results(self._completed_runs(root, run_dir.name), night)
-        results = summarize(self.plan, run_id, night, run_url(ti.dag_id, run_id), rows, cases, before)
+        earlier, run_warnings = self._completed_runs(root, run_dir.name)
+        before = previous_results(earlier, night)
+        warnings = [*record_warnings, *case_warnings, *run_warnings]
+        for warning in warnings:
+            self.log.warning("%s", warning)
+        results = summarize(self.plan, run_id, night, run_url(ti.dag_id, run_id), rows, cases, before, warnings)
         markdown = to_markdown(results)
         results = results.with_files(
             {
@@ -87,38 +92,59 @@ class SummaryOperator(BaseOperator):
         ti.xcom_push(key="results_md", value=markdown)
         return results.to_json()
 
-    def _records(self, run_dir: Any) -> dict[str, TaskRecord]:
-        """The record each task of the plan left, where it left one."""
-        found = {}
+    def _records(self, run_dir: Any) -> tuple[dict[str, TaskRecord], list[str]]:
+        """The record each task of the plan left, where it left a readable one."""
+        found, warnings = {}, []
         for task in self.plan.tasks():
             path = run_dir / task.record_file
             if path.exists():
-                found[task.task_id] = TaskRecord.from_json(json.loads(path.read_text()))
-        return found
+                try:
+                    found[task.task_id] = TaskRecord.from_json(json.loads(path.read_text()))
+                except _UNREADABLE as exc:
+                    warnings.append(_skipped(task.record_file, exc))
+        return found, warnings
 
-    def _cases(self, run_dir: Any) -> Cases:
+    def _cases(self, run_dir: Any) -> tuple[Cases, list[str]]:
         from include.nightly_ci.report.results import junit_cases
 
-        cases = {}
+        cases, warnings = {}, []
         for cell in self.plan.cells:
             for job in cell.tests:
                 report = run_dir / job.task.artifact_dir / JUNIT_FILE
                 if report.exists():
-                    cases[job.task.task_id] = junit_cases(report.read_text())
-        return cases
+                    try:
+                        cases[job.task.task_id] = junit_cases(report.read_text())
+                    except _UNREADABLE as exc:
+                        warnings.append(_skipped(f"{job.task.artifact_dir}/{JUNIT_FILE}", exc))
+        return cases, warnings
 
     @staticmethod
-    def _completed_runs(root: Any, this_run: str) -> list[Results]:
+    def _completed_runs(root: Any, this_run: str) -> tuple[list[Results], list[str]]:
+        """Every earlier run's results that can be read; one warning for each that can't
+        (truncated, an older schema, anything else's file): one bad file once made every
+        later summary fail (H4)."""
         from include.nightly_ci.report.results import Results
 
         if not root.exists():
-            return []
-        runs = []
+            return [], []
+        runs, warnings = [], []
         for folder in root.iterdir():
             results = folder / "results.json"
             if folder.name != this_run and results.exists():
-                runs.append(Results.from_json(json.loads(results.read_text())))
-        return runs
+                try:
+                    runs.append(Results.from_json(json.loads(results.read_text())))
+                except _UNREADABLE as exc:
+                    warnings.append(_skipped(f"{folder.name}/results.json", exc))
+        return runs, warnings
+
+
+# What a file of the store may be: cut short, of another schema, not ours, or unreadable.
+# (A JUnit report cut short raises ElementTree's ParseError, a SyntaxError.)
+_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, OSError, SyntaxError)
+
+
+def _skipped(name: str, exc: BaseException) -> str:
+    return f"{name}: could not be read ({type(exc).__name__}: {str(exc)[:200]}), skipped"
 
 
 class VerdictOperator(BaseOperator):
@@ -166,7 +192,12 @@ class SlackNotifyOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.report.slack import post_to_slack, should_post, slack_message
 
-        results = _results_of(context, self.summary_task_id)
+        try:
+            results = _results_of(context, self.summary_task_id)
+        except NoResultsError:
+            # Never silent: a night without a summary is told, whatever the policy.
+            self._post_no_results(context)
+            raise
         if not should_post(results, self.when):
             self.log.info("Not posting to Slack (policy %r, success=%s)", self.when, results.success)
             return {"posted": False}
@@ -174,3 +205,10 @@ class SlackNotifyOperator(BaseOperator):
         post_to_slack(self.slack_conn_id, self.channel, message, self.slack_retries)
         self.log.info("Posted the results to Slack through connection %r", self.slack_conn_id)
         return {"posted": True, "text": message["text"]}
+
+    def _post_no_results(self, context: Any) -> None:
+        from include.nightly_ci.report.slack import no_results_message, post_to_slack
+
+        url = run_url(context["ti"].dag_id, context["dag_run"].run_id)
+        post_to_slack(self.slack_conn_id, self.channel, no_results_message(url, self.ops_group_id), self.slack_retries)
+        self.log.info("Told Slack that the run has no results, through connection %r", self.slack_conn_id)

@@ -108,6 +108,7 @@ class Results:
     cases: Cases = field(default_factory=dict)
     night_over_night: NightOverNight = NightOverNight()
     files: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # what the summary could not read, and skipped
 
     @property
     def passed(self) -> int:
@@ -134,6 +135,7 @@ class Results:
             "cases": self.cases,
             "night_over_night": self.night_over_night.to_json(),
             **({"files": self.files} if self.files else {}),
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }
 
     @classmethod
@@ -147,6 +149,7 @@ class Results:
             cases=dict(data.get("cases") or {}),
             night_over_night=NightOverNight.from_json(data.get("night_over_night") or {}),
             files=dict(data.get("files") or {}),
+            warnings=tuple(data.get("warnings") or ()),
         )
 
     def with_files(self, files: dict[str, str]) -> Results:
@@ -256,7 +259,14 @@ def previous_results(candidates: Iterable[Results], logical_date: str) -> Result
 
 
 def summarize(
-    plan: Plan, run_id: str, logical_date: str, run_url: str, rows: list[Row], cases: Cases, before: Results | None
+    plan: Plan,
+    run_id: str,
+    logical_date: str,
+    run_url: str,
+    rows: list[Row],
+    cases: Cases,
+    before: Results | None,
+    warnings: Iterable[str] = (),
 ) -> Results:
     return Results(
         dag_id=plan.dag_id,
@@ -266,6 +276,7 @@ def summarize(
         rows=tuple(rows),
         cases=cases,
         night_over_night=compare(rows, cases, before),
+        warnings=tuple(warnings),
     )
 
 
@@ -284,6 +295,12 @@ def _link_cell(row: Row) -> str:
     return f"[Log]({row.log_url}) · [Artifacts]({row.artifacts_url})"
 
 
+def _warning_lines(results: Results) -> list[str]:
+    if not results.warnings:
+        return []
+    return ["**Warnings** (files the summary could not read and skipped):", *(f"- {w}" for w in results.warnings), ""]
+
+
 def to_markdown(results: Results) -> str:
     lines = [
         "# Nightly CI Results Summary",
@@ -291,6 +308,11 @@ def to_markdown(results: Results) -> str:
         f"Run `{results.run_id}` (logical date {results.logical_date}): "
         f"**Summary: {results.passed}/{results.total} jobs passed** · [View run]({results.run_url})",
         "",
+        *(
+            ["**Warnings** (read around, not lost):", *(f"- {w}" for w in results.warnings), ""]
+            if results.warnings
+            else []
+        ),
         "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |",
         "|-------|--------|--------|----------------|-----------|-------|---------|",
     ]

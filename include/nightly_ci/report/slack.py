@@ -56,6 +56,9 @@ def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
         failed = [r.job for r in results.rows if r.status in FAILING_STATES]
         blocks.append(_section([f"*Failed Jobs ({len(failed)}):*", *(f"• {name}" for name in failed)], results.run_url))
     blocks.append(_section(night_over_night_lines(results), results.run_url))
+    if results.warnings:
+        note = f"⚠️ {len(results.warnings)} file(s) of the store could not be read and were skipped: see the table"
+        blocks.append(_section([note], results.run_url))
     if not ok:
         mention = f"<!subteam^{ops_group_id}|@ops-support>" if ops_group_id else "@ops-support"
         blocks.append({"type": "divider"})
@@ -63,6 +66,17 @@ def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
             {"type": "mrkdwn", "text": f":rotating_light: cc {mention} - Please investigate the failures above."}
         ]})  # fmt: skip
     return {"text": text, "blocks": blocks}
+
+
+def no_results_message(run_url: str, ops_group_id: str | None) -> dict[str, Any]:
+    """When the summary failed: nothing to judge, but the team must still hear of the night."""
+    mention = f"<!subteam^{ops_group_id}|@ops-support>" if ops_group_id else "@ops-support"
+    text = (
+        "*Nightly CI Pipeline - No results ❌*\n"
+        f"the results summary did not complete, so this night was not judged. cc {mention}\n"
+        f"<{run_url}|View the run>"
+    )
+    return {"text": text, "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]}
 
 
 def slack_retry_handlers(retries: int) -> list[Any]:
