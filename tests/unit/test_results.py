@@ -196,18 +196,53 @@ def test_night_over_night_jobs_and_cases():
     assert "- Fixed: 1 jobs: vllm-amd64-unit; 1 test cases" in md
 
 
-def test_a_backfilled_older_night_compares_with_the_night_before_it():
-    nights = [
-        Results.from_json({"logical_date": d, "run_id": d})
-        for d in ("2026-11-25T08:00:00+00:00", "2026-11-27T08:00:00+00:00", "2026-11-28T08:00:00+00:00")
-    ]
-    # The 26th, backfilled after the 28th ran, compares with the 25th, not the newest.
-    before_26th, before_29th = (
-        previous_results(nights, d) for d in ("2026-11-26T08:00:00+00:00", "2026-11-29T08:00:00+00:00")
+def night(
+    logical_date: str, run_id: str | None = None, dag_id: str = "nightly_ci", cells=("vllm_amd64", "sglang_arm64")
+):
+    rows = [{"task_id": f"{c}.build_framework", "job": c, "kind": "build", "status": "success"} for c in cells]
+    return Results.from_json(
+        {"dag_id": dag_id, "logical_date": logical_date, "run_id": run_id or f"scheduled__{logical_date}", "rows": rows}
     )
-    assert before_26th is not None and before_26th.run_id == "2026-11-25T08:00:00+00:00"
-    assert before_29th is not None and before_29th.run_id == "2026-11-28T08:00:00+00:00"
-    assert previous_results(nights, "2026-11-20T08:00:00+00:00") is None
+
+
+def baseline(candidates, logical_date: str, run_id: str | None = None, cells=("vllm_amd64", "sglang_arm64")):
+    return previous_results(
+        candidates,
+        dag_id="nightly_ci",
+        run_id=run_id or f"scheduled__{logical_date}",
+        logical_date=logical_date,
+        cells=set(cells),
+    )
+
+
+def test_a_backfilled_older_night_compares_with_the_night_before_it():
+    nights = [night(d) for d in ("2026-11-25T08:00:00+00:00", "2026-11-27T08:00:00+00:00", "2026-11-28T08:00:00+00:00")]
+    # The 26th, backfilled after the 28th ran, compares with the 25th, not the newest.
+    before_26th = baseline(nights, "2026-11-26T08:00:00+00:00", "backfill__2026-11-26T08:00:00+00:00")
+    before_29th = baseline(nights, "2026-11-29T08:00:00+00:00")
+    assert before_26th is not None and before_26th.logical_date == "2026-11-25T08:00:00+00:00"
+    assert before_29th is not None and before_29th.logical_date == "2026-11-28T08:00:00+00:00"
+    assert baseline(nights, "2026-11-20T08:00:00+00:00") is None
+
+
+def test_the_baseline_is_the_previous_nightly_of_this_dag_covering_its_cells():
+    """M9: a manual two-cell run at 15:00 became the next nightly's baseline, and every
+    failure that was already failing was reported as new."""
+    last_night = night("2026-11-28T08:00:00+00:00")
+    candidates = [
+        last_night,
+        night("2026-11-28T15:00:00+00:00", "manual__2026-11-28T15:00:00+00:00", cells=("sglang_arm64",)),
+        night("2026-11-28T20:00:00+00:00", dag_id="another_nightly"),
+        night("2026-11-28T22:00:00+00:00", "my-rest-run"),
+        night("2026-11-28T23:00:00+00:00", cells=("vllm_amd64",)),  # a nightly of fewer cells (its config then)
+    ]
+    assert baseline(candidates, "2026-11-29T08:00:00+00:00") is last_night
+    # A backfill is a nightly too; a manual run compares with manual runs only.
+    assert baseline(candidates, "2026-11-29T08:00:00+00:00", "backfill__2026-11-29T08:00:00+00:00") is last_night
+    manual = baseline(
+        candidates, "2026-11-29T10:00:00+00:00", "manual__2026-11-29T10:00:00+00:00", cells=("sglang_arm64",)
+    )
+    assert manual is not None and manual.run_id == "my-rest-run"
 
 
 def test_junit_cases_from_a_real_report(tmp_path):

@@ -54,7 +54,7 @@ class SummaryOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.artifacts import write_json, write_text
-        from include.nightly_ci.report.results import build_rows, previous_results, summarize, to_markdown
+        from include.nightly_ci.report.results import build_rows, cells_of, previous_results, summarize, to_markdown
 
         ti, dag_run = context["ti"], context["dag_run"]
         run_id = dag_run.run_id
@@ -75,7 +75,7 @@ class SummaryOperator(BaseOperator):
             selected=(context["params"]["frameworks"], context["params"]["arches"]),
         )
         earlier, run_warnings = self._completed_runs(root, run_dir.name)
-        before = previous_results(earlier, night)
+        before = previous_results(earlier, dag_id=ti.dag_id, run_id=run_id, logical_date=night, cells=cells_of(rows))
         warnings = [*record_warnings, *case_warnings, *run_warnings]
         for warning in warnings:
             self.log.warning("%s", warning)

@@ -251,10 +251,31 @@ def compare(now: list[Row], now_cases: Cases, before: Results | None) -> NightOv
     )
 
 
-def previous_results(candidates: Iterable[Results], logical_date: str) -> Results | None:
-    """The completed nightly just before LOGICAL_DATE, by logical date: a backfilled older
-    night compares with the night before it, not with the newest run."""
-    older = [c for c in candidates if c.logical_date < logical_date]
+def run_kind(run_id: str) -> str:
+    """'nightly' for scheduled and backfill runs, else 'manual' (a trigger, a chosen id)."""
+    return "nightly" if run_id.partition("__")[0] in ("scheduled", "backfill") else "manual"
+
+
+def cells_of(rows: Iterable[Row]) -> set[str]:
+    return {r.task_id.split(".")[0] for r in rows}
+
+
+def previous_results(
+    candidates: Iterable[Results], *, dag_id: str, run_id: str, logical_date: str, cells: set[str]
+) -> Results | None:
+    """The baseline of night over night: the run just before LOGICAL_DATE (by logical
+    date: a backfilled older night compares with the night before it) of the same DAG and
+    kind that covered every cell of this one. A two-cell manual run or another DAG's run
+    sharing the store once became the nightly's baseline (M9)."""
+    kind = run_kind(run_id)
+    older = [
+        c
+        for c in candidates
+        if c.logical_date < logical_date
+        and c.dag_id == dag_id
+        and run_kind(c.run_id) == kind
+        and cells <= cells_of(c.rows)
+    ]
     return max(older, key=lambda c: c.logical_date, default=None)
 
 
