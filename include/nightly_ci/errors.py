@@ -86,6 +86,10 @@ class RegistryUnavailable(RegistryError):
     """Connection refused, timeouts, 5xx: worth retrying."""
 
 
+class StoreError(NightlyCiError):
+    """The artifact store refused a write after the retries; the message names the path."""
+
+
 # ---------------------------------------------------------------- report
 
 

@@ -66,6 +66,7 @@ _INFRA_TYPES = {
     "ConnectionError",
     "EngineUnavailable",
     "EngineConfigError",
+    "StoreError",
 }
 _TIMEOUT_TYPES = {"AirflowTaskTimeout", "ReadTimeout"}
 _TEST_OUTCOMES = {"failed", "no_tests", "collection_error", "error"}

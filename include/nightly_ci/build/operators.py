@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.config.schema import BuildSecret
+from include.nightly_ci.errors import StoreError
 from include.nightly_ci.names import LABEL_CREATED, LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
 from include.nightly_ci.plan import Backoff, Registry, TaskSpec
 from include.nightly_ci.records import JsonRecord, NightlyOperator, placement, skip_unless_selected
@@ -298,7 +299,11 @@ class BuildImageOperator(CellOperator):
         try:
             result = self._build(src, cache_from, sink)
         finally:
-            write_text(root, self.spec.artifact_key(src.run_id, f"build-{self.image}.log"), "\n".join(lines) + "\n")
+            # A store that refuses must not replace the build's own error (the log is in the task log too).
+            try:
+                write_text(root, self.spec.artifact_key(src.run_id, f"build-{self.image}.log"), "\n".join(lines) + "\n")
+            except StoreError as exc:
+                self.log.error("%s; the build log is in this task log", exc)
         built_sec = round(time.monotonic() - t0, 2)
         tag = build_tag(self.run_tag_pattern, self.framework, self.arch, src.run_id, self.image)
         digest = self._already_pushed(tag, result.image_id) or self._retrying(

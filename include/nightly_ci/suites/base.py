@@ -87,18 +87,30 @@ class SuiteOperator(NightlyOperator):
         return SuiteRun(self.spec.cell or "", self.suite, self.mode, self.image, self.marker)
 
     def _keep(self, context: Any, run: SuiteRun) -> SuiteResult:
-        """Write output, JUnit and the record to the artifact store; the record."""
-        from include.nightly_ci.artifacts import write_json, write_text
+        """Write output, JUnit and the record to the artifact store; the record. The
+        outcome is the suite's, whatever the store does: if it refuses, what could not be
+        stored goes into this task log instead (M1)."""
+        import json
+
+        from include.nightly_ci.artifacts import write_text
+        from include.nightly_ci.errors import StoreError
 
         root, run_id = self.store.root(), context["dag_run"].run_id
-        artifacts = {"output": write_text(root, self.spec.artifact_key(run_id, "output.log"), run.output)}
-        if run.junit:
-            artifacts["junit"] = write_text(root, self.spec.artifact_key(run_id, JUNIT_FILE), run.junit)
-        artifacts["record"] = self._files(run_id).record
-        result = run.result(artifacts)
-        write_json(root, self.spec.artifact_key(run_id, "record.json"), result.to_json())
-        self._result = result
-        self.log.info("Suite %s: %s %s; artifacts: %s", self.suite, result.outcome, result.counts, artifacts)
+        files = self._files(run_id)
+        planned = {"output": files.output, **({"junit": files.junit} if run.junit else {}), "record": files.record}
+        result = run.result(planned)
+        self._result = result  # the record's failure class follows the suite, not the store
+        contents = {
+            "output.log": run.output,
+            **({JUNIT_FILE: run.junit} if run.junit else {}),
+            "record.json": json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n",
+        }
+        for name, text in contents.items():
+            try:
+                write_text(root, self.spec.artifact_key(run_id, name), text)
+            except StoreError as exc:
+                self.log.error("%s; its content is kept in this log instead:\n%s", exc, text)
+        self.log.info("Suite %s: %s %s; artifacts: %s", self.suite, result.outcome, result.counts, planned)
         return result
 
     def _finish(self, result: SuiteResult) -> dict[str, Any]:
