@@ -378,3 +378,25 @@ def test_test_folders_are_plain_absolute_paths(tmp_path, field, value):
 )
 def test_scp_style_urls_of_any_user_are_not_taken_for_paths(url):
     assert resolve_local(url, "/opt/airflow/include/config") == url
+
+
+def test_extends_names_a_yaml_file_of_the_project_or_beside_the_config(tmp_path):
+    """M11: `extends` could read any file of the machine, and its parse error echoed it."""
+    secret = tmp_path / "outside" / "secret.yaml"
+    secret.parent.mkdir()
+    secret.write_text("token: ghp_SECRET123 [\n")
+    config = tmp_path / "configs" / "c.yaml"
+    config.parent.mkdir()
+    for parent in ("/etc/passwd", "../outside/secret.yaml"):
+        config.write_text(f"extends: {parent}\n")
+        with pytest.raises(ConfigError, match=r"extends \(line 1\): must name a \.yaml file inside") as info:
+            load_config(config)
+        assert "ghp_SECRET123" not in str(info.value) and "root:" not in str(info.value)
+
+
+def test_a_type_error_does_not_echo_a_long_value(tmp_path):
+    """A token pasted under the wrong key must not reach the DAG's import error."""
+    err = bad(tmp_path, "dag: {catchup: ghp_0123456789abcdefghijklmnopqrstuvwxyz}\n")
+    assert "dag.catchup" in paths(err)
+    assert "ghp_0123456789" not in str(err) and "a str of 40 characters" in str(err)
+    assert "'yes'" in str(bad(tmp_path, "dag: {catchup: 'yes'}\n"))  # a short one still helps

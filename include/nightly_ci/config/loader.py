@@ -200,13 +200,27 @@ def _pydantic_findings(exc: ValidationError, line_maps: list[_LineMap]) -> list[
         elif err["type"] == "missing":
             message = "required key is missing"
         elif err["type"].endswith("_type") or err["type"] in {"dict_type", "list_type"}:
-            message = f"wrong type: {err['msg'].lower()}, got {type(err['input']).__name__} {err['input']!r}"
+            message = f"wrong type: {err['msg'].lower()}, got {_shown(err['input'])}"
         else:
             message = err["msg"].removeprefix("Value error, ")
         if "[key]" in [str(p) for p in err["loc"]]:
             message = f"invalid key: {message}"
         found.append(Finding(".".join(path), message, _line_in(line_maps, path)))
     return found
+
+
+def _may_extend(parent: Path, first: Path) -> bool:
+    """A config extends YAML of the project or beside itself: any other file of the
+    machine was read, and its parse error echoed it into the DAG's import error (M11)."""
+    inside = any(parent.is_relative_to(folder) for folder in (PROJECT_ROOT, first.parent))
+    return inside and parent.suffix in (".yaml", ".yml")
+
+
+def _shown(value: Any) -> str:
+    """VALUE for an error message: a long string (a token under the wrong key) by its length."""
+    if isinstance(value, str) and len(value) > 20:
+        return f"a str of {len(value)} characters"
+    return f"{type(value).__name__} {value!r}"
 
 
 def load_config(file: Path | str | None = None) -> NightlyConfig:
@@ -226,6 +240,17 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
         if not isinstance(parent_name, str):
             raise ConfigError(path, [Finding("extends", "must be a file name", _line_in(line_maps, "extends"))])
         parent = (chain[-1].parent / parent_name).resolve()
+        if not _may_extend(parent, path):
+            raise ConfigError(
+                path,
+                [
+                    Finding(
+                        "extends",
+                        f"must name a .yaml file inside {PROJECT_ROOT} or {path.parent}, not {parent_name!r}",
+                        _line_in(line_maps, "extends"),
+                    )
+                ],
+            )
         if parent in chain:
             cycle = " -> ".join(p.name for p in [*chain[chain.index(parent) :], parent])
             raise ConfigError(path, [Finding("extends", f"extends cycle: {cycle} ({parent.parent})")])
