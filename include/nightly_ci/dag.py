@@ -235,6 +235,8 @@ def build_dag(plan: Plan) -> DAG:
             repository=plan.source.repository,
             branch=plan.source.branch,
             retry_policy=FAIL_FAST,
+            # Each git command ends within GIT_TIMEOUT_SECONDS; this bounds the task as a whole.
+            execution_timeout=timedelta(hours=1),
         )
         groups = [_cell_group(plan, cell, resolve) for cell in plan.cells]
         summary = SummaryOperator(**placement(plan.summary), plan=plan, store=plan.store)

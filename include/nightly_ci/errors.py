@@ -55,6 +55,10 @@ class SourceError(PermanentError):
     """The ref or repository can't give a commit to build."""
 
 
+class SourceUnavailable(NightlyCiError):
+    """The git server did not answer in time, refused, or failed with a 5xx: worth retrying."""
+
+
 # ---------------------------------------------------------------- images
 
 

@@ -67,6 +67,7 @@ _INFRA_TYPES = {
     "EngineUnavailable",
     "EngineConfigError",
     "StoreError",
+    "SourceUnavailable",
 }
 _TIMEOUT_TYPES = {"AirflowTaskTimeout", "ReadTimeout"}
 _TEST_OUTCOMES = {"failed", "no_tests", "collection_error", "error"}

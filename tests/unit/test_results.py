@@ -439,3 +439,25 @@ def test_warnings_are_in_the_table_and_in_results_json():
     assert results.warnings == ("a/results.json: not valid JSON, skipped",)
     assert "a/results.json: not valid JSON, skipped" in to_markdown(results)
     assert results.to_json()["warnings"] == ["a/results.json: not valid JSON, skipped"]
+
+
+def test_a_failed_resolve_source_has_its_own_row_first():
+    """H6: the source could not be fetched, and the table showed 54 upstream rows and not why."""
+    states = {"resolve_source": "failed"}
+    records = {
+        "resolve_source": record(
+            "resolve_source", "failed", 30, error_type="SourceUnavailable", failure_class="infra",
+            error="git fetch did not finish within 600 s",
+        )
+    }  # fmt: skip
+    for cell in PLAN.cells:
+        for task in cell.tasks():
+            states[task.task_id] = "upstream_failed"
+    rows = build_rows(PLAN, states, records, {}, log_url=lambda t, n: f"http://ui/{t}", artifacts_url=lambda t: "")
+    first = rows[0]
+    assert (first.task_id, first.status, first.failure_class) == ("resolve_source", "failed", "infra")
+    assert len(rows) == 1 + 6 * 9
+    assert (
+        build_rows(PLAN, {"resolve_source": "success"}, {}, {}, lambda t, n: "", lambda t: "")[0].task_id
+        != "resolve_source"
+    )

@@ -8,17 +8,35 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from include.nightly_ci.errors import SourceError
+from include.nightly_ci.errors import SourceError, SourceUnavailable
 from include.nightly_ci.names import COMMIT_RE, GIT_REF_RE
 from include.nightly_ci.records import JsonRecord
 
 log = logging.getLogger(__name__)
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+# No prompts; over HTTP(S) a transfer slower than 1 kB/s for 60 s is given up.
+_GIT_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "LC_ALL": "C",
+    "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+    "GIT_HTTP_LOW_SPEED_TIME": "60",
+}
+# Every git command ends within this (a server that accepts and stalls, over git:// or
+# SSH, once hung resolve_source for good and with it every later night: H6).
+GIT_TIMEOUT_SECONDS = 600
+# What a retry may mend: the network, the server's 5xx and 429, a stalled transfer.
+_TRANSIENT = re.compile(
+    r"could not resolve host|unable to connect|connection (refused|reset|timed out)|timed out|"
+    r"returned error: (5\d\d|429)|early eof|rpc failed|remote end hung up|operation too slow|"
+    r"temporary failure|ssh: connect to host",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -45,24 +63,34 @@ class SourceInfo(JsonRecord):
     resolved_at: str  # the run's build time: the images' created label, the same for every retry
 
 
-def _git(*args: str, cwd: str | None = None) -> str:
+def _git(*args: str, cwd: str | None = None, timeout: float | None = None) -> str:
+    """git ARGS; SourceUnavailable (retried) for what the network or server may mend,
+    SourceError (not retried) for anything else."""
     env = {**os.environ, **_GIT_ENV}
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    limit = timeout or GIT_TIMEOUT_SECONDS
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        raise SourceUnavailable(f"git {' '.join(args)} did not finish within {limit:g} s (a stalled server?)") from None
     if proc.returncode != 0:
-        raise SourceError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        detail = proc.stderr.strip() or proc.stdout.strip()
+        error = SourceUnavailable if _TRANSIENT.search(detail) else SourceError
+        raise error(f"git {' '.join(args)} failed: {detail}")
     return proc.stdout.strip()
 
 
-def _fetch_history(repository: str, workdir: str) -> str:
+def _fetch_history(repository: str, workdir: str, timeout: float | None = None) -> str:
     """A bare, blob-less copy of the repository's refs and history (no file contents)."""
     bare = os.path.join(workdir, "history.git")
     _git("init", "-q", "--bare", bare)
     _git("remote", "add", "origin", repository, cwd=bare)
     spec = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
     try:
-        _git("fetch", "-q", "--filter=blob:none", "origin", *spec, cwd=bare)
-    except SourceError:  # a server without partial clone: fetch it all
-        _git("fetch", "-q", "origin", *spec, cwd=bare)
+        _git("fetch", "-q", "--filter=blob:none", "origin", *spec, cwd=bare, timeout=timeout)
+    except SourceError as exc:  # a server without partial clone (only then): fetch it all
+        if "filter" not in str(exc).lower():
+            raise
+        _git("fetch", "-q", "origin", *spec, cwd=bare, timeout=timeout)
     return bare
 
 
@@ -73,6 +101,7 @@ def resolve(
     run_type: str,
     logical_date: datetime | None,
     git_ref: str = "",
+    timeout_seconds: float | None = None,
 ) -> Resolution:
     """The commit a run builds.
 
@@ -83,7 +112,7 @@ def resolve(
     if git_ref and not GIT_REF_RE.fullmatch(git_ref):
         raise SourceError(f"git_ref {git_ref!r} is not a branch, tag or commit name")
     with tempfile.TemporaryDirectory(prefix="nightly-ci-src-") as tmp:
-        bare = _fetch_history(repository, tmp)
+        bare = _fetch_history(repository, tmp, timeout_seconds)
         if git_ref:
             candidates = [f"refs/remotes/origin/{git_ref}", f"refs/tags/{git_ref}"]
             if COMMIT_RE.fullmatch(git_ref):

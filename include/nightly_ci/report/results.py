@@ -204,6 +204,11 @@ def build_rows(
     """One row per build, push and test task, by framework, arch and stage, for the cells
     the run's Params selected (SELECTED: frameworks, arches; None: all)."""
     rows = []
+    resolve = plan.resolve.task_id
+    if states.get(resolve) in FAILING_STATES:  # why every cell's row below says upstream (H6)
+        rec = records.get(resolve)
+        links = {"log_url": log_url(resolve, rec.try_number), "artifacts_url": ""} if rec else {}
+        rows.append(_row(resolve, plan.resolve.display_name, "source", states[resolve], rec, links))
     for cell in plan.cells:
         if selected and not is_selected(cell.framework, cell.arch, *selected):
             continue
