@@ -461,3 +461,26 @@ def test_a_failed_resolve_source_has_its_own_row_first():
         build_rows(PLAN, {"resolve_source": "success"}, {}, {}, lambda t, n: "", lambda t: "")[0].task_id
         != "resolve_source"
     )
+
+
+def test_the_summarys_xcom_is_small_and_says_what_slack_and_the_verdict_need():
+    """L5: the XCom carried every JUnit case of every suite, megabytes a night."""
+    import dataclasses
+
+    base = typed(results_for(before=typed(results_for())))
+    suites = [job.task.task_id for job in PLAN.cells[0].tests[:3]]
+    many = {t: {f"tests/test_big.py::test_case[{i:05d}]": "failed" for i in range(2000)} for t in suites}
+    new = tuple(f"{t}::{c}" for t, cs in many.items() for c in cs)
+    non = dataclasses.replace(
+        base.night_over_night, cases=dataclasses.replace(base.night_over_night.cases, new_failures=new)
+    )
+    full = dataclasses.replace(base, cases={**base.cases, **many}, night_over_night=non)
+    xcom = full.for_xcom()
+    assert len(json.dumps(full.to_json())) > 200_000  # results.json keeps all 6000
+    # The XCom does not grow with the cases: only the 20 named per list.
+    assert len(json.dumps(xcom)) - len(json.dumps(base.for_xcom())) < 5_000
+    short = Results.from_json(json.loads(json.dumps(xcom)))
+    assert slack_message(short, "S0OPS") == slack_message(full, "S0OPS")  # what Slack says is the same
+    assert (short.passed, short.total, short.success) == (full.passed, full.total, full.success)
+    assert short.night_over_night.case_count("new_failures") == 6000
+    assert "6000 test cases" in json.dumps(slack_message(short, None))

@@ -90,7 +90,7 @@ class SummaryOperator(BaseOperator):
         write_json(root, f"{run_dir.name}/results.json", results.to_json())
         self.log.info("Results of %s (also in %s):\n%s", run_id, results.files["markdown"], markdown)
         ti.xcom_push(key="results_md", value=markdown)
-        return results.to_json()
+        return results.for_xcom()
 
     def _records(self, run_dir: Any) -> tuple[dict[str, TaskRecord], list[str]]:
         """The record each task of the plan left, where it left a readable one."""

@@ -61,6 +61,11 @@ class NightOverNight:
     previous_logical_date: str | None = None
     jobs: Change = Change()
     cases: Change = Change()
+    # How many cases each list of `cases` had before it was cut for XCom (None: not cut).
+    case_counts: dict[str, int] | None = None
+
+    def case_count(self, key: str) -> int:
+        return self.case_counts[key] if self.case_counts else len(getattr(self.cases, key))
 
     def to_json(self) -> dict[str, Any]:
         if self.previous_run_id is None:
@@ -69,7 +74,14 @@ class NightOverNight:
             "previous": {"run_id": self.previous_run_id, "logical_date": self.previous_logical_date},
             "jobs": _plain(asdict(self.jobs)),
             "cases": _plain(asdict(self.cases)),
+            **({"case_counts": dict(self.case_counts)} if self.case_counts else {}),
         }
+
+    def cut(self, keep: int) -> NightOverNight:
+        """At most KEEP test cases per list, with the full counts."""
+        counts = {key: self.case_count(key) for key in ("new_failures", "fixed", "still_failing")}
+        kept = Change(*(tuple(getattr(self.cases, key)[:keep]) for key in counts))
+        return replace(self, cases=kept, case_counts=counts)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NightOverNight:
@@ -81,6 +93,7 @@ class NightOverNight:
             previous.get("logical_date"),
             Change.from_json(data.get("jobs") or {}),
             Change.from_json(data.get("cases") or {}),
+            dict(data["case_counts"]) if data.get("case_counts") else None,
         )
 
 
@@ -154,6 +167,14 @@ class Results:
 
     def with_files(self, files: dict[str, str]) -> Results:
         return replace(self, files=files)
+
+    def for_xcom(self) -> dict[str, Any]:
+        """What the verdict and Slack need, and where the whole is: not every test case of
+        the night (megabytes a night in the metadata database and the execution API: L5).
+        results.json in the store keeps everything."""
+        rows = tuple(replace(r, failed_cases=()) for r in self.rows)
+        short = replace(self, rows=rows, cases={}, night_over_night=self.night_over_night.cut(SHOWN_CASES))
+        return short.to_json()
 
 
 def junit_cases(xml_text: str) -> dict[str, str]:
@@ -352,6 +373,9 @@ def to_markdown(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHOWN_CASES = 20  # test cases named per list (new, fixed, still failing); the rest are counted
+
+
 def night_over_night_lines(results: Results, markdown: bool = False) -> list[str]:
     non = results.night_over_night
     if non.previous_run_id is None:
@@ -363,6 +387,7 @@ def night_over_night_lines(results: Results, markdown: bool = False) -> list[str
     for key, label in (("new_failures", "New failures"), ("fixed", "Fixed"), ("still_failing", "Still failing")):
         names = [jobs.get(t, t) for t in getattr(non.jobs, key)]
         cases = getattr(non.cases, key)
-        lines.append(f"- {label}: {len(names)} jobs{': ' + ', '.join(names) if names else ''}; {len(cases)} test cases")
-        lines += [f"  - `{c}`" if markdown else f"    • {c}" for c in cases[:20]]
+        count = non.case_count(key)
+        lines.append(f"- {label}: {len(names)} jobs{': ' + ', '.join(names) if names else ''}; {count} test cases")
+        lines += [f"  - `{c}`" if markdown else f"    • {c}" for c in cases[:SHOWN_CASES]]
     return lines
