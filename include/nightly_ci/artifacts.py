@@ -92,5 +92,5 @@ def write_text(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def write_json(root: ObjectStoragePath, key: str, data: Any, **retry: Any) -> str:
-    return write_text(root, key, json.dumps(data, indent=2, sort_keys=True) + "\n", **retry)
+def write_json(root: ObjectStoragePath, key: str, data: Any) -> str:
+    return write_text(root, key, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -8,7 +8,7 @@ import re
 from include.nightly_ci.config.markers import check_marker_expression
 from include.nightly_ci.config.schema import NightlyConfig
 from include.nightly_ci.errors import Finding, MarkerError
-from include.nightly_ci.names import path_pattern_problem, tag_pattern_problem
+from include.nightly_ci.names import path_pattern_problem, render_tag, tag_pattern_problem
 
 
 def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
@@ -145,7 +145,7 @@ def marker_problem(marker: str, framework: str) -> str | None:
     return None
 
 
-_SAMPLE_RUN = "scheduled-20260101T080000Z"  # a run id as tags carry it
+_SAMPLE_RUN = "scheduled__2026-01-01T08:00:00+00:00"  # an Airflow run id
 
 
 def _tag_collisions(cfg: NightlyConfig) -> list[Finding]:
@@ -156,7 +156,7 @@ def _tag_collisions(cfg: NightlyConfig) -> list[Finding]:
     for field, pattern in cfg.tags.model_dump().items():
         for fw in cfg.frameworks:
             for arch in cfg.arches:
-                tag, cell = pattern.format(framework=fw, arch=arch, run_id=_SAMPLE_RUN), f"{fw} x {arch}"
+                tag, cell = render_tag(pattern, fw, arch, _SAMPLE_RUN), f"{fw} x {arch}"
                 if tag not in owner:
                     owner[tag] = (field, cell)
                     continue
