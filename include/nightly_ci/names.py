@@ -48,6 +48,10 @@ LABEL_RUN_ID = "dev.nightly-ci.run-id"
 LABEL_CELL = "dev.nightly-ci.cell"
 LABEL_SUITE = "dev.nightly-ci.suite"
 
+# What a run leaves at the top of its folder (BASE/RUN/): which run it is, its night and
+# when it ran. Retention ages a run's files by it and deletes only in folders that have it.
+RUN_MARKER = "nightly-ci-run.json"
+
 TAG_PLACEHOLDERS = ("framework", "arch", "run_id")
 _SAMPLE = {"framework": "f" * 24, "arch": "a" * 24, "run_id": "r" * 48}  # the longest each can be
 

@@ -135,6 +135,24 @@ class TaskRecord(JsonRecord):
 
 
 @dataclass(frozen=True)
+class RunMarker(JsonRecord):
+    """BASE/RUN/nightly-ci-run.json, written by resolve_source before anything else of the
+    run: the facts retention ages the run's files and images by (not store metadata,
+    which some stores lack, and not the night alone, which a backfill sets in the past)."""
+
+    dag_id: str
+    run_id: str
+    run_type: str
+    night: str  # the run's logical date (or run_after), ISO, UTC
+    started: str  # when the run really ran (its first resolve_source try), ISO, UTC
+
+    @property
+    def age_from(self) -> datetime:
+        """The later of the night and the real start: a backfilled night is as young as its run."""
+        return max(datetime.fromisoformat(self.night), datetime.fromisoformat(self.started))
+
+
+@dataclass(frozen=True)
 class PushResult(JsonRecord):
     """A push task's XCom: what it pushed where, and the run's image by digest."""
 
@@ -146,6 +164,13 @@ class PushResult(JsonRecord):
     skipped: dict[str, str]  # tag -> why it was not moved
     # The exact image of this run, for the tests: re-running them days later tests it again.
     pinned: str | None
+    # When the tags were written (ISO, UTC): an image's age for retention, whatever its night.
+    pushed_at: str | None = None
+    night: str | None = None  # the run's night, for the record
+
+    def record_key(self, spec: TaskSpec, run_id: str) -> str:
+        """Where the push task keeps this record in the run's folder."""
+        return spec.artifact_key(run_id, f"{spec.local_id}.json")
 
     @staticmethod
     def pinned_template(push_task_id: str) -> str:

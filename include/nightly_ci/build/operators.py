@@ -102,6 +102,7 @@ class ResolveSourceOperator(NightlyOperator):
         run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
         night = dag_run.logical_date or dag_run.run_after
         git_ref = (self.git_ref or "").strip()
+        self._mark_run(dag_run, run_type, night)
         resolution = resolve(self.repository, self.branch, run_type=run_type, logical_date=night, git_ref=git_ref)
         self.log.info("Building %s (%s; committed %s)", resolution.commit, resolution.reason, resolution.committed_at)
         return SourceInfo(
@@ -116,6 +117,21 @@ class ResolveSourceOperator(NightlyOperator):
             publish=str(self.publish).strip().lower() not in ("false", "0", ""),
             resolved_at=_now().isoformat(),
         ).to_json()
+
+    def _mark_run(self, dag_run: Any, run_type: str, night: datetime) -> None:
+        """The run's marker, first of all its files (see RunMarker)."""
+        from include.nightly_ci.artifacts import write_json
+        from include.nightly_ci.names import RUN_MARKER, tag_safe_run_id
+        from include.nightly_ci.records import RunMarker
+
+        marker = RunMarker(
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            run_type=run_type,
+            night=night.astimezone(UTC).isoformat(),
+            started=_now().isoformat(),
+        )
+        write_json(self.store.root(), f"{tag_safe_run_id(dag_run.run_id)}/{RUN_MARKER}", marker.to_json())
 
 
 class CellOperator(NightlyOperator):

@@ -7,12 +7,13 @@ what it tags is exactly what was built.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-from include.nightly_ci.artifacts import ArtifactStore
+from include.nightly_ci.artifacts import ArtifactStore, write_json
 from include.nightly_ci.build.operators import BuiltImage, CellOperator
+from include.nightly_ci.errors import StoreError
 from include.nightly_ci.names import LABEL_LOGICAL_DATE, render_tag
 from include.nightly_ci.plan import Backoff, Registry, TaskSpec, moving_tag_may_move
 from include.nightly_ci.records import PushResult, placement, skip_unless_selected
@@ -117,7 +118,7 @@ class PushImageOperator(CellOperator):
         self.log.info("Promoting %s to %s", built.ref, repo_ref)
         tags, skipped = self._tags(src)
         pushed = {tag: self._retrying(f"tag {repo_ref}:{tag}", partial(self._promote, built, tag)) for tag in tags}
-        return PushResult(
+        result = PushResult(
             registry=self.registry.name,
             host=self.auth.host,
             repository=self.registry.repository,
@@ -126,4 +127,13 @@ class PushImageOperator(CellOperator):
             skipped=skipped,
             # The exact image of this run, for the tests: re-running them days later tests it again.
             pinned=f"{repo_ref}@{built.digest}" if pushed else None,
-        ).to_json()
+            pushed_at=datetime.now(UTC).isoformat(),
+            night=src.night,
+        )
+        # Retention ages the image by this record (its push time), not by its night; without
+        # it, by the image's created label (the run's build time): the push stands either way.
+        try:
+            write_json(self.store.root(), result.record_key(self.spec, src.run_id), result.to_json())
+        except StoreError as exc:
+            self.log.warning("%s; retention will age these tags by the image's created label", exc)
+        return result.to_json()
