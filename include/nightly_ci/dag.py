@@ -62,14 +62,16 @@ of every framework x arch ({cells}) from `{plan.source.repository}` branch `{pla
   (stage, status, runner, duration, links, test counts, failure class) and what changed
   since the previous night, stored as `results.md`/`results.json` before Slack is told;
   **{plan.verdict.display_name}** makes the run red when any job did not pass.
-* Moving tags only move forward: a backfill of an older night pushes only its run tag.
+* Moving tags only move forward: a backfill of an older night pushes only its run tag; a
+  run of an older commit, or one dated in the future, never moves them; racing runs leave
+  them on the newer night.
 * Build logs and metrics, test output, JUnit and records are kept under
   `{plan.artifacts_base}` by run, cell and stage.
 
 **Re-run**: clear any task; builds and pushes are idempotent (the same tags, the same
 commit), and a cleared test task tests the same image digest again.
-**Manual run**: trigger with Params to pick frameworks, arches, a git ref, and whether
-moving tags are published.
+**Manual run**: trigger with Params to pick frameworks, arches and a git ref; it moves the
+moving tags only with `publish` on.
 **Backfill**: `airflow backfill create --dag-id {plan.dag_id} --from-date ... --to-date ...`:
 each night builds the commit of its own night.
 """
@@ -98,10 +100,12 @@ def _params(plan: Plan) -> dict[str, Param]:
             description=f"A branch, tag or commit to build; empty builds the head of {plan.source.branch}.",
         ),
         "publish": Param(
-            True,
+            False,
             type="boolean",
             title="Publish moving tags",
-            description="Push the moving tags (nightly-*, main-*-framework-*); run tags are always pushed.",
+            description="Move the moving tags (nightly-*, main-*-framework-*) to this run's images, forward only."
+            " Scheduled and backfill runs do unless their conf says false; other runs only when set."
+            " Run tags are always pushed.",
         ),
     }
 

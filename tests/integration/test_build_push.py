@@ -27,7 +27,7 @@ from tests.services import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
-ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"]}
+ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"], "publish": True}  # a night: moves the moving tags
 
 
 class Stack:

@@ -21,7 +21,7 @@ from tests.services import ENGINE, LocalRegistry, airflow_env, run_dag, run_id_o
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
-ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"]}
+ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"], "publish": True}  # a night: moves the moving tags
 
 
 @pytest.fixture(scope="module")

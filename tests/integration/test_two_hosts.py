@@ -77,7 +77,7 @@ def test_pushes_and_tests_rerun_on_another_host_after_the_builder_is_gone(hosts,
             **a.conn_env("host_a"),
             **b.conn_env("host_b"),
         }
-        proc = run_dag(config, conf={"frameworks": ["vllm"], "arches": ["amd64"]}, env=env)
+        proc = run_dag(config, conf={"frameworks": ["vllm"], "arches": ["amd64"], "publish": True}, env=env)
         assert proc.returncode == 0, proc.stdout[-5000:]
         run_id = run_id_of(proc.stdout)
         cell = tmp_path / "artifacts" / tag_safe_run_id(run_id) / CELL

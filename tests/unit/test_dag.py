@@ -127,7 +127,7 @@ def test_params_defaults(dag):
         "frameworks": ["vllm", "sglang", "trtllm"],
         "arches": ["amd64", "arm64"],
         "git_ref": "",
-        "publish": True,
+        "publish": False,  # a manual run moves no moving tag unless asked; nightly runs do (plan.publishes)
     }
 
 

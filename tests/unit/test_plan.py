@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from include.nightly_ci.config import load_config
-from include.nightly_ci.plan import build_plan, load_plan, moving_tag_may_move
+from include.nightly_ci.plan import build_plan, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "include" / "config" / "nightly_ci.yaml"
@@ -88,11 +87,3 @@ def test_adding_a_framework_and_an_arch_is_a_yaml_edit(tmp_path):
         "CUDA_VERSION": "130",
     }
     assert cell.nightly_tag == "nightly-tensorrt_edge-riscv64"
-
-
-def test_moving_tag_only_moves_forward():
-    night = datetime(2026, 11, 28, 8, tzinfo=UTC)
-    assert moving_tag_may_move(None, night)  # nothing there yet
-    assert moving_tag_may_move(night - timedelta(days=1), night)  # tonight after last night
-    assert moving_tag_may_move(night, night)  # a retry of the same night
-    assert not moving_tag_may_move(night + timedelta(days=1), night)  # a backfill of an older night

@@ -74,7 +74,7 @@ class BuiltImage(JsonRecord):
 class ResolveSourceOperator(NightlyOperator):
     """Resolve the one commit the whole run builds (see source.resolve)."""
 
-    template_fields = ("git_ref", "publish")
+    template_fields = ("git_ref",)
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -85,7 +85,6 @@ class ResolveSourceOperator(NightlyOperator):
         repository: str,
         branch: str,
         git_ref: str = "{{ params.git_ref }}",
-        publish: str | bool = "{{ params.publish }}",
         **kwargs: Any,
     ):
         super().__init__(**placement(spec), **kwargs)
@@ -93,10 +92,10 @@ class ResolveSourceOperator(NightlyOperator):
         self.repository = repository
         self.branch = branch
         self.git_ref = git_ref
-        self.publish = publish
 
     def run(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.build.source import SourceInfo, resolve
+        from include.nightly_ci.plan import publishes
 
         dag_run = context["dag_run"]
         run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
@@ -114,7 +113,7 @@ class ResolveSourceOperator(NightlyOperator):
             run_id=dag_run.run_id,
             run_type=run_type,
             night=night.astimezone(UTC).isoformat(),
-            publish=str(self.publish).strip().lower() not in ("false", "0", ""),
+            publish=publishes(run_type, dag_run.conf),
             resolved_at=_now().isoformat(),
         ).to_json()
 

@@ -7,21 +7,23 @@ what it tags is exactly what was built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from include.nightly_ci.artifacts import ArtifactStore, write_json
 from include.nightly_ci.build.operators import BuiltImage, CellOperator
 from include.nightly_ci.errors import StoreError
-from include.nightly_ci.names import LABEL_LOGICAL_DATE, render_tag
-from include.nightly_ci.plan import Backoff, Registry, TaskSpec, moving_tag_may_move
+from include.nightly_ci.names import render_tag
+from include.nightly_ci.plan import Backoff, Registry, TaskSpec
 from include.nightly_ci.records import PushResult, placement, skip_unless_selected
 from include.nightly_ci.ui.links import RegistryImageLink
 
 if TYPE_CHECKING:
     from include.nightly_ci.build.source import SourceInfo
-    from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
+    from include.nightly_ci.images.moving import Move
+    from include.nightly_ci.images.registries import Manifest, RegistryAuth, RegistryClient
 
 
 class PushImageOperator(CellOperator):
@@ -70,31 +72,64 @@ class PushImageOperator(CellOperator):
 
         return RegistryClient(self.auth)
 
-    def _may_move(self, tag: str, night: datetime) -> tuple[bool, str]:
-        current = self._retrying(f"inspect {tag}", lambda: self.api.image(self.registry.repository, tag))
-        stamp = (current.labels if current else {}).get(LABEL_LOGICAL_DATE)
-        current_night = datetime.fromisoformat(stamp) if stamp else None
-        if moving_tag_may_move(current_night, night):
-            return True, ""
-        return False, f"the registry's {tag} is from night {stamp}, newer than this run's {night.isoformat()}"
+    def _move(self, built: BuiltImage, src: SourceInfo, tag: str, content: Callable[[], Manifest | None]) -> Move:
+        """TAG on this run's image if it moves forward (images/moving.py: newer night, not
+        an ancestor commit, never a future night; a compare-and-set two runs cannot race)."""
+        from include.nightly_ci.build.ancestry import ancestry
+        from include.nightly_ci.images.moving import Held, Rules, TagIO, move_forward
 
-    def _tags(self, src: SourceInfo) -> tuple[list[str], dict[str, str]]:
-        """The tags this push writes, and those it leaves alone with the reason."""
-        night = datetime.fromisoformat(src.night)
-        tags = [render_tag(self.run_tag_pattern, self.framework, self.arch, src.run_id)] if self.run_tag_pattern else []
-        skipped = {}
+        def read() -> Held | None:
+            image = self._retrying(f"inspect {tag}", lambda: self.api.image(self.registry.repository, tag))
+            return Held.of_labels(image.digest, image.labels) if image else None
+
+        manifest = content()  # everything the image refers to is in place: the write is one manifest PUT
+        settle = self.backoff.settle_seconds
+        rules = Rules(
+            mine=Held(built.digest, datetime.fromisoformat(src.night), src.commit),
+            now=datetime.now(UTC),
+            is_ancestor=ancestry(src.repository),
+            settle_seconds=settle,
+            write_bound_seconds=settle * 2 / 3,
+        )
+        return move_forward(TagIO(tag, read, partial(self._write_tag, built, tag, manifest)), rules)
+
+    def _moving(self, built: BuiltImage, src: SourceInfo) -> tuple[dict[str, str], dict[str, str]]:
+        """The moving tags this push moved (tag -> digest), and those it left alone, with why."""
+        moved, skipped = {}, {}
+        content = cache(partial(self._bring_content, built))
         for tag in self.moving_tags:
             if not src.publish:
-                skipped[tag] = "the run's publish Param is off"
+                skipped[tag] = "the run does not publish moving tags (its publish Param)"
                 continue
-            ok, why = self._may_move(tag, night)
-            if ok:
-                tags.append(tag)
+            outcome = self._move(built, src, tag, content)
+            if outcome.moved:
+                moved[tag] = built.digest
             else:
-                skipped[tag] = why
+                skipped[tag] = outcome.reason
         for tag, why in skipped.items():
             self.log.info("Not moving %s: %s", tag, why)
-        return tags, skipped
+        return moved, skipped
+
+    def _bring_content(self, built: BuiltImage) -> Manifest | None:
+        from include.nightly_ci.images.promote import bring_content, uses_ecr_api
+        from include.nightly_ci.images.registries import RegistryClient, registry_auth
+
+        if self.registry == self.source_registry and uses_ecr_api(self.registry):
+            return None  # one repository of ECR: put_image needs nothing moved
+        source = RegistryClient(registry_auth(self.source_registry))
+        target = self.registry.repository
+        return self._retrying(
+            f"copy {built.ref} to {self.registry.name}",
+            partial(bring_content, source, built.repository, built.digest, self.api, target, self.log.info),
+        )
+
+    def _write_tag(self, built: BuiltImage, tag: str, manifest: Manifest | None) -> str:
+        """One write: TAG on the image, whose content is already there (MANIFEST None: ECR's API)."""
+        from include.nightly_ci.images.promote import ecr_retag
+
+        if manifest is None:
+            return ecr_retag(self.registry, built.digest, tag)
+        return self.api.put_manifest(self.registry.repository, tag, manifest)
 
     def _promote(self, built: BuiltImage, tag: str) -> str:
         from include.nightly_ci.images.promote import copy_image, ecr_retag, uses_ecr_api
@@ -116,8 +151,12 @@ class PushImageOperator(CellOperator):
         built = BuiltImage.from_json(context["ti"].xcom_pull(task_ids=self.build_task_id))
         repo_ref = f"{self.auth.host}/{self.registry.repository}"
         self.log.info("Promoting %s to %s", built.ref, repo_ref)
-        tags, skipped = self._tags(src)
-        pushed = {tag: self._retrying(f"tag {repo_ref}:{tag}", partial(self._promote, built, tag)) for tag in tags}
+        pushed = {}
+        if self.run_tag_pattern:
+            tag = render_tag(self.run_tag_pattern, self.framework, self.arch, src.run_id)
+            pushed[tag] = self._retrying(f"tag {repo_ref}:{tag}", partial(self._promote, built, tag))
+        moved, skipped = self._moving(built, src)
+        pushed |= moved
         result = PushResult(
             registry=self.registry.name,
             host=self.auth.host,

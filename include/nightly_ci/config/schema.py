@@ -222,6 +222,13 @@ class BuildSettings(_Model):
     push_attempts: int = Field(6, ge=1, description="Attempts of a registry call on transient errors.")
     push_backoff_seconds: float = Field(10, gt=0, description="The first wait between attempts; it doubles.")
     push_backoff_max_seconds: float = Field(120, gt=0, description="The longest wait between attempts.")
+    moving_tag_settle_seconds: float = Field(
+        15,
+        gt=0,
+        le=600,
+        description="After moving a moving tag, how long to wait before reading it back (racing runs: the newer"
+        " night wins; a tag write must finish within two thirds of it).",
+    )
     network_mode: str | None = Field(None, description="The network of the build's RUN steps (`none`, `host`).")
     docker_cli: str = Field(
         "docker", description="The docker CLI that builds: with buildx, or with a built-in BuildKit (20.10)."

@@ -55,15 +55,25 @@ def copy_image(
 ) -> str:  # fmt: skip
     """TAG in TARGET's TARGET_REPO on the image DIGEST of SOURCE's SOURCE_REPO, copying the
     blobs TARGET lacks; the digest the target reports (the same: the bytes are)."""
-    manifest = source.manifest(source_repo, digest)
+    manifest = bring_content(source, source_repo, digest, target, target_repo, sink)
     same = source.auth.host == target.auth.host and source_repo == target_repo
-    if not same:
-        _copy_content(source, source_repo, manifest, target, target_repo, sink)
     stored = target.put_manifest(target_repo, tag, manifest)
     if stored != digest:
         raise RegistryError(f"{target.auth.host}/{target_repo}:{tag} holds {stored}, not the image {digest}")
     sink(f"{target.auth.host}/{target_repo}:{tag} -> {digest}" + ("" if same else " (copied)"))
     return stored
+
+
+def bring_content(
+    source: RegistryClient, source_repo: str, digest: str, target: RegistryClient, target_repo: str,
+    sink: LineSink,
+) -> Manifest:  # fmt: skip
+    """The image DIGEST's manifest, with everything it refers to already in the target (so
+    that tagging it there is one manifest PUT)."""
+    manifest = source.manifest(source_repo, digest)
+    if source.auth.host != target.auth.host or source_repo != target_repo:
+        _copy_content(source, source_repo, manifest, target, target_repo, sink)
+    return manifest
 
 
 def _copy_content(

@@ -17,7 +17,7 @@ from include.nightly_ci.plan.model import (
     TestJob,
     cell_group_id,
     is_selected,
-    moving_tag_may_move,
+    publishes,
 )
 
 __all__ = [
@@ -38,6 +38,6 @@ __all__ = [
     "cell_group_id",
     "is_selected",
     "load_plan",
-    "moving_tag_may_move",
+    "publishes",
     "pytest_command",
 ]

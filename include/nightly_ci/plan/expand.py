@@ -200,7 +200,12 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         pools={name: (p.slots, p.description) for name, p in cfg.pools.items()},
         queues={name: p.queue or name for name, p in cfg.pools.items()},
         build=cfg.build,
-        backoff=Backoff(cfg.build.push_attempts, cfg.build.push_backoff_seconds, cfg.build.push_backoff_max_seconds),
+        backoff=Backoff(
+            cfg.build.push_attempts,
+            cfg.build.push_backoff_seconds,
+            cfg.build.push_backoff_max_seconds,
+            cfg.build.moving_tag_settle_seconds,
+        ),
         store=ArtifactStore(cfg.artifacts.base, cfg.artifacts.conn_id),
         workdir=cfg.tests.workdir,
         results_dir=cfg.tests.results_dir,

@@ -9,10 +9,11 @@ parses a task id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from functools import cached_property
+from typing import Any
 
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.config.schema import BuildSettings, SlackSettings
@@ -62,6 +63,7 @@ class Backoff:
     attempts: int
     first_seconds: float
     max_seconds: float
+    settle_seconds: float = 15.0  # a moving tag's read-back wait (images/moving.py)
 
 
 @dataclass(frozen=True)
@@ -268,12 +270,14 @@ def cell_group_id(framework: str, arch: str) -> str:
     return f"{framework}_{arch}"
 
 
-def moving_tag_may_move(current_night: datetime | None, this_night: datetime) -> bool:
-    """The moving tag only moves forward: an older night (a backfill) leaves it alone.
-
-    The same night may re-push (a retry or a cleared task), so equality moves.
-    """
-    return current_night is None or this_night >= current_night
+def publishes(run_type: str, conf: Mapping[str, Any] | None) -> bool:
+    """Whether a run moves the moving tags (H1): scheduled and backfill runs do unless their
+    conf says `publish: false`; any other run (manual, REST, `airflow dags test`) only when
+    its conf says `publish: true`, so a run of a feature branch cannot take `nightly-*`."""
+    value = (conf or {}).get("publish")
+    if value is None:
+        return run_type in ("scheduled", "backfill")
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def is_selected(framework: str, arch: str, frameworks: list[str], arches: list[str]) -> bool:

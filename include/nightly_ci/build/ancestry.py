@@ -1,0 +1,64 @@
+"""Whether one commit is an ancestor of another, for the moving tags (H1): a manual run
+of an older commit must not move `nightly-*` back to it.
+
+Fetches the two commits and their history only (no trees, no blobs) into a private
+temporary folder, once per pair.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable
+from functools import cache
+
+from include.nightly_ci.build.source import _GIT_ENV, _git
+from include.nightly_ci.errors import NightlyCiError, SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _fetch_commits(bare: str, commits: tuple[str, ...], timeout: float) -> None:
+    """COMMITS and their history, without trees: by commit where the server allows it, else
+    every branch and tag; without the filter where the server has no partial clone."""
+    refs = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+    for wants in (commits, refs):
+        for flags in (("--filter=tree:0",), ()):
+            try:
+                _git("fetch", "-q", "--no-tags", *flags, "origin", *wants, cwd=bare, timeout=timeout)
+                return
+            except SourceUnavailable:
+                raise
+            except NightlyCiError as exc:
+                if wants is refs and flags == ():
+                    raise
+                log.info("git fetch %s %s: %s; trying another way", " ".join(flags), " ".join(wants), exc)
+
+
+def ancestry(repository: str, timeout_seconds: float = 300) -> Callable[[str, str], bool | None]:
+    """is_ancestor(a, b) for REPOSITORY's commits: True, False, or None when git could not
+    tell (the caller then leaves the tag where it is)."""
+
+    @cache
+    def is_ancestor(a: str, b: str) -> bool | None:
+        with tempfile.TemporaryDirectory(prefix="nightly-ci-ancestry-") as bare:
+            try:
+                _git("init", "-q", "--bare", bare)
+                _git("remote", "add", "origin", repository, cwd=bare)
+                _fetch_commits(bare, (a, b), timeout_seconds)
+            except NightlyCiError as exc:
+                log.warning("Could not tell whether %s is an ancestor of %s: %s", a[:12], b[:12], exc)
+                return None
+            # Exit 0: an ancestor; 1: not one; anything else: git could not tell.
+            proc = subprocess.run(
+                ["git", "merge-base", "--is-ancestor", a, b], cwd=bare, env={**os.environ, **_GIT_ENV},
+                capture_output=True, text=True, timeout=timeout_seconds,
+            )  # fmt: skip
+            if proc.returncode in (0, 1):
+                return proc.returncode == 0
+            log.warning("git merge-base %s %s: %s", a[:12], b[:12], proc.stderr.strip())
+            return None
+
+    return is_ancestor
