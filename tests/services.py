@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -264,8 +265,9 @@ class MotoServer:
     # moto's ECR token is deterministic: base64("AWS:<this>").
     ECR_PASSWORD = "123456789012-auth-token"
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None):
         self.port = port or free_port()
+        self.env = env or {}  # e.g. INITIAL_NO_AUTH_ACTION_COUNT: moto then checks credentials
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -275,6 +277,7 @@ class MotoServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env={**os.environ, **self.env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -407,3 +410,80 @@ class GitServer:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class GitHttpServer:
+    """`git http-backend` behind an HTTP server on loopback that requires Basic auth (USER,
+    TOKEN), as a private GitHub repository does over HTTPS, partial clone allowed. Every
+    request it saw is kept (path, Authorization header, status) for tests to look at."""
+
+    def __init__(self, root: Path, user: str, token: str):
+        self.root, self.user, self.token = root, user, token
+        self.requests: list[tuple[str, str, int]] = []
+        self.server: Any = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{name}"
+
+    def start(self) -> None:
+        import base64
+        import http.server
+        import threading
+
+        owner = self
+        expected = "Basic " + base64.b64encode(f"{self.user}:{self.token}".encode()).decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                given = self.headers.get("Authorization", "")
+                if given != expected:
+                    owner.requests.append((self.path, given, 401))
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {
+                    "PATH": os.environ["PATH"],
+                    "GIT_PROJECT_ROOT": str(owner.root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "GIT_CONFIG_NOSYSTEM": "1",
+                    "GIT_CONFIG_COUNT": "1",
+                    "GIT_CONFIG_KEY_0": "uploadpack.allowFilter",
+                    "GIT_CONFIG_VALUE_0": "true",
+                    "REQUEST_METHOD": self.command,
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "REMOTE_USER": owner.user,
+                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                    "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+                }
+                out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
+                head, _, payload = out.partition(b"\r\n\r\n")
+                headers = [line.split(":", 1) for line in head.decode().split("\r\n") if ":" in line]
+                status = next((int(v.split()[0]) for k, v in headers if k.lower() == "status"), 200)
+                owner.requests.append((self.path, given, status))
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() != "status":
+                        self.send_header(k, v.strip())
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()

@@ -45,7 +45,7 @@ def _doc(plan: Plan) -> str:
 # Nightly CI
 
 Every night at `{plan.schedule}` (UTC) this DAG builds and publishes the container images
-of every framework x arch ({cells}) from `{plan.source.repository}` branch `{plan.source.branch}`.
+of every framework x arch ({cells}) from `{plan.source.repository}` branch `{plan.source.branch}`{_credentials(plan)}.
 
 * **{plan.resolve.display_name}** (`{plan.resolve.task_id}`) picks the one commit the run builds:
   the branch head for a scheduled run, the `git_ref` Param for a manual run, and for a
@@ -75,6 +75,12 @@ moving tags only with `publish` on.
 **Backfill**: `airflow backfill create --dag-id {plan.dag_id} --from-date ... --to-date ...`:
 each night builds the commit of its own night.
 """
+
+
+def _credentials(plan: Plan) -> str:
+    """How git authenticates, for the doc: the connection's name only (M5: `check` refuses
+    a repository URL with credentials, so the URL above carries none)."""
+    return f" (credentials from Airflow connection `{plan.source.conn_id}`)" if plan.source.conn_id else ""
 
 
 def _params(plan: Plan) -> dict[str, Param]:
@@ -148,6 +154,7 @@ def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
         ),
         run_tag_pattern=cell.run_tag_pattern,
         secrets=plan.build.secrets,
+        source_conn_id=plan.source.conn_id,
         execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
     )
 
@@ -161,6 +168,7 @@ def _push(plan: Plan, cell: Cell, push: Push) -> PushImageOperator:
         build_task_id=cell.build_of(push.image).task.task_id,
         moving_tags=cell.tags_for(push.image),
         run_tag_pattern=cell.run_tag_pattern if push.image == RUNTIME else None,
+        source_conn_id=plan.source.conn_id,
     )
 
 
@@ -193,6 +201,9 @@ def _suite(plan: Plan, cell: Cell, job: TestJob) -> NightlyOperator:
             tolerations=[dict(t) for t in r.tolerations],
             image_pull_secrets=list(r.image_pull_secrets),
             startup_timeout_seconds=r.startup_timeout_seconds,
+            network=r.network,
+            registry=plan.registries[cell.test_registry],
+            pull_secret=r.pull_secret,
         )
     return DockerSuiteOperator(
         **common,
@@ -201,6 +212,7 @@ def _suite(plan: Plan, cell: Cell, job: TestJob) -> NightlyOperator:
         platform=cell.platform,
         backoff=plan.backoff,
         network_mode=r.network_mode,
+        startup_timeout_seconds=r.startup_timeout_seconds,
     )
 
 
@@ -238,8 +250,10 @@ def build_dag(plan: Plan) -> DAG:
             store=plan.store,
             repository=plan.source.repository,
             branch=plan.source.branch,
+            conn_id=plan.source.conn_id,
+            git_timeout_seconds=plan.source.timeout_seconds,
             retry_policy=FAIL_FAST,
-            # Each git command ends within GIT_TIMEOUT_SECONDS; this bounds the task as a whole.
+            # Each git command ends within source.timeout_seconds; this bounds the task as a whole.
             execution_timeout=timedelta(hours=1),
         )
         groups = [_cell_group(plan, cell, resolve) for cell in plan.cells]

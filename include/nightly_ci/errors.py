@@ -66,6 +66,11 @@ class BuildError(PermanentError):
     """The Dockerfile failed; the message carries the failing step's output."""
 
 
+class BuildUnavailable(NightlyCiError):
+    """A build failed for a cause outside the Dockerfile that may pass on a retry: a base
+    image's registry timing out, resetting, answering 5xx or 429, or a full disk."""
+
+
 class BuildSecretError(PermanentError):
     """A build secret's connection or field is missing; the message names them, never a value."""
 
@@ -88,6 +93,14 @@ class RegistryAuthError(RegistryError, PermanentError):
 
 class RegistryUnavailable(RegistryError):
     """Connection refused, timeouts, 5xx: worth retrying."""
+
+
+class RegistryRateLimited(RegistryUnavailable):
+    """429: the registry asks for less; RETRY_AFTER is how long it said to wait (None: it did not say)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreError(NightlyCiError):

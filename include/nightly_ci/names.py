@@ -47,6 +47,10 @@ LABEL_RUN_ID = "dev.nightly-ci.run-id"
 # Labels of the containers a suite runs in.
 LABEL_CELL = "dev.nightly-ci.cell"
 LABEL_SUITE = "dev.nightly-ci.suite"
+LABEL_DAG = "dev.nightly-ci.dag-id"  # the reaper touches only its own DAG's containers
+# When the container must be gone (ISO 8601, UTC): it stops itself by then, and the reaper
+# removes it after, even when the worker that started it died (H7).
+LABEL_DEADLINE = "dev.nightly-ci.deadline"
 
 # What a run leaves at the top of its folder (BASE/RUN/): which run it is, its night and
 # when it ran. Retention ages a run's files by it and deletes only in folders that have it.

@@ -57,6 +57,14 @@ _INFRA_TEXTS = (
     "evicted",
     "node not ready",
     "no space left on device",
+    # The network on the way to a registry or a cloud API, rate limits, cloud credentials (M7).
+    "request canceled while waiting for connection",
+    "too many requests",
+    "http status: 429",
+    "unrecognizedclientexception",
+    "invalidsignatureexception",
+    "unable to locate credentials",
+    "could not connect to the endpoint url",
 )
 _INFRA_TYPES = {
     "RegistryAuthError",
@@ -68,6 +76,16 @@ _INFRA_TYPES = {
     "EngineConfigError",
     "StoreError",
     "SourceUnavailable",
+    "BuildUnavailable",
+    "RegistryRateLimited",
+    # Raised by the cloud SDKs themselves (botocore, azure-core) where nothing translated them.
+    "ClientError",
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "EndpointConnectionError",
+    "ClientAuthenticationError",
+    "CredentialUnavailableError",
+    "ServiceRequestError",
 }
 _TIMEOUT_TYPES = {"AirflowTaskTimeout", "ReadTimeout"}
 _TEST_OUTCOMES = {"failed", "no_tests", "collection_error", "error"}

@@ -6,6 +6,7 @@ connection says so."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -115,3 +116,33 @@ def test_half_a_tls_setup_or_an_unchecked_certificate_is_refused(monkeypatch, tl
         engine_target("builder_noverify")
     connection(monkeypatch, "builder_noverify", port, tls_verify=False, allow_insecure=True, **pem(pki))
     assert engine_client("builder_noverify").ping()
+
+
+def test_an_http_url_or_the_tls_port_without_certificates_is_refused(monkeypatch, tls_engine):
+    """M6: http:// is plain HTTP as much as tcp:// is; a host on 2376 (the TLS port) with
+    no certificates would be too. Each is refused, naming the connection and what is missing."""
+    port, _ = tls_engine
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BUILDER_HTTP", json.dumps({"conn_type": "docker", "host": f"http://127.0.0.1:{port}"})
+    )
+    with pytest.raises(EngineConfigError, match=r"'builder_http' is http://127\.0\.0\.1:\d+ without TLS.*tls_ca_cert"):
+        engine_target("builder_http")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BUILDER_2376", json.dumps({"conn_type": "docker", "host": "127.0.0.1", "port": 2376})
+    )
+    with pytest.raises(EngineConfigError, match=r"'builder_2376' is tcp://127\.0\.0\.1:2376 without TLS"):
+        engine_target("builder_2376")
+
+
+def test_an_engine_allowed_without_tls_or_verification_is_warned_about_loudly(monkeypatch, tls_engine, caplog):
+    """allow_insecure is a choice, not a silence: every use says what crosses the network."""
+    port, pki = tls_engine
+    connection(monkeypatch, "builder_insecure", port, allow_insecure=True)
+    with caplog.at_level("WARNING"):
+        engine_target("builder_insecure")
+    assert re.search(r"engine connection 'builder_insecure' .*without TLS.*registry credentials", caplog.text)
+    caplog.clear()
+    connection(monkeypatch, "builder_noverify", port, tls_verify=False, allow_insecure=True, **pem(pki))
+    with caplog.at_level("WARNING"):
+        engine_target("builder_noverify")
+    assert re.search(r"engine connection 'builder_noverify'.*certificate is not checked", caplog.text)

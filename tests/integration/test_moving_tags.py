@@ -7,6 +7,7 @@ import hashlib
 import json
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import requests
@@ -73,7 +74,7 @@ def reg(registries):
     return registries("moving")
 
 
-def race(reg, settle: float) -> dict[str, object]:
+def race(reg, settle: float) -> dict[str, Any]:
     """An older night (A) re-checks the tag, then a newer night (B) checks and writes, then
     A's write lands over B's: the worst order two racing runs can take."""
     put_image(reg, TAG, NIGHT - timedelta(days=5), "x")
@@ -85,7 +86,7 @@ def race(reg, settle: float) -> dict[str, object]:
     now = NIGHT + timedelta(hours=2)
     rules_a = Rules(Held(older, NIGHT - timedelta(days=1), "a"), now, lambda a, b: False, settle, settle * 2 / 3)
     rules_b = Rules(Held(newer, NIGHT, "b"), now, lambda a, b: False, settle, settle * 2 / 3)
-    outcomes: dict[str, object] = {}
+    outcomes: dict[str, Any] = {}
     a = threading.Thread(target=lambda: outcomes.__setitem__("a", move_forward(io_a, rules_a)))
     a.start()
     outcomes["b"] = move_forward(io_b, rules_b)

@@ -4,7 +4,6 @@ engine's API, timeouts kill and remove, arm64 collects under qemu, nothing is le
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 import textwrap
 
@@ -12,7 +11,7 @@ import docker
 import pytest
 
 from include.nightly_ci.plan import pytest_command
-from include.nightly_ci.suites.kubernetes import pod_script, unpack_pod_result
+from include.nightly_ci.suites.kubernetes import fill_from_pod_log, pod_script
 from include.nightly_ci.suites.run import (
     COLLECTED,
     FAILED,
@@ -157,8 +156,9 @@ def test_a_refused_gpu_request_leaves_no_container(engine, amd64_image):
     assert leftovers(engine) == []
 
 
-def test_the_pod_script_returns_results_through_its_xcom_file(engine, broken_image):
-    """The Kubernetes path's entry point, run for real in the image (no cluster here)."""
+def test_the_pod_script_returns_results_through_its_log(engine, broken_image):
+    """The Kubernetes path's entry point, run for real in the image (no cluster here):
+    its log is all that comes back (no XCom sidecar), the JUnit in its last line."""
     from include.nightly_ci.plan import load_plan
 
     job = next(
@@ -168,21 +168,17 @@ def test_the_pod_script_returns_results_through_its_xcom_file(engine, broken_ima
     )
     container = engine.create_container(
         broken_image,
-        command=["bash", "-c", pod_script(job.command, "/workspace", job.junit_path, job.timeout_minutes)],
+        command=["bash", "-c", pod_script(job.command, "/workspace", job.junit_path, job.timeout_minutes * 60)],
         labels={LABEL: "pod"},
         host_config=engine.create_host_config(network_mode="none"),
     )
     try:
         engine.start(container)
         assert engine.wait(container, timeout=120)["StatusCode"] == 0  # the script reports; it does not fail
-        chunks, _ = engine.get_archive(container, "/airflow/xcom/return.json")
-        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
-            member = tar.next()
-            handle = tar.extractfile(member) if member else None
-            assert handle is not None, "the pod script wrote no return.json"
-            result = json.load(handle)
+        lines = engine.logs(container).decode().splitlines()
     finally:
         engine.remove_container(container, force=True)
-    run = unpack_pod_result(result, SuiteRun("vllm_amd64", "unit", "run", "img", job.marker))
+    run = SuiteRun("vllm_amd64", "unit", "run", "img", job.marker)
+    assert fill_from_pod_log(lines, run, timeout_sec=job.timeout_minutes * 60)
     assert run.exit_code == 1 and not run.timed_out
     assert run.counts["failed"] == 1 and "broken on purpose" in run.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from include.nightly_ci.errors import RegistryAuthError, RegistryError, RegistryUnavailable
@@ -75,3 +77,71 @@ def test_auth_errors_are_not_retried():
     with pytest.raises(RegistryAuthError):
         retry_transient("push", denied, attempts=5, backoff=1, backoff_max=1, sleep=sleeps.append)
     assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "toomanyrequests: You have reached your pull rate limit. You may increase the limit by authenticating",
+        "TOOMANYREQUESTS: retry later",
+        "received unexpected HTTP status: 429 Too Many Requests",
+    ],
+)
+def test_a_429_from_the_engine_is_backed_off_not_permanent(text):
+    """M7: a rate limit passes; it is waited out like any transient error."""
+    err = classify_push_error(text, AUTH)
+    assert isinstance(err, RegistryUnavailable) and not isinstance(err, RegistryAuthError)
+
+
+def test_retry_after_sets_the_wait_within_the_cap():
+    from include.nightly_ci.errors import RegistryRateLimited
+
+    sleeps: list[float] = []
+    limits = [RegistryRateLimited("429", retry_after=7), RegistryRateLimited("429", retry_after=900)]
+    calls = iter([*limits, RegistryRateLimited("429"), "ok"])
+
+    def limited():
+        item = next(calls)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    assert retry_transient("pull", limited, attempts=4, backoff=10, backoff_max=60, sleep=sleeps.append) == "ok"
+    # What the registry asked for; an hour capped at backoff_max; the usual backoff without one.
+    assert sleeps == [7, 60, 40]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("5", 5.0), (" 0 ", 0.0), ("soon", None), ("-3", None), (None, None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_retry_after_header_values(value, seconds):
+    from include.nightly_ci.images.registries import retry_after_seconds
+
+    assert retry_after_seconds(value) == seconds
+
+
+def test_retry_after_as_an_http_date_in_the_future():
+    from email.utils import formatdate
+
+    from include.nightly_ci.images.registries import retry_after_seconds
+
+    wait = retry_after_seconds(formatdate(time.time() + 30, usegmt=True))
+    assert wait is not None and 28 <= wait <= 30
+
+
+def test_azure_refusing_the_identity_is_a_permanent_auth_error():
+    """Azure's identity is not reachable here: its real exception classes are given to the
+    translation that registry_auth applies to whatever a cloud SDK raises."""
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+    from azure.identity import CredentialUnavailableError
+
+    from include.nightly_ci.images.cloud import cloud_failure
+    from include.nightly_ci.plan import Registry
+
+    reg = Registry("acr", "acr", "azure_registry", "ai-dynamo/dynamo")
+    for exc in (ClientAuthenticationError("AADSTS7000215: Invalid client secret"), CredentialUnavailableError("no")):
+        err = cloud_failure(reg, exc)
+        assert isinstance(err, RegistryAuthError) and "connection 'azure_registry'" in str(err), exc
+    assert type(cloud_failure(reg, ServiceRequestError("connection reset"))) is RegistryUnavailable
+    assert cloud_failure(reg, KeyError("x")) is None

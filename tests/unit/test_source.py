@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import textwrap
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +118,75 @@ def test_the_sample_repository_maker_never_deletes_what_it_did_not_make(tmp_path
     made = tmp_path / "made.git"
     first = make_repo(made, [(utc(2026, 11, 24, 6), "0.1.0", "night")])
     assert make_repo(made, [(utc(2026, 11, 25, 6), "0.1.1", "next")]) != first  # its own: replaced
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "include" / "config" / "nightly_ci.yaml"
+
+
+def config_with_source(tmp_path, source: str) -> Path:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"extends: {SHIPPED}\nsource:\n{textwrap.indent(textwrap.dedent(source), '  ')}")
+    return f
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://x-access-token:ghp_SECRET123@github.com/org/private.git",
+        "https://ghp_SECRET123@github.com/org/private.git",
+        "http://ci:ghp_SECRET123@127.0.0.1:8080/private.git",
+        "ssh://git:ghp_SECRET123@github.com/org/private.git",
+    ],
+)
+def test_check_refuses_credentials_in_the_repository_url_without_echoing_them(tmp_path, url):
+    """M5: the URL is shown in the DAG doc and stamped on every image: no secret in it."""
+    from include.nightly_ci.config import load_config
+    from include.nightly_ci.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(config_with_source(tmp_path, f"repository: '{url}'\n"))
+    [finding] = info.value.findings
+    assert finding.path == "source.repository" and finding.line
+    assert "source.conn_id" in finding.message and "credentials" in finding.message
+    assert "ghp_SECRET123" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://github.com/org/private.git", "ssh://git@github.com/org/private.git", "git@github.com:org/p.git"]
+)
+def test_a_repository_url_without_credentials_and_a_connection_pass(tmp_path, url):
+    from include.nightly_ci.config import load_config
+
+    cfg = load_config(config_with_source(tmp_path, f"repository: '{url}'\nconn_id: github_nightly\n"))
+    assert (cfg.source.repository, cfg.source.conn_id) == (url, "github_nightly")
+
+
+def test_a_connection_for_a_repository_git_cannot_authenticate_to_is_refused(tmp_path):
+    from include.nightly_ci.config import load_config
+    from include.nightly_ci.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"source.conn_id .*https:// or ssh"):
+        load_config(config_with_source(tmp_path, "repository: 'git://127.0.0.1/x.git'\nconn_id: github_nightly\n"))
+
+
+def test_the_dag_doc_names_the_connection_not_a_secret(tmp_path):
+    from include.nightly_ci.dag import _doc
+    from include.nightly_ci.plan import load_plan
+
+    url = "https://github.com/org/private.git"
+    plan = load_plan(str(config_with_source(tmp_path, f"repository: '{url}'\nconn_id: github_nightly\n")))
+    assert plan.source.conn_id == "github_nightly"
+    assert f"`{url}`" in _doc(plan) and "Airflow connection `github_nightly`" in _doc(plan)
+
+
+def test_git_gets_an_http_token_in_its_environment_scoped_to_the_repository_host():
+    from include.nightly_ci.build.source import GitAuth, git_env
+
+    auth = GitAuth("github_nightly", header="Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hw")
+    env = git_env(auth, "https://github.com/org/private.git", "/nonexistent")
+    assert env == {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "http.https://github.com/.extraHeader",
+        "GIT_CONFIG_VALUE_0": "Authorization: Basic eC1hY2Nlc3MtdG9rZW46Z2hw",
+    }
+    assert "eC1h" not in repr(auth)

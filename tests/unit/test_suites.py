@@ -154,11 +154,116 @@ def test_the_pod_a_kubernetes_test_task_creates(monkeypatch):
     assert pod.metadata.namespace == "nightly-ci"
     # Waiting for a GPU node is the startup timeout; the suite's own 150 min is separate.
     assert kpo.startup_timeout_seconds == 1800
-    assert pod.spec.active_deadline_seconds == 150 * 60 + 300
+    # M3: Kubernetes counts the deadline from the kubelet's ack, before the image pull: the
+    # backstop leaves the pull its startup budget, so a slow pull does not cut the suite.
+    assert pod.spec.active_deadline_seconds == 150 * 60 + 1800 + 300
+    # No XCom sidecar (an alpine image from Docker Hub): one container, results in its log.
+    assert kpo.do_xcom_push is False and [c.name for c in pod.spec.containers] == ["base"]
+    assert kpo.get_logs is True and kpo.callbacks  # streamed into the task log, and read back
+    # M12: no service-account token for code from any git_ref; no network unless the pool says so.
+    assert pod.spec.automount_service_account_token is False
+    assert pod.metadata.labels["nightly-ci/network"] == "none"
     script = container.args[0]
     assert "timeout --signal=TERM --kill-after=30 9000s pytest --continue-on-collection-errors" in script
     assert "-m '(nightly or post_merge or pre_merge) and e2e and gpu_2'" in script
+    assert "/tmp/pytest-output.log" not in script and "/airflow/xcom" not in script
     unit_task = dag.task_dict["trtllm_amd64.tests.unit"]
     assert isinstance(unit_task, KubernetesSuiteOperator)
     unit = unit_task.pod_operator("img").build_pod_request_obj(dry_run=True)
     assert unit.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+
+
+def test_a_docker_suite_runs_under_its_own_timeout():
+    """H7: the container ends itself at its deadline, whether or not a worker waits for it."""
+    from include.nightly_ci.suites.run import suite_command
+
+    assert suite_command(["pytest", "-m", "unit"], 2700) == [
+        "timeout", "--signal=TERM", "--kill-after=30", "2700s", "pytest", "-m", "unit",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("code", "elapsed", "fired"),
+    [(124, 300, True), (137, 331, True), (137, 12, False), (1, 301, False), (0, 5, False), (None, 400, False)],
+)
+def test_only_the_suites_own_deadline_is_a_timeout(code, elapsed, fired):
+    """137 is `timeout`'s KILL after its grace, or an OOM kill: only the clock tells them apart."""
+    from include.nightly_ci.suites.run import deadline_fired
+
+    assert deadline_fired(code, elapsed, 300) is fired
+
+
+def test_the_task_timeout_leaves_the_suite_its_whole_time_after_the_pull(monkeypatch):
+    """M2: the docker task's execution timeout is the pull's budget + the suite's timeout + grace."""
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from include.nightly_ci.suites.base import GRACE
+
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_GPU", '{"conn_type": "kubernetes"}')
+    dag = DagBag(str(ROOT / "dags")).dags["nightly_ci"]
+    from include.nightly_ci.suites.docker import DockerSuiteOperator
+
+    task = dag.task_dict["vllm_arm64.tests.unit"]
+    assert isinstance(task, DockerSuiteOperator)
+    assert task.execution_timeout == timedelta(minutes=45) + timedelta(seconds=1800) + GRACE
+    assert task.network_mode == "none"  # the shipped arm64 pool says nothing: no network
+
+
+def test_the_ecr_pull_secret_the_task_writes_before_its_pod():
+    """M3: a fresh ECR token (12 h) as a docker-registry secret, written right before the pod."""
+    import base64
+    import json
+
+    from include.nightly_ci.images.registries import RegistryAuth
+    from include.nightly_ci.suites.kubernetes import pull_secret_body
+
+    auth = RegistryAuth("ecr", "aws_default", "123456789012.dkr.ecr.us-east-1.amazonaws.com", "AWS", "tok3n")
+    body = pull_secret_body("ecr-pull", auth)
+    assert body["metadata"]["name"] == "ecr-pull" and body["type"] == "kubernetes.io/dockerconfigjson"
+    config = json.loads(base64.b64decode(body["data"][".dockerconfigjson"]))
+    entry = config["auths"]["123456789012.dkr.ecr.us-east-1.amazonaws.com"]
+    assert (entry["username"], entry["password"]) == ("AWS", "tok3n")
+    assert base64.b64decode(entry["auth"]).decode() == "AWS:tok3n"
+
+
+class _SecretsApi:
+    """The two calls of the Kubernetes core API that refreshing a secret makes (no cluster here)."""
+
+    def __init__(self, exists: bool):
+        self.exists = exists
+        self.calls: list[tuple[str, str, str]] = []
+
+    def replace_namespaced_secret(self, name, namespace, body):
+        from kubernetes.client.rest import ApiException
+
+        self.calls.append(("replace", name, namespace))
+        if not self.exists:
+            raise ApiException(status=404, reason="Not Found")
+
+    def create_namespaced_secret(self, namespace, body):
+        self.calls.append(("create", body["metadata"]["name"], namespace))
+
+
+@pytest.mark.parametrize(("exists", "calls"), [(True, ["replace"]), (False, ["replace", "create"])])
+def test_the_pull_secret_is_replaced_or_created(exists, calls):
+    from include.nightly_ci.images.registries import RegistryAuth
+    from include.nightly_ci.suites.kubernetes import pull_secret_body, refresh_pull_secret
+
+    api = _SecretsApi(exists)
+    refresh_pull_secret(api, "nightly-ci", pull_secret_body("ecr-pull", RegistryAuth("e", "c", "h", "AWS", "t")))
+    assert [c[0] for c in api.calls] == calls and {c[1:] for c in api.calls} == {("ecr-pull", "nightly-ci")}
+
+
+def test_a_network_mode_needs_the_pool_to_allow_a_network(tmp_path):
+    from include.nightly_ci.config import load_config
+    from include.nightly_ci.errors import ConfigError
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"extends: {ROOT / 'dev' / 'local.yaml'}\n"
+        "pools:\n  gpu-l40-amd64:\n    runner: !replace {backend: docker, network_mode: host}\n"
+    )
+    with pytest.raises(ConfigError, match=r"pools.gpu-l40-amd64.runner.*network_mode 'host' needs network: true"):
+        load_config(config)

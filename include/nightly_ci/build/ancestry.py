@@ -14,20 +14,20 @@ import tempfile
 from collections.abc import Callable
 from functools import cache
 
-from include.nightly_ci.build.source import _GIT_ENV, _git
+from include.nightly_ci.build.source import _GIT_ENV, GitAuth, _credentials, _git
 from include.nightly_ci.errors import NightlyCiError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def _fetch_commits(bare: str, commits: tuple[str, ...], timeout: float) -> None:
+def _fetch_commits(bare: str, commits: tuple[str, ...], timeout: float, env: dict[str, str]) -> None:
     """COMMITS and their history, without trees: by commit where the server allows it, else
     every branch and tag; without the filter where the server has no partial clone."""
     refs = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
     for wants in (commits, refs):
         for flags in (("--filter=tree:0",), ()):
             try:
-                _git("fetch", "-q", "--no-tags", *flags, "origin", *wants, cwd=bare, timeout=timeout)
+                _git("fetch", "-q", "--no-tags", *flags, "origin", *wants, cwd=bare, timeout=timeout, env=env)
                 return
             except SourceUnavailable:
                 raise
@@ -37,9 +37,11 @@ def _fetch_commits(bare: str, commits: tuple[str, ...], timeout: float) -> None:
                 log.info("git fetch %s %s: %s; trying another way", " ".join(flags), " ".join(wants), exc)
 
 
-def ancestry(repository: str, timeout_seconds: float = 300) -> Callable[[str, str], bool | None]:
-    """is_ancestor(a, b) for REPOSITORY's commits: True, False, or None when git could not
-    tell (the caller then leaves the tag where it is)."""
+def ancestry(
+    repository: str, auth: GitAuth | None = None, timeout_seconds: float = 300
+) -> Callable[[str, str], bool | None]:
+    """is_ancestor(a, b) for REPOSITORY's commits (AUTH: a private one's credentials): True,
+    False, or None when git could not tell (the caller then leaves the tag where it is)."""
 
     @cache
     def is_ancestor(a: str, b: str) -> bool | None:
@@ -47,7 +49,8 @@ def ancestry(repository: str, timeout_seconds: float = 300) -> Callable[[str, st
             try:
                 _git("init", "-q", "--bare", bare)
                 _git("remote", "add", "origin", repository, cwd=bare)
-                _fetch_commits(bare, (a, b), timeout_seconds)
+                with _credentials(auth, repository) as env:
+                    _fetch_commits(bare, (a, b), timeout_seconds, env)
             except NightlyCiError as exc:
                 log.warning("Could not tell whether %s is an ancestor of %s: %s", a[:12], b[:12], exc)
                 return None

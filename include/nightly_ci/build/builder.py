@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from include.nightly_ci.errors import BuildError, EngineUnavailable
+from include.nightly_ci.errors import BuildError, BuildUnavailable, EngineUnavailable, NightlyCiError
 
 LineSink = Callable[[str], None]
 
@@ -32,8 +32,25 @@ _STEP = re.compile(
     r"^\[(?:[\w.-]+/[\w./-]+ )?(?:(?P<stage>[^\s\]]+) )?(?P<index>\d+)/(?P<total>\d+)\] (?P<instruction>[A-Z]+)\b"
 )
 _DONE = re.compile(r"^DONE (?P<seconds>[0-9.]+)s$")
-# The engine or the daemon, not the Dockerfile: worth retrying, and an infra failure.
-_UNREACHABLE = ("cannot connect to the docker daemon", "error during connect", "is the docker daemon running")
+# The engine or the daemon, not the Dockerfile: worth retrying, and an infra failure. An
+# engine that restarts mid-build drops the CLI's gRPC stream ("code = Unavailable").
+_UNREACHABLE = (
+    "cannot connect to the docker daemon",
+    "error during connect",
+    "is the docker daemon running",
+    "code = unavailable",
+    "error reading from server: eof",
+    "transport is closing",
+)
+# What the network or a registry did to a base image or a cache, not the Dockerfile: the
+# texts BuildKit and Go's net/http give (TLS handshake timeout, the NGC / Docker Hub
+# "request canceled while waiting for connection", resets, DNS, 5xx and 429 statuses).
+_TRANSIENT = re.compile(
+    r"tls handshake timeout|request canceled|connection reset|connection refused|i/o timeout|"
+    r"server misbehaving|temporary failure in name resolution|no such host|unexpected eof|"
+    r"toomanyrequests|\b429 too many requests|\b5\d\d (internal server error|bad gateway|service unavailable|"
+    r"gateway timeout)|status(?: code)?:? 5\d\d\b"
+)
 
 
 @dataclass(frozen=True)
@@ -193,15 +210,28 @@ class BuildKit:
                 sink(line)
         if proc.returncode != 0:
             text = "\n".join(progress.lines[-30:]).lower()
-            if any(word in text for word in _UNREACHABLE):
-                raise EngineUnavailable(
-                    f"the builder engine is unreachable: {progress.lines[-1] if progress.lines else ''}"
-                )
             if "buildx component is missing" in text or "unknown flag: --secret" in text:
                 raise BuildError(
                     f"the docker CLI {self.cli!r} has neither buildx nor a built-in BuildKit; set build.docker_cli "
                     "to one that has (Debian's docker.io 20.10 has it)"
                 )
-            raise BuildError(progress.failure(proc.returncode))
+            raise build_failure(progress, proc.returncode)
         with open(iidfile) as f:
             return progress.result(f.read().strip())
+
+
+def build_failure(progress: Progress, exit_code: int) -> NightlyCiError:
+    """The error of a failed build, by cause: the engine gone (EngineUnavailable), a full
+    disk or what the network did to a base image (BuildUnavailable: both retried, infra),
+    else the Dockerfile's (BuildError: fails at once). A RUN step that failed is the
+    Dockerfile's even when its own output mentions the network: its command chose to."""
+    text = "\n".join(progress.lines[-30:]).lower()
+    last = progress.lines[-1] if progress.lines else ""
+    if any(word in text for word in _UNREACHABLE):
+        return EngineUnavailable(f"the builder engine is unreachable or restarted mid-build: {last}")
+    if "no space left on device" in text:
+        return BuildUnavailable(f"the builder ran out of disk space: {progress.failure(exit_code)}")
+    failed_step = any(s.failed for s in progress.steps.values())
+    if not failed_step and _TRANSIENT.search(text):
+        return BuildUnavailable(f"a registry or the network failed the build: {progress.failure(exit_code)}")
+    return BuildError(progress.failure(exit_code))

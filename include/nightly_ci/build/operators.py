@@ -84,6 +84,8 @@ class ResolveSourceOperator(NightlyOperator):
         store: ArtifactStore,
         repository: str,
         branch: str,
+        conn_id: str | None = None,
+        git_timeout_seconds: int = 600,
         git_ref: str = "{{ params.git_ref }}",
         **kwargs: Any,
     ):
@@ -91,10 +93,12 @@ class ResolveSourceOperator(NightlyOperator):
         self.spec, self.store = spec, store
         self.repository = repository
         self.branch = branch
+        self.git_timeout_seconds = git_timeout_seconds
+        self.conn_id = conn_id  # a private repository's credentials (never in the URL: it goes to XCom)
         self.git_ref = git_ref
 
     def run(self, context: Any) -> dict[str, Any]:
-        from include.nightly_ci.build.source import SourceInfo, resolve
+        from include.nightly_ci.build.source import SourceInfo, git_auth, resolve
         from include.nightly_ci.plan import publishes
 
         dag_run = context["dag_run"]
@@ -102,7 +106,16 @@ class ResolveSourceOperator(NightlyOperator):
         night = dag_run.logical_date or dag_run.run_after
         git_ref = (self.git_ref or "").strip()
         self._mark_run(dag_run, run_type, night)
-        resolution = resolve(self.repository, self.branch, run_type=run_type, logical_date=night, git_ref=git_ref)
+        auth = git_auth(self.conn_id, self.repository)
+        resolution = resolve(
+            self.repository,
+            self.branch,
+            run_type=run_type,
+            logical_date=night,
+            git_ref=git_ref,
+            auth=auth,
+            timeout_seconds=self.git_timeout_seconds,
+        )
         self.log.info("Building %s (%s; committed %s)", resolution.commit, resolution.reason, resolution.committed_at)
         return SourceInfo(
             repository=self.repository,
@@ -180,6 +193,7 @@ class BuildImageOperator(CellOperator):
         cache: BuildCache,
         run_tag_pattern: str,
         secrets: Mapping[str, BuildSecret] | None = None,
+        source_conn_id: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**placement(spec), **kwargs)
@@ -196,6 +210,7 @@ class BuildImageOperator(CellOperator):
         self.cache = cache
         self.run_tag_pattern = run_tag_pattern
         self.secrets = dict(secrets or {})
+        self.source_conn_id = source_conn_id  # the private repository's credentials, for the checkout
 
     @cached_property
     def engine(self) -> APIClient:
@@ -254,12 +269,12 @@ class BuildImageOperator(CellOperator):
     def _build(self, src: SourceInfo, cache_from: list[str], sink: Callable[[str], None]) -> BuildResult:
         from include.nightly_ci.build.builder import BuildKit, BuildSpec
         from include.nightly_ci.build.secrets import write_secrets
-        from include.nightly_ci.build.source import checkout
+        from include.nightly_ci.build.source import checkout, git_auth
         from include.nightly_ci.images.engine import cli_environment
 
         with tempfile.TemporaryDirectory(prefix="nightly-ci-build-") as tmp:
             context_dir = os.path.join(tmp, "context")
-            checkout(src.repository, src.commit, context_dir)
+            checkout(src.repository, src.commit, context_dir, git_auth(self.source_conn_id, src.repository))
             secrets = write_secrets(self.secrets, os.path.join(tmp, "secrets"))
             kit = BuildKit(self.docker_cli, cli_environment(self.builder_conn_id, [self.auth], tmp))
             export = f"{self.repo_ref}:{self.cache.export_tag}" if self.cache.export_tag and kit.buildx else None

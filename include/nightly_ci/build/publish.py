@@ -48,6 +48,7 @@ class PushImageOperator(CellOperator):
         build_task_id: str,
         moving_tags: tuple[str, ...],
         run_tag_pattern: str | None,
+        source_conn_id: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**placement(spec), **kwargs)
@@ -59,6 +60,7 @@ class PushImageOperator(CellOperator):
         self.build_task_id = build_task_id
         self.moving_tags = moving_tags
         self.run_tag_pattern = run_tag_pattern  # None: no run tag (framework images)
+        self.source_conn_id = source_conn_id  # a private repository's credentials, for the ancestry check
 
     @cached_property
     def auth(self) -> RegistryAuth:
@@ -76,6 +78,7 @@ class PushImageOperator(CellOperator):
         """TAG on this run's image if it moves forward (images/moving.py: newer night, not
         an ancestor commit, never a future night; a compare-and-set two runs cannot race)."""
         from include.nightly_ci.build.ancestry import ancestry
+        from include.nightly_ci.build.source import git_auth
         from include.nightly_ci.images.moving import Held, Rules, TagIO, move_forward
 
         def read() -> Held | None:
@@ -87,7 +90,7 @@ class PushImageOperator(CellOperator):
         rules = Rules(
             mine=Held(built.digest, datetime.fromisoformat(src.night), src.commit),
             now=datetime.now(UTC),
-            is_ancestor=ancestry(src.repository),
+            is_ancestor=ancestry(src.repository, git_auth(self.source_conn_id, src.repository)),
             settle_seconds=settle,
             write_bound_seconds=settle * 2 / 3,
         )

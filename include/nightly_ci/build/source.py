@@ -2,17 +2,28 @@
 
 Plain git through subprocess into a private temporary folder: nothing is shared between
 workers, and the resolved commit (not the ref) is what every later task uses.
+
+A private repository's credentials come from an Airflow connection (GitAuth), never the
+URL: the URL is shown in the DAG doc, handed on in XCom and stamped on every image. Git
+gets them in its environment only (not argv, which any user of the machine can read, and
+not a .git/config): an HTTP header as GIT_CONFIG_* variables, or an SSH key in a 0600
+file of a private folder that is gone when the command is.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import logging
 import os
 import re
+import shlex
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from include.nightly_ci.errors import SourceError, SourceUnavailable
 from include.nightly_ci.names import COMMIT_RE, GIT_REF_RE
@@ -63,10 +74,109 @@ class SourceInfo(JsonRecord):
     resolved_at: str  # the run's build time: the images' created label, the same for every retry
 
 
-def _git(*args: str, cwd: str | None = None, timeout: float | None = None) -> str:
-    """git ARGS; SourceUnavailable (retried) for what the network or server may mend,
-    SourceError (not retried) for anything else."""
-    env = {**os.environ, **_GIT_ENV}
+@dataclass(frozen=True)
+class GitAuth:
+    """What git proves itself with to a private repository, from Airflow connection CONN_ID:
+    an HTTP header (https) or an SSH private key, with the server's key to trust."""
+
+    conn_id: str
+    header: str = field(default="", repr=False)  # "Authorization: Basic ..."
+    ssh_key: str = field(default="", repr=False)  # the private key, PEM/OpenSSH text
+    host_key: str = ""  # a known_hosts line for the server; "" with check_host_key: the user's known_hosts
+    check_host_key: bool = True
+
+
+def _is_http(repository: str) -> bool:
+    return repository.lower().startswith(("https://", "http://"))
+
+
+def git_auth(conn_id: str | None, repository: str) -> GitAuth | None:
+    """The credentials of CONN_ID for REPOSITORY, masked in task logs the moment they are
+    read; None without a connection. For https:// the connection's login and password are
+    the user and the token (no login: x-access-token, GitHub's user for tokens); for ssh
+    the key is extra private_key (else the password), as the SSH provider keeps it, and
+    extra host_key / no_host_key_check say how to trust the server."""
+    if not conn_id:
+        return None
+    from airflow.sdk import BaseHook
+    from airflow.sdk.log import mask_secret
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    if _is_http(repository):
+        if not conn.password:
+            raise SourceError(f"git connection {conn_id!r} has no password (the token) for {repository}")
+        basic = base64.b64encode(f"{conn.login or 'x-access-token'}:{conn.password}".encode()).decode()
+        mask_secret(conn.password)
+        mask_secret(basic)
+        return GitAuth(conn_id, header=f"Authorization: Basic {basic}")
+    key = str(extra.get("private_key") or conn.password or "")
+    if "PRIVATE KEY" not in key:
+        raise SourceError(f"git connection {conn_id!r} has no SSH private key (extra private_key) for {repository}")
+    if extra.get("private_key_passphrase"):
+        raise SourceError(f"git connection {conn_id!r}: a key with a passphrase can't be used unattended")
+    mask_secret(key)
+    no_check = str(extra.get("no_host_key_check", "false")).lower() == "true"
+    return GitAuth(conn_id, ssh_key=key, host_key=str(extra.get("host_key") or ""), check_host_key=not no_check)
+
+
+def git_env(auth: GitAuth | None, repository: str, folder: str) -> dict[str, str]:
+    """What git's environment adds for AUTH on REPOSITORY; an SSH key and the server's key
+    are written to FOLDER (private, the caller's to remove). The HTTP header is scoped to
+    the repository's scheme, host and port: a redirect elsewhere does not carry it."""
+    if auth is None:
+        return {}
+    if auth.header:
+        parts = urlsplit(repository)
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{parts.netloc}/.extraHeader",
+            "GIT_CONFIG_VALUE_0": auth.header,
+        }
+    key = os.path.join(folder, "id")
+    _private_file(key, auth.ssh_key.strip() + "\n")
+    ssh = ["ssh", "-F", "/dev/null", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"]
+    if auth.host_key:
+        known = os.path.join(folder, "known_hosts")
+        _private_file(known, auth.host_key.strip() + "\n")
+        ssh += ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
+    elif not auth.check_host_key:
+        ssh += ["-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no"]
+    return {"GIT_SSH_COMMAND": shlex.join(ssh)}
+
+
+def _private_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+# What git says when the server wants credentials it did not get or did not accept.
+_REFUSED = re.compile(r"could not read username|authentication failed|permission denied \(publickey", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def _credentials(auth: GitAuth | None, repository: str) -> Iterator[dict[str, str]]:
+    """git_env for AUTH in a private folder that is removed, key and all, afterwards. A
+    refusal says which connection was refused, or that none was given."""
+    with tempfile.TemporaryDirectory(prefix="nightly-ci-git-auth-") as folder:
+        os.chmod(folder, 0o700)
+        try:
+            yield git_env(auth, repository, folder)
+        except SourceError as exc:
+            if not _REFUSED.search(str(exc)):
+                raise
+            if auth is None:
+                why = "wants credentials: name its Airflow connection in source.conn_id"
+            else:
+                why = f"refused the credentials of Airflow connection {auth.conn_id!r}"
+            raise SourceError(f"{repository} {why} ({exc})") from None
+
+
+def _git(*args: str, cwd: str | None = None, timeout: float | None = None, env: dict[str, str] | None = None) -> str:
+    """git ARGS (ENV added to its environment: credentials); SourceUnavailable (retried)
+    for what the network or server may mend, SourceError (not retried) for anything else."""
+    env = {**os.environ, **_GIT_ENV, **(env or {})}
     limit = timeout or GIT_TIMEOUT_SECONDS
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=limit)
@@ -79,18 +189,19 @@ def _git(*args: str, cwd: str | None = None, timeout: float | None = None) -> st
     return proc.stdout.strip()
 
 
-def _fetch_history(repository: str, workdir: str, timeout: float | None = None) -> str:
+def _fetch_history(repository: str, workdir: str, timeout: float | None = None, auth: GitAuth | None = None) -> str:
     """A bare, blob-less copy of the repository's refs and history (no file contents)."""
     bare = os.path.join(workdir, "history.git")
     _git("init", "-q", "--bare", bare)
     _git("remote", "add", "origin", repository, cwd=bare)
     spec = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
-    try:
-        _git("fetch", "-q", "--filter=blob:none", "origin", *spec, cwd=bare, timeout=timeout)
-    except SourceError as exc:  # a server without partial clone (only then): fetch it all
-        if "filter" not in str(exc).lower():
-            raise
-        _git("fetch", "-q", "origin", *spec, cwd=bare, timeout=timeout)
+    with _credentials(auth, repository) as env:
+        try:
+            _git("fetch", "-q", "--filter=blob:none", "origin", *spec, cwd=bare, timeout=timeout, env=env)
+        except SourceError as exc:  # a server without partial clone (only then): fetch it all
+            if "filter" not in str(exc).lower():
+                raise
+            _git("fetch", "-q", "origin", *spec, cwd=bare, timeout=timeout, env=env)
     return bare
 
 
@@ -102,6 +213,7 @@ def resolve(
     logical_date: datetime | None,
     git_ref: str = "",
     timeout_seconds: float | None = None,
+    auth: GitAuth | None = None,
 ) -> Resolution:
     """The commit a run builds.
 
@@ -112,7 +224,7 @@ def resolve(
     if git_ref and not GIT_REF_RE.fullmatch(git_ref):
         raise SourceError(f"git_ref {git_ref!r} is not a branch, tag or commit name")
     with tempfile.TemporaryDirectory(prefix="nightly-ci-src-") as tmp:
-        bare = _fetch_history(repository, tmp, timeout_seconds)
+        bare = _fetch_history(repository, tmp, timeout_seconds, auth)
         if git_ref:
             candidates = [f"refs/remotes/origin/{git_ref}", f"refs/tags/{git_ref}"]
             if COMMIT_RE.fullmatch(git_ref):
@@ -147,13 +259,15 @@ def _date_of(commit: str, bare: str) -> str:
     return _git("show", "-s", "--format=%cI", commit, cwd=bare)
 
 
-def checkout(repository: str, commit: str, dest: str) -> None:
+def checkout(repository: str, commit: str, dest: str, auth: GitAuth | None = None) -> None:
     """The tree of COMMIT in DEST, without its .git (the build context must not carry it)."""
     _git("init", "-q", dest)
     _git("remote", "add", "origin", repository, cwd=dest)
-    try:
-        _git("fetch", "-q", "--depth", "1", "origin", commit, cwd=dest)
-    except SourceError:  # servers that refuse a fetch by commit: fetch the branches
-        _git("fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", cwd=dest)
+    with _credentials(auth, repository) as env:
+        try:
+            _git("fetch", "-q", "--depth", "1", "origin", commit, cwd=dest, env=env)
+        except SourceError:  # servers that refuse a fetch by commit: fetch the branches
+            refs = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+            _git("fetch", "-q", "origin", *refs, cwd=dest, env=env)
     _git("-c", "advice.detachedHead=false", "checkout", "-q", commit, cwd=dest)
     subprocess.run(["rm", "-rf", os.path.join(dest, ".git")], check=True)

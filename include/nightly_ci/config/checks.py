@@ -39,6 +39,7 @@ def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
     problem = path_pattern_problem(cfg.source.dockerfile)
     if problem:
         found.append(Finding("source.dockerfile", problem))
+    found += _source_findings(cfg)
     for field, pattern in cfg.tags.model_dump().items():
         problem = tag_pattern_problem(pattern, require_run_id=(field == "run"))
         if problem:
@@ -68,11 +69,65 @@ def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
     return found
 
 
+def _source_findings(cfg: NightlyConfig) -> list[Finding]:
+    """No credentials in the repository URL (M5): it is shown in the DAG doc, handed on in
+    XCom and stamped on every image; they belong in the connection source.conn_id names.
+    The message never repeats the URL."""
+    from urllib.parse import urlsplit
+
+    url = cfg.source.repository
+    parts = urlsplit(url) if "://" in url else None
+    scheme = parts.scheme.lower() if parts else ""
+    found = []
+    # ssh://git@host names a user, which is no secret; over http(s) any user part is a token.
+    if parts and (parts.password or (scheme in ("http", "https") and parts.username)):
+        found.append(
+            Finding(
+                "source.repository",
+                "has credentials in it (user:token@ or token@), which would show in the DAG doc and on every "
+                "image: give the URL without them and the token in an Airflow connection named by source.conn_id",
+            )
+        )
+    ssh_like = scheme == "ssh" or (not parts and re.match(r"^[\w.-]+@[\w.-]+:", url))
+    if cfg.source.conn_id and scheme not in ("http", "https") and not ssh_like:
+        found.append(
+            Finding(
+                "source.conn_id",
+                "a connection gives git credentials for an https:// or ssh repository only; "
+                f"source.repository is {'a ' + scheme + ':// URL' if scheme else 'a local path'}",
+            )
+        )
+    return found
+
+
+def _store_root_problem(base: str, scheme: str) -> str | None:
+    """Why BASE is the root of a file system, bucket or container, or None (H3): the nightly
+    wants a folder of its own there (retention only ever deletes its own run folders, but
+    the report and other pipelines should not share one root)."""
+    if scheme in ("file", "local"):
+        path = base.split("://", 1)[1] if "://" in base else base
+        return (
+            f"{base!r} is the root of the file system: give the nightly a folder of its own"
+            if path.strip("/") == ""
+            else None
+        )
+    bucket, _, prefix = base.split("://", 1)[1].partition("/")
+    if prefix.strip("/"):
+        return None
+    return (
+        f"{base!r} is the root of a bucket or container, which other pipelines may share: give the "
+        f"nightly a prefix of its own (like {scheme}://{bucket}/nightly)"
+    )
+
+
 def _artifact_findings(cfg: NightlyConfig) -> list[Finding]:
     """Every worker writes its records to the artifact store and the report reads them all
     back: a folder is one store only when every worker is on the same host."""
     art = cfg.artifacts
     scheme = art.base.split("://", 1)[0].lower() if "://" in art.base else "file"
+    root = _store_root_problem(art.base, scheme)
+    if root:
+        return [Finding("artifacts.base", root)]
     if scheme in ("file", "local"):
         if art.single_host:
             return []

@@ -11,7 +11,7 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from include.nightly_ci.names import (
     ABS_PATH_RE,
@@ -96,13 +96,26 @@ class DagSettings(_Model):
 class Source(_Model):
     """The repository the nightly builds."""
 
-    repository: str = Field(min_length=1, description="Git URL, or a path relative to the config file.")
+    repository: str = Field(
+        min_length=1,
+        description="Git URL, or a path relative to the config file; never with credentials in it "
+        "(it is shown in the DAG doc and stamped on every image): see conn_id.",
+    )
+    conn_id: ConnId | None = Field(
+        None,
+        description="A private repository's Airflow connection: for https://, login and password are the user "
+        "and token (login empty: x-access-token); for ssh, the private key in extra private_key (or the "
+        "password), the server's key in extra host_key. null: a public or local repository.",
+    )
     branch: GitRef = Field("main", description="The branch a scheduled run builds the head of.")
     dockerfile: str = Field(
         "container/Dockerfile.{framework}",
         description="The Dockerfile, relative to the repository; `{framework}` and `{arch}` name the cell's.",
     )
     context: RelPath = Field(".", description="The build context, relative to the repository.")
+    timeout_seconds: int = Field(
+        600, ge=5, le=3600, description="Every git command (fetch, clone) ends within this: a stalled server fails."
+    )
 
 
 class FrameworkSettings(_Model):
@@ -155,14 +168,37 @@ class Runner(_Model):
     gpus: bool = Field(True, description="Request the suite's GPUs (device_requests or nvidia.com/gpu).")
     cpus: float | None = Field(None, gt=0, description="A hard CPU limit per suite.")
     memory: str | None = Field(None, description="A memory limit per suite (docker: 64g; kubernetes: 64Gi).")
-    network_mode: str | None = Field(None, description="docker only: the container's network (none, host, ...).")
+    network: bool = Field(
+        False,
+        description="Give the test code a network. false: docker containers run with network_mode none; "
+        "kubernetes pods carry the label nightly-ci/network=none for the cluster's NetworkPolicy to isolate.",
+    )
+    network_mode: str | None = Field(
+        None,
+        description="docker only, with network: true: the container's network (host, a network's name); "
+        "null: the engine's default.",
+    )
     namespace: str = Field("default", description="kubernetes only: the namespace of the test pods.")
     node_selector: dict[str, str] = Field({}, description="kubernetes only: the pods' node selector.")
     tolerations: list[Toleration] = Field([], description="kubernetes only: the pods' tolerations.")
     image_pull_secrets: list[str] = Field([], description="kubernetes only: secrets the pods pull with.")
-    startup_timeout_seconds: int = Field(
-        1800, ge=1, description="kubernetes only: how long a pod may wait to start (GPU node scale-up)."
+    pull_secret: str | None = Field(
+        None,
+        description="kubernetes only: a docker-registry secret each test task writes right before its pod "
+        "with fresh credentials of the test registry (an ECR token lasts 12 h), and pulls with.",
     )
+    startup_timeout_seconds: int = Field(
+        1800,
+        ge=1,
+        description="How long a suite may take to start apart from its own timeout: "
+        "the image pull (docker), the wait for a node and the pull (kubernetes).",
+    )
+
+    @model_validator(mode="after")
+    def _network_mode_needs_a_network(self) -> Runner:
+        if not self.network and self.network_mode not in (None, "none"):
+            raise ValueError(f"network_mode {self.network_mode!r} needs network: true (test code has none by default)")
+        return self
 
 
 class PoolSettings(_Model):

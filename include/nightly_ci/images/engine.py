@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import base64
 import json
+import logging
 import os
 import re
 import shutil
@@ -18,7 +19,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from include.nightly_ci.errors import EngineConfigError, EngineUnavailable, RegistryError, RegistryUnavailable
+from include.nightly_ci.errors import (
+    EngineConfigError,
+    EngineUnavailable,
+    RegistryError,
+    RegistryRateLimited,
+    RegistryUnavailable,
+)
 from include.nightly_ci.images.registries import RegistryAuth
 
 if TYPE_CHECKING:
@@ -26,6 +33,7 @@ if TYPE_CHECKING:
     from docker import APIClient
     from docker.tls import TLSConfig
 
+log = logging.getLogger(__name__)
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 _AUTH_WORDS = ("unauthorized", "authentication required", "denied", "no basic auth credentials", " 401 ", " 403 ")
 _TRANSIENT_WORDS = (
@@ -43,6 +51,9 @@ _TRANSIENT_WORDS = (
 # A 5xx where the text says it is a status ("HTTP status: 503", "HTTP 502 response"); bare
 # digits are not one: a port (127.0.0.1:50373) or a digest holds them too.
 _SERVER_ERROR = re.compile(r"\bhttp(?: status)?:? 5\d\d\b")
+# A rate limit (Docker Hub's "toomanyrequests", NGC's "TOOMANYREQUESTS", a bare status):
+# it passes, so it is backed off; the engine does not pass on a Retry-After.
+_RATE_LIMITED = re.compile(r"toomanyrequests|too many requests|\bhttp(?: status)?:? 429\b")
 
 LineSink = Callable[[str], None]
 
@@ -121,7 +132,9 @@ def engine_target(conn_id: str | None) -> EngineTarget:
         missing = ", ".join(key for name, key in _TLS_FIELDS.items() if name not in tls)
         raise EngineConfigError(f"engine connection {conn_id!r}: TLS needs all three PEM extras; missing {missing}")
     insecure_ok = extra.get("allow_insecure") is True
-    if url.startswith("tcp://") and not tls and not insecure_ok:
+    # tcp:// and http:// are both plain HTTP without TLS (docker-py talks http:// as given).
+    plain = url.startswith(("tcp://", "http://")) and not tls
+    if plain and not insecure_ok:
         raise EngineConfigError(
             f"engine connection {conn_id!r} is {url} without TLS: give it tls_ca_cert, tls_client_cert and "
             'tls_client_key (PEM), or set extra "allow_insecure": true to accept an unencrypted engine'
@@ -131,6 +144,20 @@ def engine_target(conn_id: str | None) -> EngineTarget:
         raise EngineConfigError(
             f'engine connection {conn_id!r} has "tls_verify": false: the engine\'s certificate would not be '
             'checked; set extra "allow_insecure": true as well to accept that'
+        )
+    # Allowed, but never silent: every pull and push sends registry credentials to the engine.
+    if plain:
+        log.warning(
+            "engine connection %r is %s without TLS (allow_insecure): registry credentials sent with every pull "
+            "and push cross the network in cleartext",
+            conn_id,
+            url,
+        )
+    elif tls and not verify:
+        log.warning(
+            "engine connection %r: the engine's certificate is not checked (tls_verify false, allow_insecure): "
+            "anyone in between can read the registry credentials",
+            conn_id,
         )
     return EngineTarget(url, tls, verify)
 
@@ -195,6 +222,8 @@ def _private_file(path: str, text: str) -> None:
 def classify_push_error(message: str, auth: RegistryAuth) -> RegistryError:
     """An engine's push/pull error text as the error class that decides retrying."""
     text = f" {message.lower()} "
+    if _RATE_LIMITED.search(text):
+        return RegistryRateLimited(message.strip())
     if any(w in text for w in _AUTH_WORDS):
         return auth.auth_failure(message.strip())
     if any(w in text for w in _TRANSIENT_WORDS) or _SERVER_ERROR.search(text):

@@ -15,7 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from include.nightly_ci.errors import RegistryAuthError, RegistryError, RegistryUnavailable
+from include.nightly_ci.errors import (
+    NightlyCiError,
+    RegistryAuthError,
+    RegistryError,
+    RegistryRateLimited,
+    RegistryUnavailable,
+)
+from include.nightly_ci.images.pages import json_object, next_page
 
 if TYPE_CHECKING:
     import requests
@@ -73,7 +80,22 @@ def _mask(secret: str) -> None:
 
 
 def registry_auth(reg: Registry) -> RegistryAuth:
-    """Credentials for REG from its Airflow connection, through the provider's hook."""
+    """Credentials for REG from its Airflow connection, through the provider's hook. What
+    the cloud SDKs raise becomes ours by cause (see images.cloud)."""
+    try:
+        return _registry_auth(reg)
+    except NightlyCiError:
+        raise
+    except Exception as exc:
+        from include.nightly_ci.images.cloud import cloud_failure
+
+        ours = cloud_failure(reg, exc)
+        if ours is None:
+            raise
+        raise ours from exc
+
+
+def _registry_auth(reg: Registry) -> RegistryAuth:
     if reg.kind == "ecr":
         from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
@@ -120,10 +142,28 @@ def retry_transient(
         except RegistryUnavailable as exc:
             if attempt == attempts:
                 raise RegistryUnavailable(f"{what}: still failing after {attempts} attempts: {exc}") from exc
-            log.warning("%s: attempt %d/%d failed (%s); retrying in %.0f s", what, attempt, attempts, exc, delay)
-            sleep(delay)
+            # A 429's Retry-After is what the registry asked for; never longer than backoff_max.
+            asked = exc.retry_after if isinstance(exc, RegistryRateLimited) else None
+            wait = delay if asked is None else min(asked, backoff_max)
+            log.warning("%s: attempt %d/%d failed (%s); retrying in %.1f s", what, attempt, attempts, exc, wait)
+            sleep(wait)
             delay = min(delay * 2, backoff_max)
     raise AssertionError("unreachable")
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from now; None when absent
+    or unreadable."""
+    from email.utils import parsedate_to_datetime
+
+    text = (value or "").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class _Sized:
@@ -201,6 +241,9 @@ class RegistryClient:
             raise RegistryUnavailable(f"{self.auth.host} unreachable: {exc}") from exc
         if resp.status_code >= 500:
             raise RegistryUnavailable(f"{method} {url} answered {resp.status_code}")
+        if resp.status_code == 429:  # a rate limit passes: backed off, as long as it asks
+            after = retry_after_seconds(resp.headers.get("Retry-After"))
+            raise RegistryRateLimited(f"{method} {url} answered 429 Too Many Requests", retry_after=after)
         return resp
 
     def request(
@@ -275,30 +318,62 @@ class RegistryClient:
         return size
 
     def image(self, repository: str, reference: str) -> RemoteImage | None:
-        """What REFERENCE (a tag or digest) holds, or None if it does not exist."""
+        """What REFERENCE (a tag or digest) holds, or None if it does not exist. Content that
+        is not a readable image (a manifest or config that is not JSON, an empty index) is a
+        RegistryError naming the tag, not a crash of whoever asked."""
+        where = f"{repository}:{reference}"
         resp = self.request("GET", f"{repository}/manifests/{reference}", {"Accept": MANIFEST_TYPES})
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
-            raise RegistryError(f"GET manifest {repository}:{reference} answered {resp.status_code}: {resp.text[:200]}")
+            raise RegistryError(f"GET manifest {where} answered {resp.status_code}: {resp.text[:200]}")
         digest = resp.headers.get("Docker-Content-Digest", "")
-        manifest = resp.json()
+        manifest = json_object(resp, f"the manifest of {where}")
         if "manifests" in manifest:  # an index: describe its first image
-            manifest = self.request(
-                "GET", f"{repository}/manifests/{manifest['manifests'][0]['digest']}", {"Accept": MANIFEST_TYPES}
-            ).json()
-        blob = self.request("GET", f"{repository}/blobs/{manifest['config']['digest']}")
+            children = manifest["manifests"] or []
+            if not children or not isinstance(children[0], dict) or "digest" not in children[0]:
+                raise RegistryError(f"{where} is an index without images")
+            child = self.request("GET", f"{repository}/manifests/{children[0]['digest']}", {"Accept": MANIFEST_TYPES})
+            manifest = json_object(child, f"the first image of index {where}")
+        config_ref = manifest.get("config")
+        if not isinstance(config_ref, dict) or "digest" not in config_ref:
+            raise RegistryError(f"the manifest of {where} names no config blob")
+        blob = self.request("GET", f"{repository}/blobs/{config_ref['digest']}")
         if blob.status_code != 200:
-            raise RegistryError(f"GET config blob of {repository}:{reference} answered {blob.status_code}")
-        config = blob.json()
+            raise RegistryError(f"GET config blob of {where} answered {blob.status_code}")
+        config = json_object(blob, f"the config blob of {where}")
         labels = (config.get("config") or {}).get("Labels") or {}
         layers = tuple((config.get("rootfs") or {}).get("diff_ids") or ())
         return RemoteImage(digest, config.get("architecture", ""), labels, layers)
 
-    def tags(self, repository: str) -> list[str]:
-        resp = self.request("GET", f"{repository}/tags/list")
+    def digest(self, repository: str, reference: str) -> str | None:
+        """The digest REFERENCE (a tag or digest) holds, from the manifest's headers alone
+        (nothing is parsed), or None if it does not exist."""
+        resp = self.request("HEAD", f"{repository}/manifests/{reference}", {"Accept": MANIFEST_TYPES})
         if resp.status_code == 404:
-            return []
-        if resp.status_code != 200:
-            raise RegistryError(f"GET tags of {repository} answered {resp.status_code}")
-        return sorted(resp.json().get("tags") or [])
+            return None
+        if resp.status_code != 200 or not resp.headers.get("Docker-Content-Digest"):
+            raise RegistryError(f"HEAD manifest {repository}:{reference} answered {resp.status_code} without a digest")
+        return resp.headers["Docker-Content-Digest"]
+
+    def tags(self, repository: str, page_size: int | None = None) -> list[str]:
+        """Every tag of REPOSITORY, page after page: registries (ECR, ACR, distribution 3)
+        return one page of `tags/list` with a Link header to the next. PAGE_SIZE asks for
+        pages of that many (`n`); None takes the registry's own page size."""
+        tags: list[str] = []
+        url: str | None = None
+        params = {"n": page_size} if page_size else None
+        seen: set[str] = set()
+        while True:
+            resp = self.request("GET", f"{repository}/tags/list", url=url, params=params if url is None else None)
+            if resp.status_code == 404 and url is None:
+                return []
+            if resp.status_code != 200:
+                raise RegistryError(f"GET tags of {repository} answered {resp.status_code}: {resp.text[:200]}")
+            tags += json_object(resp, f"the tag list of {repository}").get("tags") or []
+            url = next_page(resp, self.auth.scheme, self.auth.host, repository)
+            if url is None:
+                return sorted(set(tags))
+            if url in seen:  # a registry that links a page to itself would loop forever
+                raise RegistryError(f"the tag list of {repository} links back to page {url}")
+            seen.add(url)

@@ -16,6 +16,7 @@ from include.nightly_ci.plan.model import (
     TaskSpec,
     TestJob,
     cell_group_id,
+    engines_by_pool,
     is_selected,
     publishes,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "TestJob",
     "build_plan",
     "cell_group_id",
+    "engines_by_pool",
     "is_selected",
     "load_plan",
     "publishes",

@@ -3,6 +3,9 @@ with the original pipeline's job names. Pure Python, no Airflow."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.config import NightlyConfig, load_config
 from include.nightly_ci.names import (
@@ -32,6 +35,7 @@ from include.nightly_ci.plan.model import (
     TaskSpec,
     TestJob,
     cell_group_id,
+    engines_by_pool,
 )
 
 
@@ -63,11 +67,13 @@ def _runner(cfg: NightlyConfig, pool: str) -> RunnerSpec:
         gpus=r.gpus,
         cpus=r.cpus,
         memory=r.memory,
-        network_mode=r.network_mode,
+        network=r.network,
+        network_mode=r.network_mode if r.network else "none",
         namespace=r.namespace,
         node_selector=tuple(sorted(r.node_selector.items())),
         tolerations=tuple(tuple(sorted(t.model_dump(exclude_none=True).items())) for t in r.tolerations),
         image_pull_secrets=tuple(r.image_pull_secrets),
+        pull_secret=r.pull_secret,
         startup_timeout_seconds=r.startup_timeout_seconds,
     )
 
@@ -174,7 +180,18 @@ def _top(task_id: str, name: str, stage: str) -> TaskSpec:
     )
 
 
+def _prune_engines(cfg: NightlyConfig, cells: tuple[Cell, ...]) -> dict[str, TaskSpec]:
+    """A retention task per pool whose tasks use Docker engines, on that pool's queue (its
+    workers reach those engines; a local engine is theirs): key "engines:POOL"."""
+    specs = {}
+    for pool in engines_by_pool(cells):
+        spec = _top(f"prune_engines_{re.sub(r'[^a-z0-9_]', '_', pool)}", f"Prune engines of {pool}", RETENTION)
+        specs[f"engines:{pool}"] = replace(spec, queue=cfg.pools[pool].queue or pool)
+    return specs
+
+
 def build_plan(cfg: NightlyConfig) -> Plan:
+    cells = tuple(_cell(cfg, fw, arch) for fw in cfg.frameworks for arch in cfg.arches)
     return Plan(
         dag_id=cfg.dag.dag_id,
         schedule=cfg.dag.schedule,
@@ -188,11 +205,13 @@ def build_plan(cfg: NightlyConfig) -> Plan:
             branch=cfg.source.branch,
             dockerfile=cfg.source.dockerfile,
             context=cfg.source.context,
+            conn_id=cfg.source.conn_id,
+            timeout_seconds=cfg.source.timeout_seconds,
         ),
         tag_patterns=TagPatterns(cfg.tags.framework, cfg.tags.nightly, cfg.tags.run),
         frameworks=tuple(cfg.frameworks),
         arches=tuple(cfg.arches),
-        cells=tuple(_cell(cfg, fw, arch) for fw in cfg.frameworks for arch in cfg.arches),
+        cells=cells,
         registries={
             name: Registry(name, r.kind, r.conn_id, r.repository, r.host_override, r.registry_id)
             for name, r in cfg.registries.items()
@@ -225,6 +244,7 @@ def build_plan(cfg: NightlyConfig) -> Plan:
                 name: _top(f"expire_run_tags_{name}", f"Expire run tags in {name}", RETENTION)
                 for name in cfg.registries
             },
+            **_prune_engines(cfg, cells),
         },
     )
 

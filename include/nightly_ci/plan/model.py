@@ -72,6 +72,8 @@ class Source:
     branch: str
     dockerfile: str
     context: str
+    conn_id: str | None = None  # a private repository's credentials (see config Source.conn_id)
+    timeout_seconds: int = 600  # each git command's limit
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,13 @@ class RunnerSpec:
     gpus: bool
     cpus: float | None
     memory: str | None
-    network_mode: str | None
+    network: bool  # whether the test code has a network at all (M12)
+    network_mode: str | None  # docker: "none" unless network
     namespace: str
     node_selector: tuple[tuple[str, str], ...]
     tolerations: tuple[tuple[tuple[str, str], ...], ...]
     image_pull_secrets: tuple[str, ...]
+    pull_secret: str | None
     startup_timeout_seconds: int
 
 
@@ -278,6 +282,25 @@ def publishes(run_type: str, conf: Mapping[str, Any] | None) -> bool:
     if value is None:
         return run_type in ("scheduled", "backfill")
     return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def engines_by_pool(cells: tuple[Cell, ...]) -> dict[str, tuple[str | None, ...]]:
+    """The Docker engines each pool's tasks use (None: its workers' local engine): the
+    builder of its builds and the runner of its Docker suites. Retention prunes them from
+    that pool's queue, whose workers reach them; an engine of a connection only once (under
+    the first pool using it), a local engine once per pool (each pool's workers have theirs)."""
+    found: dict[str, list[str | None]] = {}
+    named: set[str] = set()
+    for cell in cells:
+        uses = [(cell.build_pool, cell.builder_conn_id)]
+        uses += [(cell.test_pool, job.runner.conn_id) for job in cell.tests if job.runner.backend == "docker"]
+        for pool, conn_id in uses:
+            if conn_id in named or conn_id in found.get(pool, []):
+                continue
+            found.setdefault(pool, []).append(conn_id)
+            if conn_id:
+                named.add(conn_id)
+    return {pool: tuple(conns) for pool, conns in found.items()}
 
 
 def is_selected(framework: str, arch: str, frameworks: list[str], arches: list[str]) -> bool:

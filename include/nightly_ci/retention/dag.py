@@ -1,4 +1,5 @@
-"""Render the `nightly_ci_retention` DAG: daily expiry of artifacts and run tags."""
+"""Render the `nightly_ci_retention` DAG: daily expiry of artifacts, run tags, superseded
+framework images and old images on the engines."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Param
 
-from include.nightly_ci.plan import Plan, load_plan
+from include.nightly_ci.plan import Plan, engines_by_pool, load_plan
 from include.nightly_ci.retention.expiry import TagRules
-from include.nightly_ci.retention.operators import ExpireArtifactsOperator, ExpireRunTagsOperator
+from include.nightly_ci.retention.operators import (
+    ExpireArtifactsOperator,
+    ExpireRunTagsOperator,
+    PruneEnginesOperator,
+)
 
 
 def build_retention_dag(plan: Plan) -> DAG:
@@ -26,27 +31,53 @@ def build_retention_dag(plan: Plan) -> DAG:
         doc_md=f"""\
 # Nightly CI retention
 
-Daily: deletes artifacts older than {plan.artifacts_days} days from `{plan.artifacts_base}`,
-and run-specific image tags (`...-run-{{run_id}}`) older than {plan.run_tags_days} days from
-every registry ({", ".join(plan.registries)}). Moving tags and framework cache tags are never
-deleted, nor an image a kept tag still points at. Trigger with `dry_run` to see what would go.
+Daily, from facts the runs wrote themselves (never the store's or registry's dates):
+- deletes the run folders of `{plan.dag_id}` under `{plan.artifacts_base}` whose run is older
+  than {plan.artifacts_days} days (the later of its night and its real start, from the folder's
+  `nightly-ci-run.json`); nothing else under the base is touched;
+- deletes run tags (`...-run-{{run_id}}`) pushed more than {plan.run_tags_days} days ago from
+  every registry ({", ".join(plan.registries)}), and framework images no tag holds any more;
+  moving tags never, nor an image a kept tag still points at;
+- removes this project's images built more than {plan.run_tags_days} days ago from the builder
+  and runner engines.
+
+Trigger with `dry_run` to see what would go.
 """,
     ) as dag:
         artifacts = plan.retention_tasks["artifacts"]
-        ExpireArtifactsOperator(
+        # Last, and whatever the others did: the registry tasks age images by the push records
+        # in the run folders this task deletes.
+        expire_artifacts = ExpireArtifactsOperator(
             task_id=artifacts.task_id,
             task_display_name=artifacts.display_name,
             store=plan.store,
+            dag_id=plan.dag_id,
             keep_days=plan.artifacts_days,
+            trigger_rule="all_done",
         )
         rules = TagRules.of(plan)
         for reg in plan.registries.values():
             spec = plan.retention_tasks[reg.name]
-            ExpireRunTagsOperator(
+            (
+                ExpireRunTagsOperator(
+                    task_id=spec.task_id,
+                    task_display_name=spec.display_name,
+                    registry=reg,
+                    rules=rules,
+                    store=plan.store,
+                    dag_id=plan.dag_id,
+                    keep_days=plan.run_tags_days,
+                )
+                >> expire_artifacts
+            )
+        engines = engines_by_pool(plan.cells)
+        for pool, conn_ids in engines.items():
+            spec = plan.retention_tasks[f"engines:{pool}"]
+            PruneEnginesOperator(
                 task_id=spec.task_id,
                 task_display_name=spec.display_name,
-                registry=reg,
-                rules=rules,
+                queue=spec.queue,
+                conn_ids=conn_ids,
                 keep_days=plan.run_tags_days,
             )
     return dag

@@ -1,27 +1,22 @@
-"""Expiry of artifacts and run-specific image tags (the `nightly_ci_retention` DAG).
+"""What expires from a registry, decided from facts (pure: no registry, no store).
 
-Only run tags (`nightly-{framework}-{arch}-run-{run_id}`) are ever deleted from a
-registry; moving tags and framework cache tags are never touched, and neither is an
-image that a kept tag still points at.
+Only run tags (`nightly-{framework}-{arch}-run-{run_id}`, and the `-build-{image}` tags a
+build pushes with them) are ever candidates; moving tags, framework cache tags and any
+tag of somebody else are never examined. A run tag's age is its push time from the push
+records, else the image's created label (the run's build time), never the night it was
+built for: a backfill of an old night is as young as its push (H2). An image a kept tag
+still points at is never deleted. A framework image that no tag holds any more (its moving
+tag moved on) goes once its last push is older than the keep days (M8).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
-from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.names import LABEL_CREATED, LABEL_LOGICAL_DATE
-from include.nightly_ci.plan import Plan, Registry
-
-if TYPE_CHECKING:
-    from include.nightly_ci.images.registries import RegistryClient
-
-log = logging.getLogger(__name__)
+from include.nightly_ci.plan import Plan
 
 
 def expired(items: Iterable[tuple[str, datetime]], now: datetime, keep: timedelta) -> list[str]:
@@ -55,116 +50,94 @@ class TagRules:
     def of(cls, plan: Plan) -> TagRules:
         return cls(run_tag_regex(plan).pattern, frozenset(moving_tags(plan)))
 
+    def is_run_tag(self, tag: str) -> bool:
+        return tag not in self.moving_tags and re.fullmatch(self.run_tags, tag) is not None
+
+
+@dataclass(frozen=True)
+class TagFacts:
+    """What is known of one tag: its digest ("" if unreadable) and, for a run tag, its age."""
+
+    digest: str
+    age: datetime | None = None  # None: unknown (SOURCE says why)
+    source: str = ""  # "pushed" (a push record), "created label", or why there is no age
+
 
 @dataclass(frozen=True)
 class TagDecision:
     tag: str
     digest: str
-    night: datetime | None
+    age: datetime | None
     delete: bool
     reason: str
 
 
 def decide_tags(
-    rules: TagRules, tags: dict[str, tuple[str, datetime | None]], now: datetime, keep: timedelta
+    rules: TagRules, tags: Mapping[str, TagFacts], now: datetime, keep: timedelta, *, by_digest: bool = True
 ) -> list[TagDecision]:
-    """For every tag (tag -> (digest, night)): delete it or keep it, and why."""
-    runs = re.compile(rules.run_tags)
-    protected = rules.moving_tags
-    stale = set(expired(((t, n) for t, (_, n) in tags.items() if n and runs.fullmatch(t)), now, keep))
-    kept_digests = {d for t, (d, _) in tags.items() if t not in stale}
+    """For every tag: delete it or keep it, and why. BY_DIGEST: the registry deletes a tag by
+    deleting its manifest (every tag on it goes too), so a tag whose digest is unknown could
+    be one of those: then nothing is deleted by digest."""
+    stale = set(expired(((t, f.age) for t, f in tags.items() if f.age and f.digest and rules.is_run_tag(t)), now, keep))
+    kept_digests = {f.digest for t, f in tags.items() if t not in stale}
+    unreadable = sorted(t for t, f in tags.items() if not f.digest)
     decisions = []
-    for tag, (digest, night) in sorted(tags.items()):
-        if tag in protected:
-            decisions.append(TagDecision(tag, digest, night, False, "a moving tag"))
-        elif not runs.fullmatch(tag):
-            decisions.append(TagDecision(tag, digest, night, False, "not a run tag of this config"))
-        elif night is None:
-            decisions.append(TagDecision(tag, digest, night, False, "the image records no night"))
+    for tag, f in sorted(tags.items()):
+        if tag in rules.moving_tags:
+            why = "a moving tag"
+        elif not rules.is_run_tag(tag):
+            why = "not a run tag of this config (not examined)"
+        elif not f.digest:
+            why = f"its manifest is unreadable ({f.source})"
+        elif f.age is None:
+            why = f"no age known: {f.source}"
         elif tag not in stale:
-            decisions.append(TagDecision(tag, digest, night, False, "within retention"))
-        elif digest in kept_digests:
-            decisions.append(TagDecision(tag, digest, night, False, "expired, but a kept tag points at the same image"))
+            why = f"within {keep.days} days ({f.source} {f.age.isoformat()})"
+        elif f.digest in kept_digests:
+            why = "expired, but a kept tag points at the same image"
+        elif by_digest and unreadable:
+            why = f"expired, but tag(s) {', '.join(unreadable[:5])} could not be read and may hold the same image"
         else:
-            decisions.append(TagDecision(tag, digest, night, True, f"older than {keep.days} days"))
-    return decisions
-
-
-def _night(labels: dict[str, str]) -> datetime | None:
-    stamp = labels.get(LABEL_LOGICAL_DATE) or labels.get(LABEL_CREATED)
-    return datetime.fromisoformat(stamp) if stamp else None
-
-
-def registry_tags(client: RegistryClient, repository: str) -> dict[str, tuple[str, datetime | None]]:
-    tags = {}
-    for tag in client.tags(repository):
-        image = client.image(repository, tag)
-        if image is not None:
-            tags[tag] = (image.digest, _night(image.labels))
-    return tags
-
-
-def delete_tag(reg: Registry, client: RegistryClient, decision: TagDecision) -> None:
-    """Untag on ECR (its API deletes by tag); elsewhere delete the manifest by digest,
-    which decide_tags allows only when no kept tag shares it."""
-    if reg.kind == "ecr" and not reg.host_override:
-        from airflow.providers.amazon.aws.hooks.ecr import EcrHook
-
-        kwargs = {"registryId": reg.registry_id} if reg.registry_id else {}
-        EcrHook(aws_conn_id=reg.conn_id).conn.batch_delete_image(
-            repositoryName=reg.repository, imageIds=[{"imageTag": decision.tag}], **kwargs
-        )
-        return
-    resp = client.request("DELETE", f"{reg.repository}/manifests/{decision.digest}")
-    if resp.status_code not in (202, 404):
-        from include.nightly_ci.errors import RegistryError
-
-        raise RegistryError(f"DELETE {reg.repository}@{decision.digest} answered {resp.status_code}: {resp.text[:200]}")
-
-
-def expire_registry(reg: Registry, rules: TagRules, keep: timedelta, now: datetime, dry_run: bool) -> list[TagDecision]:
-    from include.nightly_ci.images.registries import RegistryClient, registry_auth
-
-    client = RegistryClient(registry_auth(reg))
-    decisions = decide_tags(rules, registry_tags(client, reg.repository), now, keep)
-    for d in decisions:
-        if d.delete:
-            if not dry_run:
-                delete_tag(reg, client, d)
-            log.info(
-                "%s %s/%s:%s (%s, night %s)",
-                "would delete" if dry_run else "deleted",
-                reg.name,
-                reg.repository,
-                d.tag,
-                d.digest[:19],
-                d.night,
+            decisions.append(
+                TagDecision(tag, f.digest, f.age, True, f"older than {keep.days} days ({f.source} {f.age.isoformat()})")
             )
-        else:
-            log.debug("keep %s: %s", d.tag, d.reason)
-    kept = sum(not d.delete for d in decisions)
-    log.info(
-        "%s: %d run tags %s, %d tags kept",
-        reg.name,
-        len(decisions) - kept,
-        "to delete (dry run)" if dry_run else "deleted",
-        kept,
-    )
+            continue
+        decisions.append(TagDecision(tag, f.digest, f.age, False, why))
     return decisions
 
 
-def expire_artifacts(store: ArtifactStore, keep: timedelta, now: datetime, dry_run: bool) -> list[str]:
-    """Delete every artifact file older than KEEP; the deleted paths."""
-    root = store.root()
-    if not root.exists():
-        log.info("artifact store %s is empty", root)
-        return []
-    files = [(p, datetime.fromtimestamp(p.stat().st_mtime, tz=now.tzinfo)) for p in root.rglob("*") if p.is_file()]
-    stale = set(expired(((str(p), when) for p, when in files), now, keep))
-    for path, _ in files:
-        if str(path) in stale:
-            if not dry_run:
-                path.unlink()
-            log.info("%s %s", "would delete" if dry_run else "deleted", path)
-    log.info("artifacts: %d of %d files %s", len(stale), len(files), "to delete (dry run)" if dry_run else "deleted")
-    return sorted(stale)
+@dataclass(frozen=True)
+class DigestDecision:
+    digest: str
+    pushed: datetime
+    delete: bool
+    reason: str
+
+
+def decide_framework_digests(
+    pushed: Mapping[str, datetime],
+    held: Mapping[str, str],
+    now: datetime,
+    keep: timedelta,
+    unreadable: Iterable[str] = (),
+) -> list[DigestDecision]:
+    """The framework images PUSHED (digest -> last push time, from the push records): each
+    deleted when no tag holds it (HELD: digest -> a tag holding it) and its last push is
+    older than KEEP. The caller passes only digests the registry still has."""
+    cutoff = now - keep
+    unknown = sorted(unreadable)
+    decisions = []
+    for digest, when in sorted(pushed.items()):
+        if digest in held:
+            why = f"tag {held[digest]} still holds it"
+        elif when >= cutoff:
+            why = f"superseded, but pushed within {keep.days} days ({when.isoformat()})"
+        elif unknown:
+            why = f"superseded, but tag(s) {', '.join(unknown[:5])} could not be read and may hold it"
+        else:
+            decisions.append(
+                DigestDecision(digest, when, True, f"a superseded framework image, last pushed {when.isoformat()}")
+            )
+            continue
+        decisions.append(DigestDecision(digest, when, False, why))
+    return decisions

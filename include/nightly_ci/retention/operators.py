@@ -1,4 +1,6 @@
-"""The retention DAG's tasks: artifacts and run tags past their days go (dry run: logged only)."""
+"""The retention DAG's tasks: run folders, run tags, superseded framework images and
+engine images past their days go (dry run: logged only). Each decides from facts the
+project wrote itself (see retention/facts.py) and logs every decision with its reason."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from airflow.sdk import BaseOperator
 
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.plan import Registry
-from include.nightly_ci.retention.expiry import TagRules
+from include.nightly_ci.retention.expiry import TagDecision, TagRules
 
 
 def _flag(value: str | bool) -> bool:
@@ -18,27 +20,36 @@ def _flag(value: str | bool) -> bool:
 
 
 class ExpireArtifactsOperator(BaseOperator):
-    """Deletes artifact files older than KEEP_DAYS from the store."""
+    """Deletes the run folders of DAG_ID older than KEEP_DAYS (by their run marker); nothing
+    else under the store's base."""
 
     template_fields = ("log_only",)
 
     def __init__(
-        self, *, store: ArtifactStore, keep_days: int, log_only: str | bool = "{{ params.dry_run }}", **kwargs: Any
+        self,
+        *,
+        store: ArtifactStore,
+        dag_id: str,
+        keep_days: int,
+        log_only: str | bool = "{{ params.dry_run }}",
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.store = store
+        self.nightly_dag_id = dag_id  # the nightly whose runs these are (not this DAG)
         self.keep_days = keep_days
         self.log_only = log_only  # not `dry_run`: every operator has a dry_run() method
 
     def execute(self, context: Any) -> list[str]:
-        from include.nightly_ci.retention.expiry import expire_artifacts
+        from include.nightly_ci.retention.files import expire_artifacts
 
-        return expire_artifacts(self.store, timedelta(days=self.keep_days), datetime.now(UTC), _flag(self.log_only))
+        keep = timedelta(days=self.keep_days)
+        return expire_artifacts(self.store, self.nightly_dag_id, keep, datetime.now(UTC), _flag(self.log_only))
 
 
 class ExpireRunTagsOperator(BaseOperator):
-    """Deletes a registry's run tags older than KEEP_DAYS; never a moving tag, nor an
-    image that a kept tag points at."""
+    """Deletes a registry's run tags older than KEEP_DAYS by push time, and framework images
+    no tag holds any more; never a moving tag, nor an image that a kept tag points at."""
 
     template_fields = ("log_only",)
 
@@ -47,6 +58,8 @@ class ExpireRunTagsOperator(BaseOperator):
         *,
         registry: Registry,
         rules: TagRules,
+        store: ArtifactStore,
+        dag_id: str,
         keep_days: int,
         log_only: str | bool = "{{ params.dry_run }}",
         **kwargs: Any,
@@ -54,12 +67,51 @@ class ExpireRunTagsOperator(BaseOperator):
         super().__init__(**kwargs)
         self.registry = registry
         self.rules = rules
+        self.store = store  # where the push records are
+        self.nightly_dag_id = dag_id
         self.keep_days = keep_days
         self.log_only = log_only
 
     def execute(self, context: Any) -> list[str]:
-        from include.nightly_ci.retention.expiry import expire_registry
+        from include.nightly_ci.retention.facts import push_facts, run_folders
+        from include.nightly_ci.retention.registry import expire_registry
+
+        runs = [r for r in run_folders(self.store.root(), self.nightly_dag_id) if r.marker is not None]
+        pushed = push_facts(runs, self.registry.name, self.registry.repository)
+        self.log.info(
+            "%d run folders of %s hold push records of %d run tags and %d framework images for %s",
+            len(runs),
+            self.nightly_dag_id,
+            len(pushed.run_tags),
+            len(pushed.framework_digests),
+            self.registry.name,
+        )
+        keep = timedelta(days=self.keep_days)
+        decisions = expire_registry(self.registry, self.rules, pushed, keep, datetime.now(UTC), _flag(self.log_only))
+        return [d.tag if isinstance(d, TagDecision) else d.digest for d in decisions if d.delete]
+
+
+class PruneEnginesOperator(BaseOperator):
+    """Removes this project's images (run-id label) older than KEEP_DAYS (created label)
+    from the Docker engines of CONN_IDS (None: the worker's local engine)."""
+
+    template_fields = ("log_only",)
+
+    def __init__(
+        self,
+        *,
+        conn_ids: tuple[str | None, ...],
+        keep_days: int,
+        log_only: str | bool = "{{ params.dry_run }}",
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.conn_ids = tuple(conn_ids)
+        self.keep_days = keep_days
+        self.log_only = log_only
+
+    def execute(self, context: Any) -> list[str]:
+        from include.nightly_ci.retention.engines import prune_engines
 
         keep = timedelta(days=self.keep_days)
-        decisions = expire_registry(self.registry, self.rules, keep, datetime.now(UTC), _flag(self.log_only))
-        return [d.tag for d in decisions if d.delete]
+        return prune_engines(self.conn_ids, keep, datetime.now(UTC), _flag(self.log_only))

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# Extra time the task gets beyond the suite's own timeout: pulling, collecting results.
+# Extra time the task gets beyond the suite's own timeout and its start (the pull, the
+# pod's scheduling): the container's KILL grace, reading the results, writing them.
 GRACE = timedelta(minutes=10)
 
 
@@ -69,6 +70,19 @@ class SuiteOperator(NightlyOperator):
             self.execute_suite(context, run)
         except Exception as exc:  # the engine or cluster refused, or the pod never started: keep what we know
             run.error = f"{type(exc).__name__}: {exc}"
+            result = self._keep(context, run)
+            if isinstance(exc, NightlyCiError):
+                raise  # raised on purpose, its class says the cause (EngineUnavailable: infra)
+            return self._finish(result)
+        except BaseException as exc:
+            # Airflow's task timeout is a BaseException in Airflow 3 (M2): the results are
+            # kept all the same, and it goes on to the task runner (which calls on_kill).
+            if type(exc).__name__ == "AirflowTaskTimeout":
+                run.timed_out = True
+            else:
+                run.error = f"{type(exc).__name__}: {exc}"
+            self._keep(context, run)
+            raise
         return self._finish(self._keep(context, run))
 
     def _files(self, run_id: str) -> SuiteArtifacts:

@@ -12,9 +12,11 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from include.nightly_ci.errors import EngineUnavailable
+from include.nightly_ci.names import LABEL_DAG, LABEL_DEADLINE, LABEL_SUITE
 from include.nightly_ci.records import JsonRecord
 
 if TYPE_CHECKING:
@@ -26,6 +28,15 @@ LineSink = Callable[[str], None]
 PASSED, FAILED, NO_TESTS, TIMEOUT, ERROR = "passed", "failed", "no_tests", "timeout", "error"
 COLLECTED, COLLECTION_ERROR = "collected", "collection_error"
 _COLLECTED = re.compile(r"(\d+)(?:/\d+)? tests? collected")
+
+# The suite's own deadline, inside its container or pod (coreutils `timeout`, in every
+# Debian or Ubuntu image): TERM at the suite's timeout, KILL this much later.
+KILL_AFTER_SEC = 30
+# How long past that the worker still waits before it kills the container itself, and
+# the reaper before it removes it: the engine's own latency, not the suite's.
+MARGIN_SEC = 60
+# Reconnections to an engine that dropped the wait (an engine restart, a network blip).
+WAIT_RECONNECTS = 3
 
 
 def junit_counts(xml_text: str) -> dict[str, int]:
@@ -48,6 +59,18 @@ def collected_count(output: str) -> int:
     """How many tests `pytest --collect-only` selected, from its closing line."""
     found = _COLLECTED.findall(output)
     return int(found[-1]) if found else 0
+
+
+def suite_command(command: list[str], timeout_sec: float) -> list[str]:
+    """COMMAND under its own deadline: it ends even when no worker waits for it any more."""
+    return ["timeout", "--signal=TERM", f"--kill-after={KILL_AFTER_SEC}", f"{int(timeout_sec)}s", *command]
+
+
+def deadline_fired(exit_code: int | None, elapsed_sec: float, timeout_sec: float) -> bool:
+    """Whether `timeout` ended the suite: 124 (TERM at the deadline), or 137 (its KILL,
+    KILL_AFTER_SEC later) once the deadline had passed. A 137 before it is an OOM kill
+    or some other SIGKILL: an error, not a timeout (M3)."""
+    return exit_code == 124 or (exit_code == 137 and elapsed_sec >= timeout_sec)
 
 
 def outcome_of(mode: str, exit_code: int | None, timed_out: bool, collected: int) -> str:
@@ -170,6 +193,100 @@ def host_config(client: APIClient, *, gpus: int, cpus: float | None, memory: str
     )
 
 
+def reap_expired(client: APIClient, dag_id: str, sink: LineSink, now: datetime | None = None) -> list[str]:
+    """Remove DAG_ID's suite containers whose deadline has passed; their ids.
+
+    Left by a worker that died (H7): such a container has stopped itself by its deadline
+    (or is stuck, and is killed here). Containers without this DAG's labels are never
+    touched. Run on an engine before each suite starts there.
+    """
+    import docker.errors
+
+    now = now or datetime.now(UTC)
+    removed = []
+    mine = client.containers(all=True, filters={"label": [f"{LABEL_DAG}={dag_id}", LABEL_DEADLINE, LABEL_SUITE]})
+    for c in mine:
+        try:
+            deadline = datetime.fromisoformat(c["Labels"][LABEL_DEADLINE])
+        except ValueError:
+            continue  # not a deadline this code wrote
+        if deadline.tzinfo is None or deadline > now:
+            continue
+        try:
+            client.remove_container(c["Id"], force=True)
+        except docker.errors.NotFound:
+            continue  # another worker reaped it first
+        sink(
+            f"[nightly-ci] removed container {c['Id'][:12]} of suite {c['Labels'][LABEL_SUITE]} "
+            f"({c['State']}): its deadline {deadline.isoformat()} has passed and no worker removed it"
+        )
+        removed.append(c["Id"])
+    return removed
+
+
+def _wait(client: APIClient, cid: str, run: SuiteRun, seconds: float, sink: LineSink) -> int | None:
+    """The container's exit code, or None if it still runs after SECONDS.
+
+    A dropped connection is not a timeout (M7): the wait reconnects, and an engine that
+    stays unreachable is EngineUnavailable (infra). The container ends by its own
+    deadline whatever happens to this wait.
+    """
+    import requests
+
+    until = time.monotonic() + seconds
+    failures = 0
+    while (left := until - time.monotonic()) > 0:
+        try:
+            return int(client.wait(cid, timeout=max(1, int(left)))["StatusCode"])
+        except requests.exceptions.ReadTimeout:
+            return None
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            # A reset mid-answer is a ChunkedEncodingError; docker-py reports a read timeout
+            # on the wait's body as a ConnectionError: only the clock tells it from a drop.
+            if time.monotonic() >= until - 1:
+                return None
+            failures += 1
+            if failures > WAIT_RECONNECTS:
+                raise EngineUnavailable(
+                    f"lost the engine {client.base_url} while waiting for suite {run.suite} of {run.cell} "
+                    f"(container {cid[:12]}, {failures} tries): {exc}; the container stops itself at its "
+                    "deadline and the next suite on this engine removes it"
+                ) from exc
+            sink(f"[nightly-ci] the engine dropped the wait for {run.suite} ({exc}); reconnecting")
+            time.sleep(2 * failures)
+    return None
+
+
+def _kill(client: APIClient, cid: str) -> None:
+    import docker.errors
+
+    try:
+        client.kill(cid)
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: it stopped meanwhile
+            raise
+    client.wait(cid, timeout=60)
+
+
+def _collect(client: APIClient, cid: str, run: SuiteRun, junit_path: str | None, sink: LineSink, quiet: bool) -> None:
+    """Read the output and JUnit, then remove the container. QUIET (something already
+    stopped the suite, the engine may be gone): say what failed here and go on, so that
+    the error in flight stays the task's error."""
+    try:
+        run.output = client.logs(cid, stdout=True, stderr=True).decode(errors="replace")
+        if junit_path:
+            run.junit = _read_file(client, cid, junit_path)
+    except Exception as exc:
+        if not quiet:
+            raise
+        sink(f"[nightly-ci] could not read the output of container {cid[:12]}: {exc}")
+    finally:
+        try:
+            client.remove_container(cid, force=True)
+        except Exception as exc:  # the deadline label lets the reaper remove it later
+            sink(f"[nightly-ci] could not remove container {cid[:12]}: {exc}")
+
+
 def run_in_docker(
     client: APIClient,
     run: SuiteRun,
@@ -188,18 +305,20 @@ def run_in_docker(
 ) -> SuiteRun:
     """Run COMMAND in RUN.image; fill RUN with the exit code, output and JUnit XML.
 
-    The container is killed at TIMEOUT_SEC and always removed; its output and JUnit are
-    read first, so a timeout keeps the partial output.
+    The container ends itself at TIMEOUT_SEC (`timeout` inside it), and carries its
+    deadline as a label for the reaper: neither depends on this worker living (H7). It is
+    always removed; its output and JUnit are read first, so a timeout keeps the partial
+    output.
     """
     import threading
 
-    import requests
-
+    own_end = timeout_sec + KILL_AFTER_SEC + MARGIN_SEC
+    deadline = datetime.now(UTC) + timedelta(seconds=own_end)
     container = client.create_container(
         run.image,
-        command=command,
+        command=suite_command(command, timeout_sec),
         working_dir=workdir,
-        labels=labels,
+        labels={**labels, LABEL_DEADLINE: deadline.isoformat(timespec="seconds")},
         # Unbuffered: the output streams live, and survives a kill at the timeout.
         environment={"PYTHONUNBUFFERED": "1"},
         host_config=host_config(client, gpus=gpus, cpus=cpus, memory=memory, network_mode=network_mode),
@@ -209,27 +328,27 @@ def run_in_docker(
     started = time.monotonic()
     run.started = _now()
     follower = None
+
+    def finish(quiet: bool) -> None:
+        run.duration_sec = round(time.monotonic() - started, 2)
+        run.ended = _now()
+        if follower is not None:
+            follower.join(timeout=10)
+        _collect(client, cid, run, junit_path, sink, quiet)
+
     try:
         stream = client.attach(cid, stdout=True, stderr=True, stream=True, logs=True)
         follower = threading.Thread(target=_follow, args=(stream, sink), daemon=True)
         follower.start()
         client.start(cid)
-        try:
-            run.exit_code = client.wait(cid, timeout=int(timeout_sec))["StatusCode"]
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        run.exit_code = _wait(client, cid, run, own_end, sink)
+        run.timed_out = deadline_fired(run.exit_code, time.monotonic() - started, timeout_sec)
+        if run.exit_code is None:  # its own `timeout` did not end it (no coreutils in the image?)
             run.timed_out = True
-            sink(f"[nightly-ci] {run.suite} exceeded its {timeout_sec / 60:.0f} min timeout: killing the container")
-            client.kill(cid)
-            client.wait(cid, timeout=60)
-    finally:
-        run.duration_sec = round(time.monotonic() - started, 2)
-        run.ended = _now()
-        try:
-            if follower is not None:
-                follower.join(timeout=10)
-            run.output = client.logs(cid, stdout=True, stderr=True).decode(errors="replace")
-            if junit_path:
-                run.junit = _read_file(client, cid, junit_path)
-        finally:
-            client.remove_container(cid, force=True)
+            sink(f"[nightly-ci] {run.suite} outlived its {timeout_sec / 60:.0f} min timeout: killing the container")
+            _kill(client, cid)
+    except BaseException:  # Airflow's task timeout is one (M2): keep what the container left
+        finish(quiet=True)
+        raise
+    finish(quiet=False)
     return run

@@ -1,0 +1,225 @@
+"""The stand every fault test runs its nights on: the real DAG (`airflow dags test`), one
+cell (vllm amd64) built on the project's engine, ECR and ACR stand-ins (registries with
+auth), artifacts on S3 (moto), Slack (the stand-in), each behind a fault proxy where a
+fault is injected. A first night runs before any fault: every fault test then checks
+that not one of its files changed (no artifact or result of another run lost)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dev.fake_slack import FakeSlack
+from dev.sample_repo import make_repo, nightly_history
+from include.nightly_ci.names import tag_safe_run_id
+from tests.faults.proxy import FaultProxy
+from tests.services import LocalRegistry, MotoServer, airflow_env, free_port, run_dag, run_id_of, write_config
+
+ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"], "publish": True}
+BUCKET, PREFIX = "nightly-ci-faults", "nightly"
+FIRST_NIGHT = "2026-11-20T08:00:00+00:00"
+
+
+@dataclass(frozen=True)
+class Night:
+    """One run of the DAG on the stand, as its users see it afterwards."""
+
+    returncode: int
+    output: str
+    run_id: str
+    state: str  # the DagRun's final state, as Airflow recorded it
+    states: dict[str, str]  # task id -> state
+    results: dict[str, Any] | None  # its results.json, None if none was written
+
+    def row(self, task_id: str) -> dict[str, Any]:
+        assert self.results is not None, "the run wrote no results.json"
+        rows = {r["task_id"]: r for r in self.results["rows"]}
+        assert task_id in rows, sorted(rows)
+        return rows[task_id]
+
+
+class FaultStand:
+    def __init__(self, root: Path):
+        self.root = root
+        self.moto = MotoServer()
+        self.ecr = LocalRegistry(root / "ecr")
+        self.acr = LocalRegistry(root / "acr")
+        self.repo = root / "sample.git"
+        self.commits = make_repo(self.repo, nightly_history(3, datetime.now(UTC)))
+        self.slack_log = root / "slack.jsonl"
+        self.slack = FakeSlack(free_port(), self.slack_log)
+        self.proxies: dict[str, FaultProxy] = {}
+
+    def start(self) -> None:
+        self.moto.start()
+        self.s3().create_bucket(Bucket=BUCKET)
+        self.ecr.start()
+        self.acr.start()
+        threading.Thread(target=self.slack.serve_forever, daemon=True).start()
+        self.proxies = {
+            "s3": FaultProxy(self.moto.port).start(),
+            "ecr": FaultProxy(self.ecr.port).start(),
+            "acr": FaultProxy(self.acr.port).start(),
+        }
+
+    def stop(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.stop()
+        self.slack.shutdown()
+        for server in (self.acr, self.ecr, self.moto):
+            server.stop()
+
+    def clear_faults(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.inject(None)
+        self.slack.script.clear()
+
+    def s3(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.moto.url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        def registry(proxy: str, reg: LocalRegistry, conn_type: str) -> str:
+            host = self.proxies[proxy].host
+            return json.dumps({"conn_type": conn_type, "host": host, "login": reg.user, "password": reg.password})
+
+        s3 = {
+            "conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"region_name": "us-east-1", "endpoint_url": f"http://{self.proxies['s3'].host}",
+                      "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 10}},
+        }  # fmt: skip
+        slack = {
+            "conn_type": "slackwebhook",
+            "password": f"http://127.0.0.1:{self.slack.server_address[1]}/services/T/B/x",
+        }
+        return {
+            "AIRFLOW_CONN_FAULTS_ECR": registry("ecr", self.ecr, "docker"),
+            "AIRFLOW_CONN_FAULTS_ACR": registry("acr", self.acr, "azure_container_registry"),
+            "AIRFLOW_CONN_FAULTS_S3": json.dumps(s3),
+            "AIRFLOW_CONN_NIGHTLY_CI_SLACK": json.dumps(slack),
+        }
+
+    def config(self, name: str = "nightly", extra: str = "", source: str | None = None) -> Path:
+        """The stand's config; SOURCE replaces the source mapping's body, EXTRA adds sections."""
+        return write_config(
+            self.root / f"{name}.yaml",
+            f"source: {{{source or f'repository: {self.repo}'}}}\n"
+            "registries:\n"
+            "  ecr: {kind: docker, conn_id: faults_ecr}\n"
+            "  acr: {conn_id: faults_acr}\n"
+            f"artifacts: {{base: 's3://{BUCKET}/{PREFIX}', conn_id: faults_s3}}\n" + extra,
+        )
+
+    def run(self, logical_date: str, *, conf: dict | None = None, config: Path | None = None,
+            env: dict[str, str] | None = None, timeout: float = 900) -> Night:  # fmt: skip
+        config = config or self.config()
+        proc = run_dag(config, logical_date=logical_date, conf=conf or ONE_CELL, env={**self.env(), **(env or {})},
+                       timeout=timeout)  # fmt: skip
+        log = self.root / f"run-{logical_date[:19].replace(':', '')}.log"
+        log.write_text(proc.stdout)
+        run_id = run_id_of(proc.stdout)
+        runs = {r["run_id"]: r["state"] for r in self.airflow(config, "dags", "list-runs", "nightly_ci", "-o", "json")}
+        states = self.airflow(config, "tasks", "states-for-dag-run", "nightly_ci", run_id, "-o", "json")
+        return Night(
+            proc.returncode, proc.stdout, run_id, runs[run_id], {r["task_id"]: r["state"] for r in states},
+            self.results(run_id),
+        )  # fmt: skip
+
+    def airflow(self, config: Path, *args: str) -> Any:
+        out = subprocess.run(
+            [sys.executable, "-m", "airflow", *args],
+            env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **self.env()}),
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        # Airflow may log a line or two before the JSON: the JSON is the last line.
+        return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith(("[", "{"))))
+
+    def results(self, run_id: str) -> dict[str, Any] | None:
+        key = f"{PREFIX}/{tag_safe_run_id(run_id)}/results.json"
+        try:
+            return json.loads(self.s3().get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        except self.s3().exceptions.NoSuchKey:
+            return None
+
+    def store_files(self, run_id: str | None = None) -> dict[str, str]:
+        """Every object of the store (or of RUN_ID's folder) and its sha256."""
+        prefix = f"{PREFIX}/{tag_safe_run_id(run_id)}/" if run_id else f"{PREFIX}/"
+        files = {}
+        for page in self.s3().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                body = self.s3().get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
+                files[obj["Key"]] = hashlib.sha256(body).hexdigest()
+        return files
+
+    def slack_posts(self) -> list[dict[str, Any]]:
+        if not self.slack_log.exists():
+            return []
+        return [json.loads(line) for line in self.slack_log.read_text().splitlines()]
+
+
+@pytest.fixture(scope="session")
+def stand(tmp_path_factory, provisioned, airflow_home) -> Iterator[FaultStand]:
+    s = FaultStand(tmp_path_factory.mktemp("faults"))
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def first_night(stand) -> tuple[Night, dict[str, str]]:
+    """A night with no fault, and every file it left: no fault test may change one."""
+    night = stand.run(FIRST_NIGHT)
+    assert night.state == "success", night.output[-5000:]
+    return night, stand.store_files(night.run_id)
+
+
+@pytest.fixture
+def untouched(stand, first_night) -> Iterator[None]:
+    """After the test: every fault cleared, and the first night's files all still there, unchanged."""
+    yield
+    stand.clear_faults()
+    night, files = first_night
+    assert stand.store_files(night.run_id) == files, "a fault run changed or lost another run's files"
+
+
+@pytest.fixture
+def stalled_port() -> Iterator[int]:
+    """A port that accepts every connection and never answers (a hung git daemon or proxy)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    server.close()
