@@ -160,6 +160,16 @@ def build_sample(arch: str, framework: str = "vllm", target: str = "runtime", **
         return BuildKit(DOCKER_CLI, {}).build(spec, os.path.join(tmp, "iid"), lambda _: None).image_id
 
 
+def forget_build_cache() -> None:
+    """Empty the project engine's BuildKit cache. BuildKit keys a step by its inputs, not
+    by the secrets it mounts: after a build without secrets (build_sample's), the wheel
+    step of a build with them would come from the cache, never having seen them."""
+    subprocess.run(
+        [DOCKER_CLI, "builder", "prune", "-af"], env={**os.environ, "DOCKER_HOST": ENGINE},
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+
+
 BASE_IMAGES = ("nightly-ci-base:", "nightly-ci-runtime:")  # made by provision.sh, never built
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
-from tests.services import ENGINE, LocalRegistry, airflow_env, run_dag, run_id_of, write_config
+from tests.services import ENGINE, LocalRegistry, airflow_env, forget_build_cache, run_dag, run_id_of, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -26,6 +26,7 @@ ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"], "publish": True}  # a n
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, provisioned, airflow_home):
+    forget_build_cache()  # the secrets' step must really run (see forget_build_cache)
     root = tmp_path_factory.mktemp("secrets")
     ecr, acr = LocalRegistry(root / "ecr"), LocalRegistry(root / "acr")
     ecr.start()

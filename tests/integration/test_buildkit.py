@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from include.nightly_ci.build.builder import BuildKit, BuildSpec
-from tests.services import DOCKER_CLI, ENGINE, ROOT
+from tests.services import DOCKER_CLI, ENGINE, ROOT, forget_build_cache
 
 pytestmark = pytest.mark.integration
 SAMPLE = ROOT / "dev" / "sample_project"
@@ -21,6 +21,7 @@ ALT = {"amd64": "x86_64", "arm64": "aarch64"}
 
 @pytest.fixture(scope="module")
 def engine(provisioned):
+    forget_build_cache()  # the secrets' step must really run (see forget_build_cache)
     return docker.APIClient(base_url=ENGINE, timeout=600)
 
 
