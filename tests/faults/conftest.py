@@ -139,6 +139,31 @@ class FaultStand:
             self.results(run_id),
         )  # fmt: skip
 
+    def launch(self, logical_date: str, log: Path, *, config: Path, conf: dict | None = None) -> subprocess.Popen:
+        """`airflow dags test` of a night, started and left running: the worker of that night,
+        in a session of its own so that the test can SIGKILL it whole (os.killpg); its
+        output goes to LOG."""
+        cmd = [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci", logical_date, "-c",
+               json.dumps(conf or ONE_CELL)]  # fmt: skip
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                cmd, env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **self.env()}),
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def runs_of(self, logical_date: str) -> list[dict[str, Any]]:
+        """The DagRuns Airflow holds for LOGICAL_DATE (run_id, state, ...)."""
+        runs = self.airflow(self.config(), "dags", "list-runs", "nightly_ci", "-o", "json")
+        night = datetime.fromisoformat(logical_date)
+        return [r for r in runs if r.get("logical_date") and datetime.fromisoformat(r["logical_date"]) == night]
+
+    def stored(self, run_id: str, key: str) -> bytes | None:
+        """The file KEY (vllm_amd64/test-unit/output.log) of RUN_ID's folder in the store, None if absent."""
+        try:
+            return self.s3().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{tag_safe_run_id(run_id)}/{key}")["Body"].read()
+        except self.s3().exceptions.NoSuchKey:
+            return None
+
     def airflow(self, config: Path, *args: str) -> Any:
         out = subprocess.run(
             [sys.executable, "-m", "airflow", *args],

@@ -151,7 +151,9 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in resp.getheaders():
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
+        # A HEAD's length is the object's, not that of its empty body: s3fs sizes its reads by it.
+        head_length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", head_length or str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

@@ -268,15 +268,26 @@ def _kill(client: APIClient, cid: str) -> None:
     client.wait(cid, timeout=60)
 
 
-def _collect(client: APIClient, cid: str, run: SuiteRun, junit_path: str | None, sink: LineSink, quiet: bool) -> None:
-    """Read the output and JUnit, then remove the container. QUIET (something already
-    stopped the suite, the engine may be gone): say what failed here and go on, so that
-    the error in flight stays the task's error."""
+def _collect(
+    client: APIClient, cid: str, run: SuiteRun, junit_path: str | None, sink: LineSink, quiet: bool, streamed: list[str]
+) -> None:
+    """Read the output and JUnit, then remove the container. If the engine can't be read,
+    the output is what STREAMED live, and the engine's loss is the error (EngineUnavailable:
+    infra, whatever the container's exit code said). QUIET (something already stopped the
+    suite): say what failed here and go on, so that the error in flight stays the task's."""
+    import requests
+
     try:
         run.output = client.logs(cid, stdout=True, stderr=True).decode(errors="replace")
         if junit_path:
             run.junit = _read_file(client, cid, junit_path)
     except Exception as exc:
+        run.output = run.output or "\n".join(streamed)
+        if not quiet and isinstance(exc, requests.exceptions.ConnectionError):
+            raise EngineUnavailable(
+                f"lost the engine {client.base_url} while reading what suite {run.suite} of {run.cell} left "
+                f"(container {cid[:12]}, exit code {run.exit_code}): {exc}; its output is what streamed until then"
+            ) from exc
         if not quiet:
             raise
         sink(f"[nightly-ci] could not read the output of container {cid[:12]}: {exc}")
@@ -328,17 +339,22 @@ def run_in_docker(
     started = time.monotonic()
     run.started = _now()
     follower = None
+    streamed: list[str] = []  # the output as it came, for when the engine can't be read after
+
+    def stream_line(line: str) -> None:
+        streamed.append(line)
+        sink(line)
 
     def finish(quiet: bool) -> None:
         run.duration_sec = round(time.monotonic() - started, 2)
         run.ended = _now()
         if follower is not None:
             follower.join(timeout=10)
-        _collect(client, cid, run, junit_path, sink, quiet)
+        _collect(client, cid, run, junit_path, sink, quiet, streamed)
 
     try:
         stream = client.attach(cid, stdout=True, stderr=True, stream=True, logs=True)
-        follower = threading.Thread(target=_follow, args=(stream, sink), daemon=True)
+        follower = threading.Thread(target=_follow, args=(stream, stream_line), daemon=True)
         follower.start()
         client.start(cid)
         run.exit_code = _wait(client, cid, run, own_end, sink)
