@@ -35,6 +35,10 @@ FAIL_FAST = ExceptionRetryPolicy(
 OVERRUN_CALLBACK = "include.nightly_ci.report.deadline.notify_overrun"
 
 
+# The report's tasks read the store and post to Slack: minutes, never hours.
+REPORT_TIMEOUT = timedelta(minutes=30)
+
+
 def _doc(plan: Plan) -> str:
     cells = ", ".join(f"{c.framework}/{c.arch}" for c in plan.cells)
     tags = plan.tag_patterns
@@ -169,6 +173,8 @@ def _push(plan: Plan, cell: Cell, push: Push) -> PushImageOperator:
         moving_tags=cell.tags_for(push.image),
         run_tag_pattern=cell.run_tag_pattern if push.image == RUNTIME else None,
         source_conn_id=plan.source.conn_id,
+        # A push copies as much as a build made, across registries: the same time limit (L3).
+        execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
     )
 
 
@@ -257,8 +263,14 @@ def build_dag(plan: Plan) -> DAG:
             execution_timeout=timedelta(hours=1),
         )
         groups = [_cell_group(plan, cell, resolve) for cell in plan.cells]
-        summary = SummaryOperator(**placement(plan.summary), plan=plan, store=plan.store)
-        groups >> summary >> VerdictOperator(**placement(plan.verdict), summary_task_id=plan.summary.task_id)
+        # Reading the store and posting to Slack end, too (L3: Slack's Retry-After is slept as given).
+        summary = SummaryOperator(
+            **placement(plan.summary), plan=plan, store=plan.store, execution_timeout=REPORT_TIMEOUT
+        )
+        verdict = VerdictOperator(
+            **placement(plan.verdict), summary_task_id=plan.summary.task_id, execution_timeout=REPORT_TIMEOUT
+        )
+        groups >> summary >> verdict
         slack = plan.slack
         if plan.notify is not None and slack.conn_id:
             summary >> SlackNotifyOperator(
@@ -269,6 +281,7 @@ def build_dag(plan: Plan) -> DAG:
                 ops_group_id=slack.ops_group_id,
                 when=slack.when,
                 slack_retries=slack.retries,
+                execution_timeout=REPORT_TIMEOUT,
             )
     # The Params come last: Airflow deep-copies the DAG's Params into each task as it is
     # created (a third of the parse time of a 40-cell DAG), while a task needs none of

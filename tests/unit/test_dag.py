@@ -234,3 +234,10 @@ def test_each_pool_has_its_own_queue(dag):
     assert t["vllm_amd64.tests.e2e_2gpu"].queue == "gpu-l40-amd64"
     assert t["vllm_arm64.tests.unit"].queue == "cpu-arm-r8g-4xlarge"
     assert t["results_summary"].queue == "default"
+
+
+def test_every_task_of_both_dags_has_a_time_limit(dagbag):
+    """L3: a stalled registry push or Slack's Retry-After was bounded by nothing."""
+    for built in (dagbag.dags["nightly_ci"], dagbag.dags["nightly_ci_retention"]):
+        unbounded = [t.task_id for t in built.tasks if t.execution_timeout is None]
+        assert unbounded == [], (built.dag_id, unbounded)

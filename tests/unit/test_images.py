@@ -145,3 +145,34 @@ def test_azure_refusing_the_identity_is_a_permanent_auth_error():
         assert isinstance(err, RegistryAuthError) and "connection 'azure_registry'" in str(err), exc
     assert type(cloud_failure(reg, ServiceRequestError("connection reset"))) is RegistryUnavailable
     assert cloud_failure(reg, KeyError("x")) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "scheme"),
+    [
+        ("127.0.0.1:5000", "http"),
+        ("localhost:5000", "http"),
+        ("localhost", "http"),
+        ("[::1]:5000", "http"),
+        ("localhost.corp.example.com:5000", "https"),  # L1: a real host whose name starts with localhost
+        ("127.example.com", "https"),
+        ("registry.example.com", "https"),
+    ],
+)
+def test_plain_http_only_to_loopback_itself(host, scheme):
+    assert RegistryAuth("r", "c", host, "u", "p").scheme == scheme
+
+
+def test_a_bearer_challenge_keeps_every_action_of_its_scope():
+    """L2: `scope="repository:x:pull,push"` lost `push` when the challenge was split on commas."""
+    from include.nightly_ci.images.registries import bearer_challenge
+
+    params = bearer_challenge(
+        'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+        'scope="repository:ai-dynamo/dynamo:pull,push"'
+    )
+    assert params == {
+        "realm": "https://auth.example.com/token",
+        "service": "registry.example.com",
+        "scope": "repository:ai-dynamo/dynamo:pull,push",
+    }

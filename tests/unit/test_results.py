@@ -147,7 +147,7 @@ def test_markdown():
     results = results_for()
     md = to_markdown(typed(results))
     assert md.startswith("# Nightly CI Results Summary\n")
-    assert "**Summary: 41/54 jobs passed**" in md
+    assert "**Summary: 41/54 jobs passed, 1 skipped**" in md
     assert "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |" in md
     assert (
         "| vllm-amd64-unit | failed | gpu-l40-amd64 @ worker-1 | 10.0 | [Log](http://ui/vllm_amd64.tests.unit?try_number=1)"
@@ -484,3 +484,21 @@ def test_the_summarys_xcom_is_small_and_says_what_slack_and_the_verdict_need():
     assert (short.passed, short.total, short.success) == (full.passed, full.total, full.success)
     assert short.night_over_night.case_count("new_failures") == 6000
     assert "6000 test cases" in json.dumps(slack_message(short, None))
+
+
+def test_a_night_whose_only_blemish_is_a_suite_with_no_tests_is_not_a_failure():
+    """L4: a no_tests skip alone posted "Failed ❌" with "Failed Jobs (0):" and turned the
+    verdict red naming no failed job."""
+    rows = [
+        {"task_id": f"{G}.build_framework", "job": "vllm-framework (amd64)", "kind": "build", "status": "success"},
+        {"task_id": f"{G}.tests.e2e_2gpu", "job": "vllm-amd64-e2e_2gpu", "kind": "test", "status": "skipped"},
+    ]
+    results = typed({**results_for(), "rows": rows})
+    assert results.success and results.skipped == 1
+    message = json.dumps(slack_message(results, None), ensure_ascii=False)
+    assert "Success ✅" in message and "Failed Jobs" not in message
+    assert "1 skipped" in message and "vllm-amd64-e2e_2gpu" in message
+    failed = typed(
+        {**results_for(), "rows": [*rows, {**rows[0], "task_id": "x", "job": "Build x", "status": "failed"}]}
+    )
+    assert not failed.success and "Failed Jobs (1)" in json.dumps(slack_message(failed, None), ensure_ascii=False)

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -30,10 +31,10 @@ from include.nightly_ci.names import COMMIT_RE, GIT_REF_RE
 from include.nightly_ci.records import JsonRecord
 
 log = logging.getLogger(__name__)
-# No prompts; over HTTP(S) a transfer slower than 1 kB/s for 60 s is given up.
+# No prompts; over HTTP(S) a transfer slower than 1 kB/s for 60 s is given up. The system
+# config (/etc/gitconfig: a corporate proxy, CA, URL rewrites) is honoured (L12).
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
-    "GIT_CONFIG_NOSYSTEM": "1",
     "LC_ALL": "C",
     "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
     "GIT_HTTP_LOW_SPEED_TIME": "60",
@@ -270,4 +271,25 @@ def checkout(repository: str, commit: str, dest: str, auth: GitAuth | None = Non
             refs = ("+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
             _git("fetch", "-q", "origin", *refs, cwd=dest, env=env)
     _git("-c", "advice.detachedHead=false", "checkout", "-q", commit, cwd=dest)
-    subprocess.run(["rm", "-rf", os.path.join(dest, ".git")], check=True)
+    with _credentials(auth, repository) as env:  # what a plain checkout leaves out (L12)
+        if os.path.exists(os.path.join(dest, ".gitmodules")):
+            _git("submodule", "update", "--init", "--recursive", cwd=dest, env=env)
+        _lfs_objects(repository, dest, env)
+    # No .git anywhere: the repository's, and each submodule's link to it.
+    subprocess.run(["find", dest, "-name", ".git", "-prune", "-exec", "rm", "-rf", "{}", "+"], check=True)
+
+
+def _lfs_objects(repository: str, dest: str, env: dict[str, str]) -> None:
+    """A repository whose .gitattributes sends files through Git LFS gets them fetched;
+    without git-lfs on the worker the build would copy pointer files: a clear error."""
+    attributes = os.path.join(dest, ".gitattributes")
+    if not os.path.exists(attributes):
+        return
+    with open(attributes) as f:
+        if "filter=lfs" not in f.read():
+            return
+    if shutil.which("git-lfs") is None:
+        raise SourceError(
+            f"{repository} uses Git LFS (filter=lfs in .gitattributes): install git-lfs on the build workers"
+        )
+    _git("lfs", "pull", cwd=dest, env=env)

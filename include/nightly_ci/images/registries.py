@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,17 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.oci.image.index.v1+json",
     )
 )
-_LOOPBACK = ("127.", "localhost", "[::1]", "::1")
+# Loopback hosts, with or without a port: only these get plain HTTP (not a host whose
+# name merely starts with "localhost" or "127.", L1).
+_LOOPBACK = re.compile(r"(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d+)?")
+# One parameter of a WWW-Authenticate challenge: key="value" (commas inside) or key=token.
+_CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+
+
+def bearer_challenge(challenge: str) -> dict[str, str]:
+    """The parameters of a `Bearer realm=...,service=...,scope=...` challenge; a quoted
+    value keeps its commas (`scope="repository:x:pull,push"`, L2)."""
+    return {m[1]: m[2] if m[2] else m[3] for m in _CHALLENGE_PARAM.finditer(challenge.removeprefix("Bearer "))}
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class RegistryAuth:
     @property
     def scheme(self) -> str:
         # Docker itself talks plain HTTP to registries on loopback; so do we.
-        return "http" if self.host.startswith(_LOOPBACK) else "https"
+        return "http" if _LOOPBACK.fullmatch(self.host) else "https"
 
     def auth_config(self) -> dict[str, str]:
         return {"username": self.username, "password": self.password, "serveraddress": self.host}
@@ -222,9 +233,7 @@ class RegistryClient:
         return f"{self.auth.scheme}://{self.auth.host}/v2/{path}"
 
     def _bearer_token(self, challenge: str) -> str:
-        params = dict(
-            part.split("=", 1) for part in challenge[len("Bearer ") :].replace('"', "").split(",") if "=" in part
-        )
+        params = bearer_challenge(challenge)
         realm = params.pop("realm")
         resp = self._send("GET", realm, params=params, auth=(self.auth.username, self.auth.password))
         if resp.status_code in (401, 403):

@@ -158,11 +158,13 @@ class VerdictOperator(BaseOperator):
         self.summary_task_id = summary_task_id
 
     def execute(self, context: Any) -> None:
+        from include.nightly_ci.report.results import FAILING_STATES
+
         results = _results_of(context, self.summary_task_id)
         if not results.success:
-            failed = [r.job for r in results.rows if r.status != "success"]
+            failed = [r.job for r in results.rows if r.status in FAILING_STATES]
             raise NightlyFailed(f"{results.passed}/{results.total} jobs passed; not passing: {', '.join(failed)}")
-        self.log.info("All %d jobs passed", results.total)
+        self.log.info("No job failed: %d of %d passed, %d skipped", results.passed, results.total, results.skipped)
 
 
 class SlackNotifyOperator(BaseOperator):

@@ -132,8 +132,14 @@ class Results:
         return len(self.rows)
 
     @property
+    def skipped(self) -> int:
+        return sum(r.status == "skipped" for r in self.rows)
+
+    @property
     def success(self) -> bool:
-        return self.passed == self.total
+        """No job failed: a skipped one (a suite whose marker selects no test) is listed,
+        not a failure (L4: it once posted "Failed" with no failed job)."""
+        return not any(r.status in FAILING_STATES for r in self.rows)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -348,12 +354,16 @@ def _warning_lines(results: Results) -> list[str]:
     return ["**Warnings** (files the summary could not read and skipped):", *(f"- {w}" for w in results.warnings), ""]
 
 
+def _skipped(results: Results) -> str:
+    return f", {results.skipped} skipped" if results.skipped else ""
+
+
 def to_markdown(results: Results) -> str:
     lines = [
         "# Nightly CI Results Summary",
         "",
         f"Run `{results.run_id}` (logical date {results.logical_date}): "
-        f"**Summary: {results.passed}/{results.total} jobs passed** · [View run]({results.run_url})",
+        f"**Summary: {results.passed}/{results.total} jobs passed{_skipped(results)}** · [View run]({results.run_url})",
         "",
         *(
             ["**Warnings** (read around, not lost):", *(f"- {w}" for w in results.warnings), ""]

@@ -49,12 +49,19 @@ def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
     on failure the failed jobs and a mention of the ops group; plus night over night."""
     ok = results.success
     title = "*Nightly CI Pipeline - Success ✅*" if ok else "*Nightly CI Pipeline - Failed ❌*"
-    summary = f"Summary: {results.passed}/{results.total} jobs passed"
+    skipped = [r.job for r in results.rows if r.status == "skipped"]
+    summary = f"Summary: {results.passed}/{results.total} jobs passed" + (
+        f", {len(skipped)} skipped" if skipped else ""
+    )
     text = f"{title}\n{summary}\n<{results.run_url}|View Workflow Summary>"
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if not ok:
         failed = [r.job for r in results.rows if r.status in FAILING_STATES]
         blocks.append(_section([f"*Failed Jobs ({len(failed)}):*", *(f"• {name}" for name in failed)], results.run_url))
+    if skipped:  # not failures, but never silent
+        blocks.append(
+            _section([f"*Skipped Jobs ({len(skipped)}):*", *(f"• {name}" for name in skipped)], results.run_url)
+        )
     blocks.append(_section(night_over_night_lines(results), results.run_url))
     if results.warnings:
         note = f"⚠️ {len(results.warnings)} file(s) of the store could not be read and were skipped: see the table"

@@ -3,7 +3,7 @@ framework images and old images on the engines."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import DAG, Param
 
@@ -24,7 +24,8 @@ def build_retention_dag(plan: Plan) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=[*plan.tags, "retention"],
-        default_args={"owner": plan.owner, "retries": 1},
+        # Listing and deleting end (L3): a stalled registry or store does not hold the next day's run.
+        default_args={"owner": plan.owner, "retries": 1, "execution_timeout": timedelta(hours=2)},
         params={
             "dry_run": Param(False, type="boolean", title="Dry run", description="Log what would go; delete nothing.")
         },
