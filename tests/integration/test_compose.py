@@ -19,7 +19,13 @@ pytestmark = pytest.mark.integration
 
 
 # What an operator's .env gives (docs/operations.md).
-REQUIRED = {"FERNET_KEY": "k" * 44, "JWT_SECRET": "s" * 32, "DOCKER_GID": "105"}
+# AIRFLOW_BASE_URL too: Slack links and the table point there, never at a default localhost (L4).
+REQUIRED = {
+    "FERNET_KEY": "k" * 44,
+    "JWT_SECRET": "s" * 32,
+    "DOCKER_GID": "105",
+    "AIRFLOW_BASE_URL": "https://airflow.example.com",
+}
 
 
 def compose(*args: str, cwd=ROOT, env: dict[str, str] = REQUIRED) -> subprocess.CompletedProcess:
