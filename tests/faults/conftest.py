@@ -139,7 +139,9 @@ class FaultStand:
             self.results(run_id),
         )  # fmt: skip
 
-    def launch(self, logical_date: str, log: Path, *, config: Path, conf: dict | None = None) -> subprocess.Popen:
+    def launch(
+        self, logical_date: str, log: Path, *, config: Path, conf: dict | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """`airflow dags test` of a night, started and left running: the worker of that night,
         in a session of its own so that the test can SIGKILL it whole (os.killpg); its
         output goes to LOG."""
@@ -147,7 +149,7 @@ class FaultStand:
                json.dumps(conf or ONE_CELL)]  # fmt: skip
         with log.open("ab") as out:
             return subprocess.Popen(
-                cmd, env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **self.env()}),
+                cmd, env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **self.env(), **(env or {})}),
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 

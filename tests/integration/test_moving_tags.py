@@ -134,6 +134,9 @@ def test_commit_ancestry_on_a_real_git_server(tmp_path):
         is_ancestor = ancestry(server.url("src.git"), timeout_seconds=60)
         assert is_ancestor(commits[0], commits[-1]) is True
         assert is_ancestor(commits[-1], commits[0]) is False
-        assert is_ancestor("0" * 40, commits[0]) is None  # not a commit of the repository: cannot tell
+        assert is_ancestor("0" * 40, commits[0]) is None  # this run's commit not in the repository: cannot tell
+        # The tag's commit is not in the repository (history rewritten, or pushed from a
+        # fork): nothing here is behind it, or the tag would stay on it for good.
+        assert is_ancestor(commits[0], "f" * 40) is False
     finally:
         server.stop()

@@ -37,11 +37,21 @@ def _fetch_commits(bare: str, commits: tuple[str, ...], timeout: float, env: dic
                 log.info("git fetch %s %s: %s; trying another way", " ".join(flags), " ".join(wants), exc)
 
 
+def _has_commit(bare: str, commit: str) -> bool:
+    proc = subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=bare, env={**os.environ, **_GIT_ENV},
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    return proc.returncode == 0
+
+
 def ancestry(
     repository: str, auth: GitAuth | None = None, timeout_seconds: float = 300
 ) -> Callable[[str, str], bool | None]:
     """is_ancestor(a, b) for REPOSITORY's commits (AUTH: a private one's credentials): True,
-    False, or None when git could not tell (the caller then leaves the tag where it is)."""
+    False, or None when git could not tell (the caller then leaves the tag where it is). A
+    B the repository does not have (history rewritten, or the tag pushed from elsewhere)
+    has no ancestors here: False, or a tag would stay on it for good."""
 
     @cache
     def is_ancestor(a: str, b: str) -> bool | None:
@@ -54,6 +64,13 @@ def ancestry(
             except NightlyCiError as exc:
                 log.warning("Could not tell whether %s is an ancestor of %s: %s", a[:12], b[:12], exc)
                 return None
+            if not _has_commit(bare, a):
+                log.warning("Could not tell whether %s is an ancestor of %s: %s is not in %s", a[:12], b[:12], a[:12],
+                            repository)  # fmt: skip
+                return None
+            if not _has_commit(bare, b):
+                log.info("%s is not in %s (history rewritten, or pushed from elsewhere)", b[:12], repository)
+                return False
             # Exit 0: an ancestor; 1: not one; anything else: git could not tell.
             proc = subprocess.run(
                 ["git", "merge-base", "--is-ancestor", a, b], cwd=bare, env={**os.environ, **_GIT_ENV},
