@@ -35,6 +35,7 @@ _INFRA_TEXTS = (
     "connection reset",
     "connection aborted",
     "failed to establish connection",
+    "failed to establish a new connection",  # urllib3's words
     "error while fetching server api version",
     "no such host",
     "i/o timeout",
@@ -162,12 +163,16 @@ class RunMarker(JsonRecord):
     run_id: str
     run_type: str
     night: str  # the run's logical date (or run_after), ISO, UTC
-    started: str  # when the run really ran (its first resolve_source try), ISO, UTC
+    started: str  # when the run really ran (its latest resolve_source try), ISO, UTC
 
     @property
     def age_from(self) -> datetime:
-        """The later of the night and the real start: a backfilled night is as young as its run."""
-        return max(datetime.fromisoformat(self.night), datetime.fromisoformat(self.started))
+        """When the run really ran, whatever its night: a backfilled night is as young as
+        its run, and a run dated in the future does not keep its files for years."""
+        night, started = datetime.fromisoformat(self.night), datetime.fromisoformat(self.started)
+        if night.tzinfo is None or started.tzinfo is None:
+            raise ValueError(f"night {self.night!r} or start {self.started!r} has no time zone")
+        return started
 
 
 @dataclass(frozen=True)

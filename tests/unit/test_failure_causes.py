@@ -116,6 +116,11 @@ def test_a_run_step_that_fails_is_the_build_and_fails_at_once():
         ("ClientAuthenticationError", "AADSTS7000215: Invalid client secret provided."),
         ("BuildError", "build failed: net/http: request canceled while waiting for connection"),
         ("RegistryError", "received unexpected HTTP status: 429 Too Many Requests"),
+        # urllib3's own words (requests under the Docker SDK and the registry client).
+        (
+            "SuiteFailed",
+            "HTTPConnectionPool(host='gpu-1', port=2375): Failed to establish a new connection: [Errno 111]",
+        ),
     ],
 )
 def test_cloud_and_network_causes_are_infra_whatever_raised_them(error_type, text):

@@ -180,6 +180,16 @@ def test_c1_local_files_age_by_the_marker_not_their_mtime(tmp_path):
     assert not (tmp_path / old).exists()
 
 
+def test_a_run_dated_in_the_future_is_aged_by_when_it_ran_not_kept_for_years(tmp_path):
+    """A REST trigger with logical_date 2030 ran ten days ago: its files go with the others."""
+    store = ArtifactStore(str(tmp_path))
+    future = mark_run(
+        tmp_path, "manual__2030-01-01T00:00:00+00:00", datetime(2030, 1, 1, tzinfo=UTC), NOW - timedelta(days=10)
+    )
+    expire_artifacts(store, DAG_ID, WEEK, NOW, False)
+    assert not (tmp_path / future).exists()
+
+
 def test_h3_only_marked_run_folders_of_this_dag_are_touched(tmp_path):
     store = ArtifactStore(str(tmp_path))
     ancient = NOW - timedelta(days=40)

@@ -94,7 +94,9 @@ class PushImageOperator(CellOperator):
             settle_seconds=settle,
             write_bound_seconds=settle * 2 / 3,
         )
-        return move_forward(TagIO(tag, read, partial(self._write_tag, built, tag, manifest)), rules)
+        # A refused write is retried like any registry call (a slow one is then decided again).
+        write = partial(self._write_tag, built, tag, manifest)
+        return move_forward(TagIO(tag, read, partial(self._retrying, f"tag {tag}", write)), rules)
 
     def _moving(self, built: BuiltImage, src: SourceInfo) -> tuple[dict[str, str], dict[str, str]]:
         """The moving tags this push moved (tag -> digest), and those it left alone, with why."""

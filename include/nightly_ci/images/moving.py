@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from include.nightly_ci.errors import RegistryError
 from include.nightly_ci.names import LABEL_LOGICAL_DATE, LABEL_REVISION
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def move_forward(io: TagIO, rules: Rules, *, sleep: Callable[[float], None] = ti
         stored = io.write()
         took = time.monotonic() - started
         if stored != rules.mine.digest:
-            raise ValueError(f"{io.tag} was written but holds {stored}, not {rules.mine.digest}")
+            raise RegistryError(f"{io.tag} was written but holds {stored}, not {rules.mine.digest}")
         if took > rules.write_bound_seconds:
             log.warning(
                 "Writing %s took %.1f s, over its %.1f s bound: deciding again",

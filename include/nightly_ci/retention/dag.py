@@ -34,7 +34,7 @@ def build_retention_dag(plan: Plan) -> DAG:
 
 Daily, from facts the runs wrote themselves (never the store's or registry's dates):
 - deletes the run folders of `{plan.dag_id}` under `{plan.artifacts_base}` whose run is older
-  than {plan.artifacts_days} days (the later of its night and its real start, from the folder's
+  than {plan.artifacts_days} days (when the run really ran, whatever its night, from the folder's
   `nightly-ci-run.json`); nothing else under the base is touched;
 - deletes run tags (`...-run-{{run_id}}`) pushed more than {plan.run_tags_days} days ago from
   every registry ({", ".join(plan.registries)}), and framework images no tag holds any more;

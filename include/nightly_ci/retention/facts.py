@@ -48,8 +48,8 @@ class RunFolder:
 
     @property
     def age_from(self) -> datetime:
-        """The run's age: the later of its night and its real start (a backfilled night is
-        as young as the run that made it)."""
+        """The run's age: when it really ran (a backfilled night is as young as the run
+        that made it; a future-dated one is not kept for years)."""
         assert self.marker is not None, f"{self.path} is not a run folder"
         return self.marker.age_from
 
