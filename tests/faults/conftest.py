@@ -23,7 +23,16 @@ from dev.fake_slack import FakeSlack
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
 from tests.faults.proxy import FaultProxy
-from tests.services import LocalRegistry, MotoServer, airflow_env, free_port, run_dag, run_id_of, write_config
+from tests.services import (
+    LocalRegistry,
+    MotoServer,
+    airflow_env,
+    free_port,
+    run_dag,
+    run_id_of,
+    stalled_server,
+    write_config,
+)
 
 ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"], "publish": True}
 BUCKET, PREFIX = "nightly-ci-faults", "nightly"
@@ -226,27 +235,5 @@ def untouched(stand, first_night) -> Iterator[None]:
 @pytest.fixture
 def stalled_port() -> Iterator[int]:
     """A port that accepts every connection and never answers (a hung git daemon or proxy)."""
-    import socket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    server.close()
+    with stalled_server() as port:
+        yield port

@@ -3,8 +3,6 @@ accepts and stalls, one that is down, a repository that does not exist. Each on 
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -13,6 +11,7 @@ import pytest
 from include.nightly_ci.build.source import resolve
 from include.nightly_ci.errors import SourceError, SourceUnavailable
 from include.nightly_ci.records import INFRA, classify_failure
+from tests import services
 from tests.services import free_port
 
 pytestmark = pytest.mark.integration
@@ -21,28 +20,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def stalled_server() -> Iterator[int]:
     """Accepts every connection and never answers, as a hung git daemon or proxy does."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    server.close()
+    with services.stalled_server() as port:
+        yield port
 
 
 def test_a_stalled_git_server_ends_in_a_retryable_error_at_its_timeout(stalled_server):

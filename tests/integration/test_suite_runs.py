@@ -94,8 +94,12 @@ def ours(engine, suite: str) -> list[dict]:
     return engine.containers(all=True, filters={"label": [f"{LABEL_DAG}={DAG}", f"{LABEL_SUITE}={suite}"]})
 
 
-def hang(client, image: str, suite: str, timeout_sec: float, lines: list[str] | None = None, **kw: Any) -> SuiteRun:
-    run = SuiteRun("vllm_amd64", suite, "run", image, "integration")
+def hang(
+    client, image: str, suite: str, timeout_sec: float, lines: list[str] | None = None, run: SuiteRun | None = None,
+    **kw: Any,
+) -> SuiteRun:  # fmt: skip
+    """The hanging suite SUITE run on CLIENT's engine (RUN: the SuiteRun to fill, to read it after an error)."""
+    run = run or SuiteRun("vllm_amd64", suite, "run", image, "integration")
     return run_in_docker(
         client,
         run,
@@ -249,20 +253,7 @@ def test_an_engine_that_goes_away_during_the_wait_is_infra_not_a_timeout(engine,
     run = SuiteRun("vllm_amd64", "gone", "run", hanging_image, "integration")
     started = time.monotonic()
     with pytest.raises(EngineUnavailable, match=r"lost the engine .*while waiting for suite gone"):
-        run_in_docker(
-            client,
-            run,
-            command=list(pytest_command("integration", "run", RESULTS)),
-            workdir="/workspace",
-            junit_path=JUNIT,
-            timeout_sec=300,
-            gpus=0,
-            cpus=1,
-            memory=None,
-            network_mode="none",
-            labels=labels("gone"),
-            sink=lines.append,
-        )
+        hang(client, hanging_image, "gone", 300, lines, run=run)
     assert time.monotonic() - started < 120  # not the suite's 5 minutes
     assert not run.timed_out and run.outcome != TIMEOUT
     assert not any("exceeded its" in line for line in lines)
