@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import json
 import os
+import pwd
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -531,3 +534,88 @@ def stalled_server() -> Iterator[int]:
         for conn in held:
             conn.close()
         server.close()
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(Path(p).parts[4]))
+    if not found:
+        raise RuntimeError("no PostgreSQL server under /usr/lib/postgresql: run scripts/provision.sh (apt: postgresql)")
+    return Path(found[-1]).parent
+
+
+class Postgres:
+    """A throwaway cluster in its own folder; password auth on 127.0.0.1:PORT.
+
+    PostgreSQL refuses to run as root, so under root the cluster belongs to Debian's
+    `postgres` user (its folder lives outside pytest's root-only tmp dirs).
+    """
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="nightly-ci-pg-"))
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        self.user = "postgres" if os.getuid() == 0 else None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://airflow:{self.password}@127.0.0.1:{self.port}/airflow"
+
+    def _run(self, *cmd: str | Path) -> None:
+        env = {**os.environ, "PGPASSWORD": self.password}
+        proc = subprocess.run([str(c) for c in cmd], user=self.user, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"{Path(str(cmd[0])).name} failed: {proc.stdout}{proc.stderr}")
+
+    def start(self) -> None:
+        bin_dir = _pg_bin()
+        (self.root / "pwfile").write_text(self.password)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            for path in (self.root, self.root / "pwfile"):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        data = self.root / "data"
+        self._run(bin_dir / "initdb", "-D", data, "-U", "airflow", "--pwfile", self.root / "pwfile",
+                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8")  # fmt: skip
+        log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                bin_dir / "postgres",
+                "-D",
+                data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.root,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            user=self.user,
+            stdout=log,
+            stderr=log,
+        )
+        ready = [str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        wait_for(lambda: subprocess.run(ready).returncode == 0, 30, f"postgres on 127.0.0.1:{self.port}")
+        self.createdb("airflow")
+
+    def createdb(self, name: str) -> str:
+        """A new database NAME; its URL (psycopg2, as Airflow's own)."""
+        self._run(_pg_bin() / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", name)
+        return self.url.removesuffix("/airflow") + f"/{name}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # smart shutdown
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.root, ignore_errors=True)

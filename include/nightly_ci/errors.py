@@ -120,3 +120,15 @@ class NoResultsError(NightlyCiError):
 
 class NightlyFailed(NightlyCiError):
     """The verdict: at least one job of the nightly did not pass."""
+
+
+# ---------------------------------------------------------------- history
+
+
+class HistoryConfigError(PermanentError):
+    """The history store's connection is missing or of a kind it can't use; the message names it."""
+
+
+class HistoryUnavailable(NightlyCiError):
+    """The history database did not answer or refused a statement: the night's results are
+    still in the artifact store, and `history import` brings them in later."""

@@ -233,6 +233,7 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         run_tags_days=cfg.retention.run_tags_days,
         slack=cfg.notifications.slack,
         deadline_hours=cfg.notifications.deadline_hours,
+        history=cfg.history,
         # The original pipeline's job names where it had the job.
         resolve=_top("resolve_source", "Resolve commit", SOURCE),
         summary=_top("results_summary", "Results Summary", REPORT),

@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.config.schema import BuildSettings, SlackSettings
+from include.nightly_ci.config.schema import BuildSettings, HistorySettings, SlackSettings
 from include.nightly_ci.names import FRAMEWORK, render_tag, tag_safe_run_id
 
 JUNIT_FILE = "pytest_test_report.xml"
@@ -234,6 +234,7 @@ class Plan:
     run_tags_days: int
     slack: SlackSettings
     deadline_hours: float | None
+    history: HistorySettings
     resolve: TaskSpec
     summary: TaskSpec
     verdict: TaskSpec

@@ -1,0 +1,160 @@
+"""The history store on real databases: SQLite in a file and Postgres from Debian's
+packages, started here. Migrations, a night's write and re-write, and the reads the
+night's rules make."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.nightly_ci.errors import HistoryConfigError, HistoryUnavailable
+from include.nightly_ci.history.records import (
+    FLAKY,
+    FROM_CONFIG,
+    FROM_FLAKES,
+    REGRESSION,
+    CaseRecord,
+    NightRecord,
+    QuarantineEntry,
+    SuiteRecord,
+)
+from include.nightly_ci.history.store import HistoryStore, url_of
+from tests.services import Postgres
+
+DAG = "nightly_ci"
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = Postgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'history.db'}"
+    else:
+        server = request.getfixturevalue("postgres")
+        url = server.createdb(f"h_{tmp_path.name.lower().replace('-', '_')[-40:]}")
+    history = HistoryStore(url)
+    history.migrate()
+    yield history
+    history.close()
+
+
+def night(n: int, kind: str = "nightly") -> NightRecord:
+    return NightRecord(
+        DAG, f"scheduled__2026-11-{n:02d}T08:00:00+00:00", f"2026-11-{n:02d}T08:00:00+00:00", kind, "c" * 40
+    )
+
+
+def suite(cell: str = "vllm_amd64", name: str = "unit", tests: int | None = 3) -> SuiteRecord:
+    return SuiteRecord(cell, name, f"{cell}.tests.{name}", "success", "passed", None, "reg/x@sha256:" + "a" * 64,
+                       "gpu-1", 1, tests, 12.5)  # fmt: skip
+
+
+def cases(outcomes: dict[str, str], cell: str = "vllm_amd64", name: str = "unit", **extra) -> list[CaseRecord]:
+    return [CaseRecord(cell, name, test, outcome, 0.1, **extra) for test, outcome in outcomes.items()]
+
+
+def test_migrate_is_idempotent_and_makes_the_tables_of_the_model(store):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from include.nightly_ci.history.tables import VERSION_TABLE, metadata
+
+    assert store.migrate() == store.migrate() == "0001"
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}), metadata)
+    assert diff == []
+
+
+def test_a_rewritten_night_replaces_the_first_write(store):
+    assert store.write_night(night(1), [suite()], cases({"t::a": "passed", "t::b": "failed"})) == 2
+    store.write_night(night(1), [suite()], cases({"t::a": "passed", "t::b": "passed", "t::c": "passed"}))
+    got = store.previous_outcomes(DAG, "nightly", night(2).night, [("vllm_amd64", "unit", t) for t in "abc"])
+    assert got == {}  # keys are test ids, not letters: nothing matches
+    keys = [("vllm_amd64", "unit", f"t::{t}") for t in "abc"]
+    assert store.previous_outcomes(DAG, "nightly", night(2).night, keys) == dict.fromkeys(keys, "passed")
+    with store.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        from include.nightly_ci.history import tables as t
+
+        assert conn.execute(select(func.count()).select_from(t.nights)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(t.cases)).scalar() == 3
+
+
+def test_the_previous_outcome_is_of_the_latest_earlier_night_that_ran_the_suite(store):
+    store.write_night(night(1), [suite()], cases({"t::a": "failed"}))
+    # Night 2 did not run the suite (its build failed): no cases, no count.
+    store.write_night(night(2), [suite(tests=None)], [])
+    store.write_night(night(3, kind="manual"), [suite()], cases({"t::a": "passed"}))  # another kind
+    store.write_night(night(5), [suite()], cases({"t::a": "passed"}))  # after: not "previous"
+    key = ("vllm_amd64", "unit", "t::a")
+    assert store.previous_outcomes(DAG, "nightly", night(4).night, [key]) == {key: "failed"}
+    assert store.previous_outcomes(DAG, "nightly", night(1).night, [key]) == {}
+    assert store.previous_outcomes("other_dag", "nightly", night(4).night, [key]) == {}
+
+
+def test_flaky_nights_count_within_the_window(store):
+    for n in (1, 2, 4, 5):
+        store.write_night(night(n), [suite()], cases({"t::f": "failed"}, verdict=FLAKY, reruns=("failed", "passed")))
+    store.write_night(night(6), [suite()], cases({"t::f": "failed"}, verdict=REGRESSION))
+    assert store.flaky_nights(DAG, "nightly", night(6).night, ["t::f", "t::none"], window=3) == {
+        "t::f": 2
+    }  # nights 6, 5, 4
+    assert store.flaky_nights(DAG, "nightly", night(6).night, ["t::f"], window=2) == {"t::f": 1}  # nights 6, 5
+    assert store.flaky_nights(DAG, "nightly", night(6).night, ["t::f"], window=9) == {"t::f": 4}
+
+
+def test_clean_nights_count_back_from_tonight_to_a_failure_over_nights_without_the_test(store):
+    store.write_night(night(1), [suite()], cases({"t::a": "passed", "t::b": "passed"}))
+    store.write_night(night(2), [suite()], cases({"t::a": "failed", "t::b": "passed"}))
+    store.write_night(night(3), [suite()], cases({"t::a": "passed", "t::b": "passed"}))
+    store.write_night(night(4), [suite()], cases({"t::b": "skipped"}))
+    store.write_night(night(5), [suite()], cases({"t::a": "passed", "t::b": "passed"}))
+    got = store.clean_nights(DAG, "nightly", night(5).night, ["t::a", "t::b", "t::*"], limit=10)
+    assert got == {"t::a": 2, "t::b": 4, "t::*": 2}  # night 4 ran neither: not counted, not a break
+    assert store.clean_nights(DAG, "nightly", night(3).night, ["t::b"], limit=10) == {"t::b": 3}
+    assert store.clean_nights(DAG, "nightly", night(5).night, ["t::b"], limit=2) == {"t::b": 1}
+
+
+def test_quarantine_add_list_and_release(store):
+    entry = QuarantineEntry("t::a*", "@alice", "flaky GPU", "https://issues/1", None, FROM_CONFIG, night(1).night)
+    auto = QuarantineEntry("t::b", "@ops", "flaky on 2 nights", origin=FROM_FLAKES, added=night(1).night)
+    store.add_quarantine(DAG, [entry, auto])
+    assert [e.pattern for e in store.quarantine(DAG)] == ["t::a*", "t::b"]
+    store.release_quarantine(DAG, [QuarantineEntry("t::b", "", "", origin=FROM_FLAKES, released=night(3).night,
+                                                   released_why="7 clean nights in a row")])  # fmt: skip
+    assert [e.pattern for e in store.quarantine(DAG)] == ["t::a*"]
+    every = store.quarantine(DAG, include_released=True)
+    assert [(e.pattern, e.released_why) for e in every] == [("t::a*", None), ("t::b", "7 clean nights in a row")]
+    assert store.quarantine("other_dag") == []
+
+
+def test_a_store_that_is_down_says_where_without_the_password(postgres, tmp_path):
+    url = postgres.url.replace(f":{postgres.port}/", ":1/")
+    with pytest.raises(HistoryUnavailable, match=r"127\.0\.0\.1:1/airflow: migrating the schema failed") as err:
+        HistoryStore(url).migrate()
+    assert postgres.password not in str(err.value)
+
+
+def test_connections_postgres_sqlite_and_refused(tmp_path, monkeypatch, postgres):
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_H_SQLITE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "h.db")}))
+    assert url_of("h_sqlite") == f"sqlite:///{tmp_path / 'h.db'}"
+    pg = {"conn_type": "postgres", "host": "127.0.0.1", "port": postgres.port, "login": "airflow",
+          "password": postgres.password, "schema": "airflow"}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_H_PG", json.dumps(pg))
+    history = HistoryStore(url_of("h_pg"))
+    assert history.migrate() == "0001"
+    history.close()
+    monkeypatch.setenv("AIRFLOW_CONN_H_HTTP", json.dumps({"conn_type": "http", "host": "x"}))
+    with pytest.raises(HistoryConfigError, match="'h_http' is of type 'http'"):
+        url_of("h_http")
+    with pytest.raises(HistoryConfigError, match="'h_missing' is not defined"):
+        url_of("h_missing")
