@@ -27,6 +27,8 @@ T = TypeVar("T", bound="JsonRecord")
 # Failure classes: where a failed task's cause lies.
 BUILD, TEST_FAILURE, TIMEOUT, INFRA, UPSTREAM = "build", "test", "timeout", "infra", "upstream"
 FAILURE_CLASSES = (BUILD, TEST_FAILURE, TIMEOUT, INFRA, UPSTREAM)
+# The task states that make a job "not passed".
+FAILING_STATES = frozenset({"failed", "upstream_failed"})
 
 # Texts that mean the machinery, not the code, failed: an engine, a registry or a node
 # that is unreachable, refusing or overloaded, and images that could not be pulled.

@@ -65,7 +65,7 @@ def test_migrate_is_idempotent_and_makes_the_tables_of_the_model(store):
 
     from include.nightly_ci.history.tables import VERSION_TABLE, metadata
 
-    assert store.migrate() == store.migrate() == "0001"
+    assert store.migrate() == store.migrate() == "0002"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}), metadata)
     assert diff == []
@@ -99,27 +99,27 @@ def test_the_previous_outcome_is_of_the_latest_earlier_night_that_ran_the_suite(
     assert store.previous_outcomes("other_dag", "nightly", night(4).night, [key]) == {}
 
 
-def test_flaky_nights_count_within_the_window(store):
+def test_flaky_nights_count_the_nights_before_tonight(store):
     for n in (1, 2, 4, 5):
         store.write_night(night(n), [suite()], cases({"t::f": "failed"}, verdict=FLAKY, reruns=("failed", "passed")))
-    store.write_night(night(6), [suite()], cases({"t::f": "failed"}, verdict=REGRESSION))
-    assert store.flaky_nights(DAG, "nightly", night(6).night, ["t::f", "t::none"], window=3) == {
-        "t::f": 2
-    }  # nights 6, 5, 4
-    assert store.flaky_nights(DAG, "nightly", night(6).night, ["t::f"], window=2) == {"t::f": 1}  # nights 6, 5
-    assert store.flaky_nights(DAG, "nightly", night(6).night, ["t::f"], window=9) == {"t::f": 4}
+    store.write_night(night(6), [suite()], cases({"t::f": "failed"}, verdict=FLAKY))  # tonight: not counted
+    tonight = night(6).night
+    assert store.flaky_nights(DAG, "nightly", tonight, ["t::f", "t::none"], nights=2) == {"t::f": 2}  # 5, 4
+    assert store.flaky_nights(DAG, "nightly", tonight, ["t::f"], nights=3) == {"t::f": 3}  # 5, 4, 2: nights that ran
+    assert store.flaky_nights(DAG, "nightly", tonight, ["t::f"], nights=9) == {"t::f": 4}
+    assert store.flaky_nights(DAG, "manual", tonight, ["t::f"], nights=9) == {}
 
 
-def test_clean_nights_count_back_from_tonight_to_a_failure_over_nights_without_the_test(store):
+def test_clean_nights_count_back_to_a_failure_over_nights_without_the_test(store):
     store.write_night(night(1), [suite()], cases({"t::a": "passed", "t::b": "passed"}))
     store.write_night(night(2), [suite()], cases({"t::a": "failed", "t::b": "passed"}))
     store.write_night(night(3), [suite()], cases({"t::a": "passed", "t::b": "passed"}))
     store.write_night(night(4), [suite()], cases({"t::b": "skipped"}))
     store.write_night(night(5), [suite()], cases({"t::a": "passed", "t::b": "passed"}))
-    got = store.clean_nights(DAG, "nightly", night(5).night, ["t::a", "t::b", "t::*"], limit=10)
-    assert got == {"t::a": 2, "t::b": 4, "t::*": 2}  # night 4 ran neither: not counted, not a break
-    assert store.clean_nights(DAG, "nightly", night(3).night, ["t::b"], limit=10) == {"t::b": 3}
-    assert store.clean_nights(DAG, "nightly", night(5).night, ["t::b"], limit=2) == {"t::b": 1}
+    got = store.clean_nights(DAG, "nightly", night(6).night, ["t::a", "t::b", "t::*", "x::*"], limit=10)
+    assert got == {"t::a": 2, "t::b": 4, "t::*": 2, "x::*": 0}  # night 4 ran neither: not counted, not a break
+    assert store.clean_nights(DAG, "nightly", night(4).night, ["t::b"], limit=10) == {"t::b": 3}
+    assert store.clean_nights(DAG, "nightly", night(6).night, ["t::b"], limit=2) == {"t::b": 1}
 
 
 def test_quarantine_add_list_and_release(store):
@@ -151,7 +151,7 @@ def test_connections_postgres_sqlite_and_refused(tmp_path, monkeypatch, postgres
           "password": postgres.password, "schema": "airflow"}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_H_PG", json.dumps(pg))
     history = HistoryStore(url_of("h_pg"))
-    assert history.migrate() == "0001"
+    assert history.migrate() == "0002"
     history.close()
     monkeypatch.setenv("AIRFLOW_CONN_H_HTTP", json.dumps({"conn_type": "http", "host": "x"}))
     with pytest.raises(HistoryConfigError, match="'h_http' is of type 'http'"):

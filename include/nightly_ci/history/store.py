@@ -253,19 +253,18 @@ class HistoryStore:
                         found[(cell, suite, case.name)] = case.outcome
         return found
 
-    def flaky_nights(self, dag_id: str, kind: str, night: str, names: Iterable[str], window: int) -> dict[str, int]:
-        """On how many of the last WINDOW nights up to NIGHT (itself included) each of NAMES
-        was found flaky, in any cell or suite."""
+    def flaky_nights(self, dag_id: str, kind: str, night: str, names: Iterable[str], nights: int) -> dict[str, int]:
+        """On how many of the NIGHTS nights before NIGHT each of NAMES was found flaky, in
+        any cell or suite (tonight is the caller's: it is not written yet)."""
         from sqlalchemy import select
 
         from include.nightly_ci.history import tables as t
 
         names = sorted(set(names))
-        if not names:
+        if not names or nights < 1:
             return {}
         with self._begin("reading flaky nights") as conn:
-            night_ids = [i for i, _ in self._earlier_nights(conn, dag_id, kind, night, window - 1)]
-            night_ids += self._night_ids(conn, dag_id, [night])
+            night_ids = [i for i, _ in self._earlier_nights(conn, dag_id, kind, night, nights)]
             seen: dict[str, set[int]] = {}
             for chunk in _chunks(names):
                 query = (
@@ -277,31 +276,19 @@ class HistoryStore:
                     seen.setdefault(row.name, set()).add(row.night_id)
         return {name: len(found) for name, found in seen.items()}
 
-    @staticmethod
-    def _night_ids(conn: Connection, dag_id: str, nights: list[str]) -> list[int]:
-        from sqlalchemy import select
-
-        from include.nightly_ci.history import tables as t
-
-        query = select(t.nights.c.id).where(
-            t.nights.c.dag_id == dag_id, t.nights.c.night.in_([_utc(n) for n in nights])
-        )
-        return list(conn.execute(query).scalars())
-
     def clean_nights(self, dag_id: str, kind: str, night: str, patterns: Iterable[str], limit: int) -> dict[str, int]:
-        """For each pattern: the nights, newest first from NIGHT (itself included) back to
-        the first failure of a test it matches, on which a test it matches ran (within the
-        last LIMIT nights)."""
+        """For each pattern: the nights before NIGHT, newest first back to the first failure
+        of a test it matches, on which a test it matches ran (within LIMIT nights). A night
+        it did not run (a failed build) neither counts nor breaks the run."""
         from sqlalchemy import select
 
         from include.nightly_ci.history import tables as t
 
         patterns = sorted(set(patterns))
-        if not patterns:
-            return {}
+        if not patterns or limit < 1:
+            return dict.fromkeys(patterns, 0)
         with self._begin("reading clean nights") as conn:
-            nights = self._night_ids(conn, dag_id, [night])
-            nights += [i for i, _ in self._earlier_nights(conn, dag_id, kind, night, limit - 1)]
+            nights = [i for i, _ in self._earlier_nights(conn, dag_id, kind, night, limit)]
             all_names = conn.execute(select(t.tests.c.id, t.tests.c.name)).tuples().all()
             matched = {p: {i for i, name in all_names if fnmatch.fnmatchcase(name, p)} for p in patterns}
             ids = sorted(set().union(*matched.values()))
@@ -323,7 +310,7 @@ class HistoryStore:
                 outcomes = [failed for test, failed in ran[night_id].items() if test in tests]
                 if any(outcomes):
                     break
-                count += bool(outcomes)  # a night it did not run (a failed build) neither counts nor breaks
+                count += bool(outcomes)
             counts[pattern] = count
         return counts
 
@@ -399,6 +386,11 @@ def _new_id(conn: Connection, statement: Any) -> int:
     key = conn.execute(statement).inserted_primary_key
     assert key is not None  # an INSERT of one row always has one
     return int(key[0])
+
+
+def same_night(a: str, b: str) -> bool:
+    """Whether two ISO times are the same instant, whatever their zones' spelling."""
+    return _utc(a) == _utc(b)
 
 
 def _iso(when: datetime) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.sdk import BaseOperator, TriggerRule
 
@@ -12,24 +11,10 @@ from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.errors import NightlyFailed, NoResultsError
 from include.nightly_ci.plan import JUNIT_FILE, Plan
 from include.nightly_ci.records import TaskRecord
+from include.nightly_ci.ui.links import log_url, run_url  # shared with the triage page
 
 if TYPE_CHECKING:
     from include.nightly_ci.report.results import Cases, Results
-
-
-def ui_base_url() -> str:
-    from airflow.configuration import conf
-
-    return str(conf.get("api", "base_url", fallback="http://localhost:8080/")).rstrip("/")
-
-
-def run_url(dag_id: str, run_id: str) -> str:
-    return f"{ui_base_url()}/dags/{dag_id}/runs/{quote(run_id)}"
-
-
-def log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None) -> str:
-    """The task's log in the Airflow UI (the same form as RuntimeTaskInstance.log_url)."""
-    return f"{run_url(dag_id, run_id)}/tasks/{task_id}" + (f"?try_number={try_number}" if try_number else "")
 
 
 def _results_of(context: Any, summary_task_id: str) -> Results:
@@ -54,7 +39,10 @@ class SummaryOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.artifacts import write_json, write_text
-        from include.nightly_ci.report.results import build_rows, cells_of, previous_results, summarize, to_markdown
+        from include.nightly_ci.history.records import NightRecord
+        from include.nightly_ci.report.markdown import to_markdown
+        from include.nightly_ci.report.results import build_rows, cells_of, previous_results, run_kind, summarize
+        from include.nightly_ci.report.triage import Night, mute
 
         ti, dag_run = context["ti"], context["dag_run"]
         run_id = dag_run.run_id
@@ -63,7 +51,8 @@ class SummaryOperator(BaseOperator):
         run_dir = self.store.run_folder(run_id)
 
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-        cases, case_warnings = self._cases(run_dir)
+        cases, durations, case_warnings = self._cases(run_dir)
+        reruns, rerun_warnings = self._reruns(run_dir)
         records, record_warnings = self._records(run_dir)
         rows = build_rows(
             self.plan,
@@ -76,10 +65,18 @@ class SummaryOperator(BaseOperator):
         )
         earlier, run_warnings = self._completed_runs(root, run_dir.name)
         before = previous_results(earlier, dag_id=ti.dag_id, run_id=run_id, logical_date=night, cells=cells_of(rows))
-        warnings = [*record_warnings, *case_warnings, *run_warnings]
+        warnings = [*record_warnings, *case_warnings, *rerun_warnings, *run_warnings]
+        source = ti.xcom_pull(task_ids=self.plan.resolve.task_id) or {}
+        url = run_url(ti.dag_id, run_id)
+        record = NightRecord(ti.dag_id, run_id, night, run_kind(run_id), source.get("commit"), url)
+        triage = self._triage(
+            Night(self.plan, record, tuple(rows), records, cases, durations, reruns), before, warnings
+        )
         for warning in warnings:
             self.log.warning("%s", warning)
-        results = summarize(self.plan, run_id, night, run_url(ti.dag_id, run_id), rows, cases, before, warnings)
+        results = summarize(
+            self.plan, run_id, night, url, mute(rows, triage), cases, before, warnings, triage, record.commit
+        )
         markdown = to_markdown(results)
         results = results.with_files(
             {
@@ -91,6 +88,34 @@ class SummaryOperator(BaseOperator):
         self.log.info("Results of %s (also in %s):\n%s", run_id, results.files["markdown"], markdown)
         ti.xcom_push(key="results_md", value=markdown)
         return results.for_xcom()
+
+    def _triage(self, night: Any, before: Any, warnings: list[str]) -> Any:
+        """Flaky or regression, the quarantine, drift; the night recorded in the history
+        store. The store being down or missing is a warning, never a lost table."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from include.nightly_ci.errors import NightlyCiError
+        from include.nightly_ci.report.triage import with_store, without_store
+
+        conn_id = self.plan.history.conn_id
+        if not conn_id:
+            return without_store(night, before, "not recorded: no history store is configured (history.conn_id)")
+        from include.nightly_ci.history.store import HistoryStore
+
+        try:
+            store = HistoryStore.from_connection(conn_id)
+            try:
+                return with_store(night, store, before, self.log.info)
+            finally:
+                store.close()
+        except (NightlyCiError, SQLAlchemyError) as exc:
+            self.log.exception("The history store of connection %r failed", conn_id)
+            why = (
+                f"not recorded in the history store ({type(exc).__name__}: {str(exc).splitlines()[0][:300]});"
+                " `python -m include.nightly_ci history import` brings the night in later"
+            )
+            warnings.append(why)
+            return without_store(night, before, why)
 
     def _records(self, run_dir: Any) -> tuple[dict[str, TaskRecord], list[str]]:
         """The record each task of the plan left, where it left a readable one."""
@@ -104,19 +129,50 @@ class SummaryOperator(BaseOperator):
                     warnings.append(_skipped(task.record_file, exc))
         return found, warnings
 
-    def _cases(self, run_dir: Any) -> tuple[Cases, list[str]]:
-        from include.nightly_ci.report.results import junit_cases
+    def _cases(self, run_dir: Any) -> tuple[Cases, dict[str, dict[str, float]], list[str]]:
+        """Every suite's test cases (outcome) and their durations, from its JUnit report."""
+        from include.nightly_ci.report.results import junit_results
 
-        cases, warnings = {}, []
+        cases, durations, warnings = {}, {}, []
         for cell in self.plan.cells:
             for job in cell.tests:
                 report = run_dir / job.task.artifact_dir / JUNIT_FILE
                 if report.exists():
                     try:
-                        cases[job.task.task_id] = junit_cases(report.read_text())
+                        found = junit_results(report.read_text())
                     except _UNREADABLE as exc:
                         warnings.append(_skipped(f"{job.task.artifact_dir}/{JUNIT_FILE}", exc))
-        return cases, warnings
+                        continue
+                    cases[job.task.task_id] = {test: status for test, (status, _) in found.items()}
+                    durations[job.task.task_id] = {t: sec for t, (_, sec) in found.items() if sec is not None}
+        return cases, durations, warnings
+
+    def _reruns(self, run_dir: Any) -> tuple[dict[tuple[str, str], tuple[str, ...]], list[str]]:
+        """Each rerun case's outcomes, attempt by attempt (RUN/CELL/reruns/SUITE/ATTEMPT/)."""
+        from include.nightly_ci.report.results import junit_cases
+
+        found: dict[tuple[str, str], list[str]] = {}
+        warnings = []
+        for cell in self.plan.cells:
+            for job in cell.tests:
+                folder = run_dir / cell.group_id / "reruns" / job.suite
+                if not folder.exists():
+                    continue
+                attempts = sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+                for attempt in attempts:
+                    report = attempt / JUNIT_FILE
+                    if not report.exists():
+                        continue
+                    try:
+                        outcomes = junit_cases(report.read_text())
+                    except _UNREADABLE as exc:
+                        warnings.append(
+                            _skipped(f"{cell.group_id}/reruns/{job.suite}/{attempt.name}/{JUNIT_FILE}", exc)
+                        )
+                        continue
+                    for test, outcome in outcomes.items():
+                        found.setdefault((job.task.task_id, test), []).append(outcome)
+        return {key: tuple(v) for key, v in found.items()}, warnings
 
     @staticmethod
     def _completed_runs(root: Any, this_run: str) -> tuple[list[Results], list[str]]:
@@ -161,8 +217,11 @@ class VerdictOperator(BaseOperator):
         from include.nightly_ci.report.results import FAILING_STATES
 
         results = _results_of(context, self.summary_task_id)
+        muted = [r.job for r in results.rows if r.muted]
+        if muted:
+            self.log.info("Failed only on flaky or quarantined test cases (not red): %s", ", ".join(muted))
         if not results.success:
-            failed = [r.job for r in results.rows if r.status in FAILING_STATES]
+            failed = [r.job for r in results.rows if r.status in FAILING_STATES and not r.muted]
             raise NightlyFailed(f"{results.passed}/{results.total} jobs passed; not passing: {', '.join(failed)}")
         self.log.info("No job failed: %d of %d passed, %d skipped", results.passed, results.total, results.skipped)
 

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from include.nightly_ci.plan import Plan, is_selected
-from include.nightly_ci.records import UPSTREAM, TaskRecord
+from include.nightly_ci.records import FAILING_STATES, UPSTREAM, TaskRecord
+from include.nightly_ci.report.triage import Triage, passed
 
-FAILING_STATES = {"failed", "upstream_failed"}
+__all__ = ["FAILING_STATES"]  # the report's modules take it from here
+
 BAD_CASE = ("failed", "error")
 
 
@@ -33,6 +35,7 @@ class Row:
     tests: dict[str, int] = field(default_factory=dict)
     failure_class: str | None = None
     failed_cases: tuple[str, ...] = ()
+    muted: bool = False  # a suite failed only on flaky or quarantined cases: not red
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Row:
@@ -97,6 +100,8 @@ class NightOverNight:
         )
 
 
+SHOWN_CASES = 20  # test cases named per list (new, fixed, still failing); the rest are counted
+
 Cases = dict[str, dict[str, str]]  # task id -> {test case -> passed|failed|error|skipped}
 
 
@@ -122,6 +127,8 @@ class Results:
     night_over_night: NightOverNight = NightOverNight()
     files: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # what the summary could not read, and skipped
+    commit: str | None = None
+    triage: Triage = field(default_factory=Triage)
 
     @property
     def passed(self) -> int:
@@ -138,8 +145,9 @@ class Results:
     @property
     def success(self) -> bool:
         """No job failed: a skipped one (a suite whose marker selects no test) is listed,
-        not a failure (L4: it once posted "Failed" with no failed job)."""
-        return not any(r.status in FAILING_STATES for r in self.rows)
+        not a failure (L4: it once posted "Failed" with no failed job), and a suite that
+        failed only on flaky or quarantined cases is recorded, not red."""
+        return passed(self.rows)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +163,8 @@ class Results:
             "night_over_night": self.night_over_night.to_json(),
             **({"files": self.files} if self.files else {}),
             **({"warnings": list(self.warnings)} if self.warnings else {}),
+            "commit": self.commit,
+            "triage": self.triage.to_json(),
         }
 
     @classmethod
@@ -169,6 +179,8 @@ class Results:
             night_over_night=NightOverNight.from_json(data.get("night_over_night") or {}),
             files=dict(data.get("files") or {}),
             warnings=tuple(data.get("warnings") or ()),
+            commit=data.get("commit"),
+            triage=Triage.from_json(data.get("triage") or {}),
         )
 
     def with_files(self, files: dict[str, str]) -> Results:
@@ -179,12 +191,18 @@ class Results:
         the night (megabytes a night in the metadata database and the execution API: L5).
         results.json in the store keeps everything."""
         rows = tuple(replace(r, failed_cases=()) for r in self.rows)
-        short = replace(self, rows=rows, cases={}, night_over_night=self.night_over_night.cut(SHOWN_CASES))
+        short = replace(
+            self,
+            rows=rows,
+            cases={},
+            night_over_night=self.night_over_night.cut(SHOWN_CASES),
+            triage=self.triage.cut(SHOWN_CASES),
+        )
         return short.to_json()
 
 
-def junit_cases(xml_text: str) -> dict[str, str]:
-    """Every test case of a JUnit report: 'classname::name' -> passed|failed|error|skipped."""
+def junit_results(xml_text: str) -> dict[str, tuple[str, float | None]]:
+    """Every test case of a JUnit report: 'classname::name' -> (passed|failed|error|skipped, seconds)."""
     import xml.etree.ElementTree as ET  # at run time only: the DAG file imports this module
 
     cases = {}
@@ -194,8 +212,17 @@ def junit_cases(xml_text: str) -> dict[str, str]:
             if case.find(child) is not None:
                 status = name
                 break
-        cases[f"{case.get('classname', '')}::{case.get('name', '')}"] = status
+        try:
+            seconds: float | None = float(case.get("time", ""))
+        except ValueError:
+            seconds = None
+        cases[f"{case.get('classname', '')}::{case.get('name', '')}"] = (status, seconds)
     return cases
+
+
+def junit_cases(xml_text: str) -> dict[str, str]:
+    """Every test case of a JUnit report: 'classname::name' -> passed|failed|error|skipped."""
+    return {test: status for test, (status, _) in junit_results(xml_text).items()}
 
 
 def _row(task_id: str, job: str, kind: str, status: str, rec: TaskRecord | None, extra: dict[str, Any]) -> Row:
@@ -320,6 +347,8 @@ def summarize(
     cases: Cases,
     before: Results | None,
     warnings: Iterable[str] = (),
+    triage: Triage | None = None,
+    commit: str | None = None,
 ) -> Results:
     return Results(
         dag_id=plan.dag_id,
@@ -330,74 +359,6 @@ def summarize(
         cases=cases,
         night_over_night=compare(rows, cases, before),
         warnings=tuple(warnings),
+        commit=commit,
+        triage=triage or Triage(),
     )
-
-
-def _tests_cell(row: Row) -> str:
-    t = row.tests
-    if "collected" in t:
-        return f"{t['collected']} collected"
-    if not t:
-        return "N/A"
-    return f"{t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped, {t['errors']} errors"
-
-
-def _link_cell(row: Row) -> str:
-    if not row.log_url:
-        return "N/A"
-    return f"[Log]({row.log_url}) · [Artifacts]({row.artifacts_url})"
-
-
-def _warning_lines(results: Results) -> list[str]:
-    if not results.warnings:
-        return []
-    return ["**Warnings** (files the summary could not read and skipped):", *(f"- {w}" for w in results.warnings), ""]
-
-
-def _skipped(results: Results) -> str:
-    return f", {results.skipped} skipped" if results.skipped else ""
-
-
-def to_markdown(results: Results) -> str:
-    lines = [
-        "# Nightly CI Results Summary",
-        "",
-        f"Run `{results.run_id}` (logical date {results.logical_date}): "
-        f"**Summary: {results.passed}/{results.total} jobs passed{_skipped(results)}** · [View run]({results.run_url})",
-        "",
-        *(
-            ["**Warnings** (read around, not lost):", *(f"- {w}" for w in results.warnings), ""]
-            if results.warnings
-            else []
-        ),
-        "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |",
-        "|-------|--------|--------|----------------|-----------|-------|---------|",
-    ]
-    for r in results.rows:
-        duration = "N/A" if r.duration_min is None else f"{r.duration_min:.1f}"
-        tests = _tests_cell(r) if r.kind == "test" else ""
-        lines.append(
-            f"| {r.job} | {r.status} | {r.runner} | {duration} | {_link_cell(r)} | {tests} | {r.failure_class or ''} |"
-        )
-    lines += ["", *night_over_night_lines(results, markdown=True)]
-    return "\n".join(lines) + "\n"
-
-
-SHOWN_CASES = 20  # test cases named per list (new, fixed, still failing); the rest are counted
-
-
-def night_over_night_lines(results: Results, markdown: bool = False) -> list[str]:
-    non = results.night_over_night
-    if non.previous_run_id is None:
-        return ["No previous completed nightly to compare with."]
-    jobs = {r.task_id: r.job for r in results.rows}
-    head = "## " if markdown else "*"
-    tail = "" if markdown else "*"
-    lines = [f"{head}Since the nightly of {non.previous_logical_date}{tail}"]
-    for key, label in (("new_failures", "New failures"), ("fixed", "Fixed"), ("still_failing", "Still failing")):
-        names = [jobs.get(t, t) for t in getattr(non.jobs, key)]
-        cases = getattr(non.cases, key)
-        count = non.case_count(key)
-        lines.append(f"- {label}: {len(names)} jobs{': ' + ', '.join(names) if names else ''}; {count} test cases")
-        lines += [f"  - `{c}`" if markdown else f"    • {c}" for c in cases[:SHOWN_CASES]]
-    return lines

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from include.nightly_ci.errors import SlackError
-from include.nightly_ci.report.results import FAILING_STATES, Results, night_over_night_lines
+from include.nightly_ci.report.markdown import night_over_night_lines, triage_lines
+from include.nightly_ci.report.results import FAILING_STATES, Results
 
 
 def changed(results: Results) -> bool:
@@ -56,13 +57,16 @@ def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
     text = f"{title}\n{summary}\n<{results.run_url}|View Workflow Summary>"
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if not ok:
-        failed = [r.job for r in results.rows if r.status in FAILING_STATES]
+        failed = [r.job for r in results.rows if r.status in FAILING_STATES and not r.muted]
         blocks.append(_section([f"*Failed Jobs ({len(failed)}):*", *(f"• {name}" for name in failed)], results.run_url))
     if skipped:  # not failures, but never silent
         blocks.append(
             _section([f"*Skipped Jobs ({len(skipped)}):*", *(f"• {name}" for name in skipped)], results.run_url)
         )
     blocks.append(_section(night_over_night_lines(results), results.run_url))
+    told_apart = triage_lines(results)
+    if told_apart:
+        blocks.append(_section(told_apart, results.run_url))
     if results.warnings:
         note = f"⚠️ {len(results.warnings)} file(s) of the store could not be read and were skipped: see the table"
         blocks.append(_section([note], results.run_url))

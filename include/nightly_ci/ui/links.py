@@ -1,14 +1,33 @@
-"""Extra links in the Airflow UI: a push task's image in its registry, a test task's JUnit
-and output. They read what the task put in XCom, so they work for failed tests too."""
+"""Links into the Airflow UI and out of it: a run and a task's log in the UI (the results
+table and the triage page), and the extra links: a push task's image in its registry, a
+test task's JUnit and output. The extra links read what the task put in XCom, so they
+work for failed tests too."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
 from include.nightly_ci.records import PushResult, SuiteArtifacts
+
+
+def ui_base_url() -> str:
+    from airflow.configuration import conf
+
+    return str(conf.get("api", "base_url", fallback="http://localhost:8080/")).rstrip("/")
+
+
+def run_url(dag_id: str, run_id: str) -> str:
+    return f"{ui_base_url()}/dags/{dag_id}/runs/{quote(run_id)}"
+
+
+def log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None) -> str:
+    """The task's log in the Airflow UI (the same form as RuntimeTaskInstance.log_url)."""
+    return f"{run_url(dag_id, run_id)}/tasks/{task_id}" + (f"?try_number={try_number}" if try_number else "")
+
 
 _ECR = re.compile(r"(?P<account>\d+)\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com")
 
