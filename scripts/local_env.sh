@@ -29,4 +29,7 @@ export AIRFLOW_CONN_NIGHTLY_CI_SCCACHE
 # The demo's Slack webhook (dev/fake_slack.py on loopback); in production the password
 # of a slackwebhook connection is the real webhook URL.
 export AIRFLOW_CONN_NIGHTLY_CI_SLACK="{\"conn_type\": \"slackwebhook\", \"password\": \"http://127.0.0.1:$SLACK_PORT/services/T0NIGHTLY/B0DEMO/demo\"}"
+# The test history: an SQLite file beside the demo's artifacts (production: a postgres
+# connection to a database of its own).
+export AIRFLOW_CONN_NIGHTLY_CI_HISTORY="{\"conn_type\": \"sqlite\", \"host\": \"$ROOT/.local/history.db\"}"
 export PATH=$VENV/bin:$PATH

@@ -244,9 +244,11 @@ def run_dag(
         cmd.append(logical_date)
     if conf:
         cmd += ["-c", json.dumps(conf)]
+    # Each test's own history store, beside its config: nights of other tests are not its past.
+    history = json.dumps({"conn_type": "sqlite", "host": str(config.parent / "history.db")})
     return subprocess.run(
         cmd,
-        env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **(env or {})}),
+        env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": history, **(env or {})}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -609,6 +611,10 @@ class Postgres:
     def createdb(self, name: str) -> str:
         """A new database NAME; its URL (psycopg2, as Airflow's own)."""
         self._run(_pg_bin() / "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "airflow", name)
+        return self.createdb_url(name)
+
+    def createdb_url(self, name: str) -> str:
+        """The URL of database NAME on this server."""
         return self.url.removesuffix("/airflow") + f"/{name}"
 
     def stop(self) -> None:

@@ -120,6 +120,9 @@ class FaultStand:
             "AIRFLOW_CONN_FAULTS_ACR": registry("acr", self.acr, "azure_container_registry"),
             "AIRFLOW_CONN_FAULTS_S3": json.dumps(s3),
             "AIRFLOW_CONN_NIGHTLY_CI_SLACK": json.dumps(slack),
+            "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": json.dumps(
+                {"conn_type": "sqlite", "host": str(self.root / "history.db")}
+            ),
         }
 
     def config(self, name: str = "nightly", extra: str = "", source: str | None = None) -> Path:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -95,6 +96,12 @@ class AirflowStack:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    @property
+    def history_conn(self) -> dict[str, Any]:
+        p = self.postgres
+        return {"conn_type": "postgres", "host": "127.0.0.1", "port": p.port, "login": "airflow",
+                "password": p.password, "schema": "nightly_ci_history"}  # fmt: skip
+
     @cached_property
     def env(self) -> dict[str, str]:
         """Every process's environment: one database, one broker, one JWT secret."""
@@ -116,6 +123,8 @@ class AirflowStack:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
+            # The test history in a database of its own on the same server, as in compose.
+            "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": json.dumps(self.history_conn),
             "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url.replace("+psycopg2", ""),
             "AIRFLOW__API__BASE_URL": self.api,
@@ -176,6 +185,7 @@ class AirflowStack:
     def start(self) -> None:
         began = time.monotonic()
         self.postgres.start()
+        self.postgres.createdb(self.history_conn["schema"])
         self.redis.start()
         self.timings["postgres and redis up (s)"] = time.monotonic() - began
         began = time.monotonic()

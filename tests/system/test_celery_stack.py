@@ -32,6 +32,7 @@ import pytest
 
 from dev.fake_slack import FakeSlack
 from dev.sample_repo import make_repo
+from include.nightly_ci.history.store import HistoryStore
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
 from tests.services import (
     ENGINE,
@@ -272,6 +273,13 @@ def test_the_scheduled_run_starts_by_itself_at_its_cron_time(system):
     assert system.records_on_disk() == []
     results = system.results(run["dag_run_id"])
     assert (results["passed"], results["total"]) == (54, 54)
+    # The night is in the history store: the stack's Postgres, a database of its own.
+    assert results["triage"]["history"] == "recorded", results["triage"]
+    history = HistoryStore(stack.postgres.createdb_url(stack.history_conn["schema"]))
+    try:
+        assert run["dag_run_id"] in history.recorded_runs(DAG)
+    finally:
+        history.close()
     tested = [r for r in results["rows"] if r["kind"] == "test"]
     assert len(tested) == 24 and all(r["tests"].get("passed", 0) + r["tests"].get("collected", 0) > 0 for r in tested)
     # Each host's engine did its host's work: the GPU host pulled the runtime images it

@@ -402,7 +402,7 @@ def test_cells_the_params_left_out_are_not_jobs_of_the_run():
 
 
 def test_unreadable_earlier_results_are_skipped_with_a_warning(tmp_path):
-    from include.nightly_ci.report.operators import SummaryOperator
+    from include.nightly_ci.report.reading import completed_runs
 
     good = results_for()
     for name, text in {
@@ -413,7 +413,7 @@ def test_unreadable_earlier_results_are_skipped_with_a_warning(tmp_path):
     }.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(text)
-    runs, warnings = SummaryOperator._completed_runs(tmp_path, "scheduled-20261129T080000Z")
+    runs, warnings = completed_runs(tmp_path, "scheduled-20261129T080000Z")
     assert [r.run_id for r in runs] == [good["run_id"]]
     assert len(warnings) == 3
     assert all("results.json" in w and "skipped" in w for w in warnings)
@@ -421,15 +421,13 @@ def test_unreadable_earlier_results_are_skipped_with_a_warning(tmp_path):
 
 
 def test_a_truncated_task_record_is_skipped_with_a_warning(tmp_path):
-    from include.nightly_ci.artifacts import ArtifactStore
-    from include.nightly_ci.report.operators import SummaryOperator
+    from include.nightly_ci.report.reading import RunFolder
 
-    op = SummaryOperator(task_id="results_summary", plan=PLAN, store=ArtifactStore(str(tmp_path)))
     task = PLAN.cells[0].tests[0].task
     record = tmp_path / task.record_file
     record.parent.mkdir(parents=True)
     record.write_text('{"task_id": "')
-    records, warnings = op._records(tmp_path)
+    records, warnings = RunFolder(PLAN, tmp_path).records()
     assert records == {}
     assert len(warnings) == 1 and task.record_file in warnings[0]
 

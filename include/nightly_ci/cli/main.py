@@ -4,6 +4,8 @@ check [FILE]      validate a config; prints a one-line summary (exit 0) or every
 pools [FILE]      create or update the Airflow pools the config names
 inventory [FILE]  list what the registries hold for every cell, with digests
 schema [--check]  write the config's JSON schema and reference tables (--check: fail if stale)
+history migrate   create or upgrade the history store's schema
+history import    bring the runs in the artifact store that the history store lacks into it
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 
 from include.nightly_ci.config import load_config
-from include.nightly_ci.errors import ConfigError
+from include.nightly_ci.errors import ConfigError, HistoryConfigError, HistoryUnavailable
 from include.nightly_ci.plan import build_plan
 
 
@@ -53,6 +55,22 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from include.nightly_ci.cli.history import import_runs, open_store
+
+    plan = build_plan(load_config(args.file))
+    store = open_store(plan, args.conn_id)
+    try:
+        if args.action == "import":
+            import_runs(plan, store, every=args.all, out=print)
+        else:
+            where = store.engine.url.render_as_string(hide_password=True)
+            print(f"history store {where} is at revision {store.migrate()}")
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.nightly_ci", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,10 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("schema", help="write the config's JSON schema and the reference tables generated from it")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
     p.set_defaults(func=_schema)
+    p = sub.add_parser("history", help="the history store: migrate its schema, or import runs from the artifact store")
+    p.add_argument("action", choices=["migrate", "import"])
+    p.add_argument("file", nargs="?", help="config file (default: $NIGHTLY_CI_CONFIG or the shipped one)")
+    p.add_argument("--conn-id", help="the history connection (default: the config's history.conn_id)")
+    p.add_argument("--all", action="store_true", help="import: every run again, not only those the store lacks")
+    p.set_defaults(func=_history)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, HistoryConfigError, HistoryUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 1
 

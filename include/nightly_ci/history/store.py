@@ -197,6 +197,15 @@ class HistoryStore:
                 found |= read(chunk)
         return found
 
+    def recorded_runs(self, dag_id: str) -> set[str]:
+        """The run ids of DAG_ID the store holds."""
+        from sqlalchemy import select
+
+        from include.nightly_ci.history import tables as t
+
+        with self._begin("listing the recorded runs") as conn:
+            return set(conn.execute(select(t.nights.c.run_id).where(t.nights.c.dag_id == dag_id)).scalars())
+
     # ------------------------------------------------------------ what tonight's rules need
 
     def _earlier_nights(

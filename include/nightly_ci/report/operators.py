@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, TriggerRule
 
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.errors import NightlyFailed, NoResultsError
-from include.nightly_ci.plan import JUNIT_FILE, Plan
-from include.nightly_ci.records import TaskRecord
+from include.nightly_ci.plan import Plan
 from include.nightly_ci.ui.links import log_url, run_url  # shared with the triage page
 
 if TYPE_CHECKING:
-    from include.nightly_ci.report.results import Cases, Results
+    from include.nightly_ci.report.results import Results
 
 
 def _results_of(context: Any, summary_task_id: str) -> Results:
@@ -41,6 +39,7 @@ class SummaryOperator(BaseOperator):
         from include.nightly_ci.artifacts import write_json, write_text
         from include.nightly_ci.history.records import NightRecord
         from include.nightly_ci.report.markdown import to_markdown
+        from include.nightly_ci.report.reading import RunFolder, completed_runs
         from include.nightly_ci.report.results import build_rows, cells_of, previous_results, run_kind, summarize
         from include.nightly_ci.report.triage import Night, mute
 
@@ -51,9 +50,10 @@ class SummaryOperator(BaseOperator):
         run_dir = self.store.run_folder(run_id)
 
         states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[run_id]).get(run_id, {})
-        cases, durations, case_warnings = self._cases(run_dir)
-        reruns, rerun_warnings = self._reruns(run_dir)
-        records, record_warnings = self._records(run_dir)
+        folder = RunFolder(self.plan, run_dir)
+        cases, durations, case_warnings = folder.cases()
+        reruns, rerun_warnings = folder.reruns()
+        records, record_warnings = folder.records()
         rows = build_rows(
             self.plan,
             states,
@@ -63,7 +63,7 @@ class SummaryOperator(BaseOperator):
             artifacts_url=lambda task_id: str(run_dir / self.plan.task(task_id).artifact_dir),
             selected=(context["params"]["frameworks"], context["params"]["arches"]),
         )
-        earlier, run_warnings = self._completed_runs(root, run_dir.name)
+        earlier, run_warnings = completed_runs(root, run_dir.name)
         before = previous_results(earlier, dag_id=ti.dag_id, run_id=run_id, logical_date=night, cells=cells_of(rows))
         warnings = [*record_warnings, *case_warnings, *rerun_warnings, *run_warnings]
         source = ti.xcom_pull(task_ids=self.plan.resolve.task_id) or {}
@@ -116,91 +116,6 @@ class SummaryOperator(BaseOperator):
             )
             warnings.append(why)
             return without_store(night, before, why)
-
-    def _records(self, run_dir: Any) -> tuple[dict[str, TaskRecord], list[str]]:
-        """The record each task of the plan left, where it left a readable one."""
-        found, warnings = {}, []
-        for task in self.plan.tasks():
-            path = run_dir / task.record_file
-            if path.exists():
-                try:
-                    found[task.task_id] = TaskRecord.from_json(json.loads(path.read_text()))
-                except _UNREADABLE as exc:
-                    warnings.append(_skipped(task.record_file, exc))
-        return found, warnings
-
-    def _cases(self, run_dir: Any) -> tuple[Cases, dict[str, dict[str, float]], list[str]]:
-        """Every suite's test cases (outcome) and their durations, from its JUnit report."""
-        from include.nightly_ci.report.results import junit_results
-
-        cases, durations, warnings = {}, {}, []
-        for cell in self.plan.cells:
-            for job in cell.tests:
-                report = run_dir / job.task.artifact_dir / JUNIT_FILE
-                if report.exists():
-                    try:
-                        found = junit_results(report.read_text())
-                    except _UNREADABLE as exc:
-                        warnings.append(_skipped(f"{job.task.artifact_dir}/{JUNIT_FILE}", exc))
-                        continue
-                    cases[job.task.task_id] = {test: status for test, (status, _) in found.items()}
-                    durations[job.task.task_id] = {t: sec for t, (_, sec) in found.items() if sec is not None}
-        return cases, durations, warnings
-
-    def _reruns(self, run_dir: Any) -> tuple[dict[tuple[str, str], tuple[str, ...]], list[str]]:
-        """Each rerun case's outcomes, attempt by attempt (RUN/CELL/reruns/SUITE/ATTEMPT/)."""
-        from include.nightly_ci.report.results import junit_cases
-
-        found: dict[tuple[str, str], list[str]] = {}
-        warnings = []
-        for cell in self.plan.cells:
-            for job in cell.tests:
-                folder = run_dir / cell.group_id / "reruns" / job.suite
-                if not folder.exists():
-                    continue
-                attempts = sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-                for attempt in attempts:
-                    report = attempt / JUNIT_FILE
-                    if not report.exists():
-                        continue
-                    try:
-                        outcomes = junit_cases(report.read_text())
-                    except _UNREADABLE as exc:
-                        warnings.append(
-                            _skipped(f"{cell.group_id}/reruns/{job.suite}/{attempt.name}/{JUNIT_FILE}", exc)
-                        )
-                        continue
-                    for test, outcome in outcomes.items():
-                        found.setdefault((job.task.task_id, test), []).append(outcome)
-        return {key: tuple(v) for key, v in found.items()}, warnings
-
-    @staticmethod
-    def _completed_runs(root: Any, this_run: str) -> tuple[list[Results], list[str]]:
-        """Every earlier run's results that can be read; one warning for each that can't
-        (truncated, an older schema, anything else's file): one bad file once made every
-        later summary fail (H4)."""
-        from include.nightly_ci.report.results import Results
-
-        if not root.exists():
-            return [], []
-        runs, warnings = [], []
-        for folder in root.iterdir():
-            results = folder / "results.json"
-            if folder.name != this_run and results.exists():
-                try:
-                    runs.append(Results.from_json(json.loads(results.read_text())))
-                except _UNREADABLE as exc:
-                    warnings.append(_skipped(f"{folder.name}/results.json", exc))
-        return runs, warnings
-
-
-# What a file of the store may be: cut short, of another schema, not ours, or unreadable.
-# (A JUnit report cut short raises ElementTree's ParseError, a SyntaxError.)
-_UNREADABLE = (ValueError, KeyError, TypeError, AttributeError, OSError, SyntaxError)
-
-
-def _skipped(name: str, exc: BaseException) -> str:
-    return f"{name}: could not be read ({type(exc).__name__}: {str(exc)[:200]}), skipped"
 
 
 class VerdictOperator(BaseOperator):
