@@ -4,7 +4,8 @@ resolution (branch head, a tag, the last commit before a night) is real.
 `python -m dev.sample_repo DEST [--nights N]` creates a bare repository
 DEST whose branch `main` has one commit per night for the last N nights (06:00 UTC,
 before the 08:00 schedule), each with a different VERSION, then the project as it is
-now. It is left alone when it already holds the current tree.
+now. It is left alone when it already holds the current tree. `--flaky` then adds a
+commit that makes the sample's test_flaky_on_every_other_run flaky (add_flaky_marker).
 """
 
 from __future__ import annotations
@@ -62,6 +63,30 @@ def make_repo(dest: Path, commits: Iterable[tuple[datetime, str | None, str]], s
     return ids
 
 
+# The file that makes tests/unit/test_flaky.py fail on every other run; only a commit adds it.
+FLAKY_MARKER = "tests/unit/flaky-marker"
+
+
+def add_commit(dest: Path, files: dict[str, str], message: str, when: datetime | None = None) -> str:
+    """A commit on DEST's main (a bare repository made here) writing FILES (path -> text); its id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        _git("clone", "-q", "-b", "main", str(dest.resolve()), str(work), cwd=tmp)
+        for path, text in files.items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_text(text)
+        _git("add", "-A", cwd=work)
+        _git("commit", "-q", "-m", message, cwd=work, when=when)
+        _git("push", "-q", "origin", "main", cwd=work)
+        return _git("rev-parse", "HEAD", cwd=work)
+
+
+def add_flaky_marker(dest: Path, when: datetime | None = None) -> str:
+    """A commit that makes test_flaky_on_every_other_run flaky in the images built from it."""
+    text = "test_flaky.py fails on the suite's run and even reruns while this file exists\n"
+    return add_commit(dest, {FLAKY_MARKER: text}, "make test_flaky_on_every_other_run flaky", when)
+
+
 def _made_here(dest: Path) -> bool:
     """DEST is a sample repository of this module's: marked, or (made before the mark
     existed) a bare repository whose every commit is this module's identity's."""
@@ -113,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dest", type=Path)
     parser.add_argument("--nights", type=int, default=5)
     parser.add_argument("--force", action="store_true", help="recreate even if it holds the current tree")
+    parser.add_argument("--flaky", action="store_true", help="then commit the flaky marker (see add_flaky_marker)")
     args = parser.parse_args(argv)
     print(ensure_repo(args.dest, args.nights, args.force))
+    if args.flaky:
+        print(f"flaky marker committed: main at {add_flaky_marker(args.dest)[:12]}")
     return 0
 
 

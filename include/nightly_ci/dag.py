@@ -18,11 +18,25 @@ from include.nightly_ci.build.operators import BuildCache, BuildImageOperator, R
 from include.nightly_ci.build.publish import PushImageOperator
 from include.nightly_ci.errors import PermanentError
 from include.nightly_ci.names import GIT_REF_RE, RUNTIME, cache_tag
-from include.nightly_ci.plan import TESTS_GROUP, Build, Cell, Plan, Push, TaskSpec, TestJob, load_plan
+from include.nightly_ci.plan import (
+    RERUNS_GROUP,
+    TESTS_GROUP,
+    Build,
+    Cell,
+    Plan,
+    Push,
+    Reruns,
+    RunnerSpec,
+    TaskSpec,
+    TestJob,
+    load_plan,
+)
 from include.nightly_ci.records import NightlyOperator, PushResult, placement
 from include.nightly_ci.report.operators import SlackNotifyOperator, SummaryOperator, VerdictOperator
 from include.nightly_ci.suites.docker import DockerSuiteOperator
 from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
+from include.nightly_ci.suites.rerun import rerun_operator, rerun_time_limit
+from include.nightly_ci.suites.reruns import FindRerunsOperator
 
 # Bad credentials, a bad ref, a broken Dockerfile won't fix themselves: fail at once.
 # One rule on the family's base class; every subclass of PermanentError matches.
@@ -62,6 +76,10 @@ of every framework x arch ({cells}) from `{plan.source.repository}` branch `{pla
 * **tests** (in each group): one task per suite, started as soon as that cell's runtime
   push to the test registry is done, in the exact image it pushed (by digest). A failed
   build leaves its tests `upstream_failed`.
+* **reruns** (in each group whose suites run): after the suites, `find` picks the test
+  cases that failed tonight but not the night before, and `rerun` runs each of them
+  again {plan.history.reruns} times in the exact image it failed in (by digest). A case
+  that passes a rerun is flaky, not a regression.
 * **{plan.summary.display_name}** (`{plan.summary.task_id}`) always runs: the table of every job
   (stage, status, runner, duration, links, test counts, failure class) and what changed
   since the previous night, stored as `results.md`/`results.json` before Slack is told;
@@ -178,6 +196,30 @@ def _push(plan: Plan, cell: Cell, push: Push) -> PushImageOperator:
     )
 
 
+def _runner_args(plan: Plan, cell: Cell, r: RunnerSpec) -> dict[str, Any]:
+    """The arguments of a suite's backend: where and how its container or pod runs."""
+    if r.backend == "kubernetes":
+        return {
+            "kubernetes_conn_id": r.conn_id,
+            "namespace": r.namespace,
+            "node_selector": dict(r.node_selector),
+            "tolerations": [dict(t) for t in r.tolerations],
+            "image_pull_secrets": list(r.image_pull_secrets),
+            "startup_timeout_seconds": r.startup_timeout_seconds,
+            "network": r.network,
+            "registry": plan.registries[cell.test_registry],
+            "pull_secret": r.pull_secret,
+        }
+    return {
+        "docker_conn_id": r.conn_id,
+        "registry": plan.registries[cell.test_registry],
+        "platform": cell.platform,
+        "backoff": plan.backoff,
+        "network_mode": r.network_mode,
+        "startup_timeout_seconds": r.startup_timeout_seconds,
+    }
+
+
 def _suite(plan: Plan, cell: Cell, job: TestJob) -> NightlyOperator:
     r = job.runner
     common: dict[str, Any] = {
@@ -193,33 +235,55 @@ def _suite(plan: Plan, cell: Cell, job: TestJob) -> NightlyOperator:
         "workdir": plan.workdir,
         "junit_path": job.junit_path,
         "timeout_minutes": job.timeout_minutes,
-        "gpus": job.gpus if r.gpus else 0,
+        "gpus": job.container_gpus,
         "cpus": r.cpus,
         "memory": r.memory,
         "retries": 0,  # a failing suite is a result, not a hiccup; it is not re-run
     }
-    if r.backend == "kubernetes":
-        return KubernetesSuiteOperator(
-            **common,
-            kubernetes_conn_id=r.conn_id,
-            namespace=r.namespace,
-            node_selector=dict(r.node_selector),
-            tolerations=[dict(t) for t in r.tolerations],
-            image_pull_secrets=list(r.image_pull_secrets),
-            startup_timeout_seconds=r.startup_timeout_seconds,
-            network=r.network,
-            registry=plan.registries[cell.test_registry],
-            pull_secret=r.pull_secret,
+    backend = KubernetesSuiteOperator if r.backend == "kubernetes" else DockerSuiteOperator
+    return backend(**common, **_runner_args(plan, cell, r))
+
+
+def rerun_task(plan: Plan, cell: Cell, reruns: Reruns, items: Any) -> Any:
+    """The mapped rerun of CELL's newly failing cases: one instance per item of ITEMS (the
+    find task's output: suite, attempt, image, tests, gpus, timeout_minutes)."""
+    r = reruns.jobs[0].runner  # a cell's suites share its test pool's runner
+    return (
+        rerun_operator(r.backend)
+        .partial(
+            **placement(reruns.rerun_task),
+            spec=reruns.rerun_task,
+            store=plan.store,
+            reruns=reruns,
+            framework=cell.framework,
+            arch=cell.arch,
+            workdir=plan.workdir,
+            results_dir=plan.results_dir,
+            cpus=r.cpus,
+            memory=r.memory,
+            retries=0,  # its tests failing is what it observes; an infra failure leaves the case unjudged
+            execution_timeout=rerun_time_limit(reruns, r.startup_timeout_seconds),
+            **_runner_args(plan, cell, r),
         )
-    return DockerSuiteOperator(
-        **common,
-        docker_conn_id=r.conn_id,
-        registry=plan.registries[cell.test_registry],
-        platform=cell.platform,
-        backoff=plan.backoff,
-        network_mode=r.network_mode,
-        startup_timeout_seconds=r.startup_timeout_seconds,
+        .expand_kwargs(items)
     )
+
+
+def _reruns(plan: Plan, cell: Cell, reruns: Reruns, tests: TaskGroup) -> None:
+    with TaskGroup(RERUNS_GROUP, tooltip=f"Rerun tonight's newly failing {cell.framework} {cell.arch} cases"):
+        h = plan.history
+        find = FindRerunsOperator(
+            spec=reruns.find_task,
+            store=plan.store,
+            reruns=reruns,
+            framework=cell.framework,
+            arch=cell.arch,
+            history_conn_id=h.conn_id,
+            attempts=h.reruns,
+            max_cases=h.max_rerun_cases,
+            execution_timeout=REPORT_TIMEOUT,
+        )
+        tests >> find >> rerun_task(plan, cell, reruns, find.output)
 
 
 def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskGroup:
@@ -235,6 +299,8 @@ def _cell_group(plan: Plan, cell: Cell, resolve: ResolveSourceOperator) -> TaskG
         push_fw[cell.cache_registry] >> build_rt >> list(push_rt.values())
         # Tests wait for their own cell's push to the test registry, nothing else.
         push_rt[cell.test_registry] >> tests
+        if cell.reruns is not None:
+            _reruns(plan, cell, cell.reruns, tests)
     return group
 
 

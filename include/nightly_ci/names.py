@@ -35,7 +35,8 @@ TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # The two images of a cell, and the stages of a nightly (the table's kinds of job).
 FRAMEWORK, RUNTIME = "framework", "runtime"
 SOURCE, BUILD, PUSH, TEST, REPORT = "source", "build", "push", "test", "report"
-STAGES = (SOURCE, BUILD, PUSH, TEST, REPORT)
+RERUN = "rerun"  # the flake reruns of a cell's newly failing cases (not jobs of the table)
+STAGES = (SOURCE, BUILD, PUSH, TEST, RERUN, REPORT)
 RETENTION = "retention"  # the tasks of the retention DAG
 
 # OCI and project labels every image carries.
@@ -51,6 +52,20 @@ LABEL_DAG = "dev.nightly-ci.dag-id"  # the reaper touches only its own DAG's con
 # When the container must be gone (ISO 8601, UTC): it stops itself by then, and the reaper
 # removes it after, even when the worker that started it died (H7).
 LABEL_DEADLINE = "dev.nightly-ci.deadline"
+
+# What a test reads to know which run of it this is: "0" in its suite's own run, N in the
+# Nth rerun of a newly failing case (the sample project's flaky test uses it).
+RERUN_ENV = "NIGHTLY_CI_RERUN"
+
+# The kinds of run the history compares night over night: a scheduled or backfilled
+# night is compared only with nights, a manual run only with manual runs.
+NIGHTLY_RUN, MANUAL_RUN = "nightly", "manual"
+
+
+def run_kind(run_id: str) -> str:
+    """'nightly' for scheduled and backfill runs, else 'manual' (a trigger, a chosen id)."""
+    return NIGHTLY_RUN if run_id.partition("__")[0] in ("scheduled", "backfill") else MANUAL_RUN
+
 
 # What a run leaves at the top of its folder (BASE/RUN/): which run it is, its night and
 # when it ran. Retention ages a run's files by it and deletes only in folders that have it.

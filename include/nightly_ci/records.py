@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from airflow.sdk import BaseOperator
 
 from include.nightly_ci.artifacts import ArtifactStore, write_json
-from include.nightly_ci.names import PUSH, TEST
+from include.nightly_ci.names import PUSH, RERUN, TEST
 from include.nightly_ci.plan import TaskSpec, is_selected
 
 T = TypeVar("T", bound="JsonRecord")
@@ -101,7 +101,7 @@ def classify_failure(stage: str, error_type: str | None, message: str, outcome: 
         return TIMEOUT
     if error_type in _INFRA_TYPES or any(t in text for t in _INFRA_TEXTS):
         return INFRA
-    if stage == TEST and (outcome in _TEST_OUTCOMES or outcome is None):
+    if stage in (TEST, RERUN) and (outcome in _TEST_OUTCOMES or outcome is None):
         return TEST_FAILURE
     if stage == PUSH:
         return INFRA
@@ -243,6 +243,10 @@ class NightlyOperator(BaseOperator):
         """What the operator adds to its record (a suite's outcome and counts)."""
         return {}
 
+    def record_key(self, context: Any) -> str:
+        """Where this try leaves its record (a mapped task: one per map index)."""
+        return self.spec.record_key(context["dag_run"].run_id)
+
     def execute(self, context: Any) -> Any:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -284,7 +288,7 @@ class NightlyOperator(BaseOperator):
             **extra,
         )
         try:
-            write_json(self.store.root(), self.spec.record_key(context["dag_run"].run_id), record.to_json())
+            write_json(self.store.root(), self.record_key(context), record.to_json())
         except Exception:  # the store being down must not hide the task's own error
             self.log.exception("Could not write the task record of %s", self.task_id)
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from include.nightly_ci.history.junit import junit_cases
 from include.nightly_ci.plan import load_plan
 from include.nightly_ci.records import TaskRecord, classify_failure
 from include.nightly_ci.report.markdown import to_markdown
 from include.nightly_ci.report.results import (
     Results,
     build_rows,
-    junit_cases,
     previous_results,
     summarize,
 )

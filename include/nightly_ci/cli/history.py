@@ -9,9 +9,10 @@ from collections.abc import Callable
 from include.nightly_ci.errors import HistoryConfigError
 from include.nightly_ci.history.records import NightRecord
 from include.nightly_ci.history.store import HistoryStore
+from include.nightly_ci.names import run_kind
 from include.nightly_ci.plan import Plan
 from include.nightly_ci.report.reading import RunFolder, completed_runs
-from include.nightly_ci.report.results import Results, cells_of, previous_results, run_kind
+from include.nightly_ci.report.results import Results, cells_of, previous_results
 from include.nightly_ci.report.triage import Night, with_store
 
 

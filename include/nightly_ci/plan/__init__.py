@@ -1,8 +1,9 @@
 """The plan: config -> cells -> tasks, every name made once. Pure Python, no Airflow."""
 
-from include.nightly_ci.plan.expand import build_plan, load_plan, pytest_command
+from include.nightly_ci.plan.expand import build_plan, load_plan, pytest_command, rerun_command
 from include.nightly_ci.plan.model import (
     JUNIT_FILE,
+    RERUNS_GROUP,
     TESTS_GROUP,
     Backoff,
     Build,
@@ -10,6 +11,7 @@ from include.nightly_ci.plan.model import (
     Plan,
     Push,
     Registry,
+    Reruns,
     RunnerSpec,
     Source,
     TagPatterns,
@@ -23,6 +25,7 @@ from include.nightly_ci.plan.model import (
 
 __all__ = [
     "JUNIT_FILE",
+    "RERUNS_GROUP",
     "TESTS_GROUP",
     "Backoff",
     "Build",
@@ -30,6 +33,7 @@ __all__ = [
     "Plan",
     "Push",
     "Registry",
+    "Reruns",
     "RunnerSpec",
     "Source",
     "TagPatterns",
@@ -42,4 +46,5 @@ __all__ = [
     "load_plan",
     "publishes",
     "pytest_command",
+    "rerun_command",
 ]

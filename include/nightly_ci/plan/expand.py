@@ -4,6 +4,7 @@ with the original pipeline's job names. Pure Python, no Airflow."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 
 from include.nightly_ci.artifacts import ArtifactStore
@@ -13,6 +14,7 @@ from include.nightly_ci.names import (
     FRAMEWORK,
     PUSH,
     REPORT,
+    RERUN,
     RETENTION,
     RUNTIME,
     SOURCE,
@@ -22,6 +24,7 @@ from include.nightly_ci.names import (
 )
 from include.nightly_ci.plan.model import (
     JUNIT_FILE,
+    RERUNS_GROUP,
     TESTS_GROUP,
     Backoff,
     Build,
@@ -29,6 +32,7 @@ from include.nightly_ci.plan.model import (
     Plan,
     Push,
     Registry,
+    Reruns,
     RunnerSpec,
     Source,
     TagPatterns,
@@ -55,6 +59,14 @@ def pytest_command(marker: str, mode: str, results_dir: str) -> tuple[str, ...]:
         "pytest", "--continue-on-collection-errors", "-v", "--tb=short", "--basetemp=/tmp",
         "-o", "cache_dir=/tmp/.pytest_cache", f"--junitxml={results_dir}/{JUNIT_FILE}", "--durations=10",
         "-m", marker,
+    )  # fmt: skip
+
+
+def rerun_command(node_ids: Iterable[str], results_dir: str) -> tuple[str, ...]:
+    """The pytest line of a rerun: only NODE_IDS (no marker), its JUnit where a suite's goes."""
+    return (
+        "pytest", "-v", "--tb=short", "--basetemp=/tmp", "-o", "cache_dir=/tmp/.pytest_cache",
+        f"--junitxml={results_dir}/{JUNIT_FILE}", *node_ids,
     )  # fmt: skip
 
 
@@ -89,8 +101,8 @@ class _Namer:
     def _queue(self, pool: str) -> str:
         return self.cfg.pools[pool].queue or pool
 
-    def _spec(self, local: str, name: str, stage: str, pool: str, artifact_dir: str, slots: int = 1) -> TaskSpec:
-        within = local if stage != TEST else f"{TESTS_GROUP}.{local}"  # its id inside the cell's group
+    def _spec(self, local: str, name: str, stage: str, pool: str | None, artifact_dir: str, slots: int = 1) -> TaskSpec:
+        within = {TEST: f"{TESTS_GROUP}.{local}", RERUN: f"{RERUNS_GROUP}.{local}"}.get(stage, local)
         return TaskSpec(
             task_id=f"{self.group}.{within}",
             local_id=local,
@@ -98,7 +110,7 @@ class _Namer:
             stage=stage,
             pool=pool,
             pool_slots=slots,
-            queue=self._queue(pool),
+            queue=self._queue(pool) if pool else None,
             cell=self.group,
             artifact_dir=f"{self.group}/{artifact_dir}",
             record_file=f"{self.group}/tasks/{within}.json",
@@ -118,6 +130,14 @@ class _Namer:
     def test(self, suite: str, mode: str, slots: int) -> TaskSpec:
         name = f"{self.fw}-{self.arch}-{suite}" + (" (collect only)" if mode == "collect" else "")
         return self._spec(suite, name, TEST, self.settings.test_pool, f"test-{suite}", slots)
+
+    def reruns(self, jobs: tuple[TestJob, ...]) -> Reruns:
+        # The find reads files and a database: the default pool and queue, never a GPU slot.
+        find = self._spec("find", f"{self.fw}-{self.arch}-find-flakes", RERUN, None, RERUNS_GROUP)
+        # Airflow can't map pool_slots: every rerun takes as many as the cell's largest suite.
+        slots = max(j.pool_slots for j in jobs)
+        rerun = self._spec("rerun", f"{self.fw}-{self.arch}-rerun", RERUN, self.settings.test_pool, RERUNS_GROUP, slots)
+        return Reruns(cell=self.group, find_task=find, rerun_task=rerun, jobs=jobs)
 
 
 def _tests(cfg: NightlyConfig, namer: _Namer) -> tuple[TestJob, ...]:
@@ -147,6 +167,8 @@ def _tests(cfg: NightlyConfig, namer: _Namer) -> tuple[TestJob, ...]:
 def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
     a = cfg.arches[arch]
     namer = _Namer(cfg, framework, arch)
+    tests = _tests(cfg, namer)
+    running = tuple(j for j in tests if j.mode == "run")  # a collect-only suite fails no test case
     framework_regs = [name for name, r in cfg.registries.items() if FRAMEWORK in r.images]
     runtime_regs = [name for name, r in cfg.registries.items() if RUNTIME in r.images]
     return Cell(
@@ -169,7 +191,8 @@ def _cell(cfg: NightlyConfig, framework: str, arch: str) -> Cell:
         runtime_pushes=tuple(Push(r, RUNTIME, namer.push(RUNTIME, r)) for r in runtime_regs),
         cache_registry=framework_regs[0],
         test_registry=cfg.tests.registry or next((r for r in runtime_regs if r == framework_regs[0]), runtime_regs[0]),
-        tests=_tests(cfg, namer),
+        tests=tests,
+        reruns=namer.reruns(running) if running else None,
     )
 
 

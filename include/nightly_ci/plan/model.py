@@ -21,6 +21,7 @@ from include.nightly_ci.names import FRAMEWORK, render_tag, tag_safe_run_id
 
 JUNIT_FILE = "pytest_test_report.xml"
 TESTS_GROUP = "tests"
+RERUNS_GROUP = "reruns"
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,46 @@ class TestJob:
     def pool_slots(self) -> int:
         return self.task.pool_slots
 
+    @property
+    def container_gpus(self) -> int:
+        """The GPUs its container asks for: none where the pool's runners have none."""
+        return self.gpus if self.runner.gpus else 0
+
+
+@dataclass(frozen=True)
+class Reruns:
+    """The flake reruns of one cell: FIND_TASK picks tonight's newly failing cases of the
+    run-mode suites (JOBS), RERUN_TASK (mapped, one instance per suite and attempt) runs
+    them again in the image they failed in. Not jobs of the results table: the summary
+    reads their JUnit at artifact_key() and tells flaky cases from regressions."""
+
+    cell: str  # the cell's group id
+    find_task: TaskSpec
+    rerun_task: TaskSpec
+    jobs: tuple[TestJob, ...]
+
+    def artifact_dir(self, suite: str, attempt: int) -> str:
+        """CELL/reruns/SUITE/ATTEMPT, relative to the run's folder."""
+        return f"{self.cell}/{RERUNS_GROUP}/{suite}/{attempt}"
+
+    def artifact_key(self, run_id: str, suite: str, attempt: int, name: str) -> str:
+        """RUN/CELL/reruns/SUITE/ATTEMPT/NAME: the files of rerun ATTEMPT (1..r) of SUITE.
+        A (suite, attempt) is one map index of a night, so no instance writes another's."""
+        return f"{tag_safe_run_id(run_id)}/{self.artifact_dir(suite, attempt)}/{name}"
+
+    def record_key(self, run_id: str, map_index: int) -> str:
+        """The record of one mapped rerun instance (the map index in its name)."""
+        return f"{tag_safe_run_id(run_id)}/{self.rerun_task.record_file.removesuffix('.json')}.{map_index}.json"
+
+    def selection_key(self, run_id: str) -> str:
+        """What the find task chose tonight, per suite, and why (for people, and the page)."""
+        return f"{tag_safe_run_id(run_id)}/{self.cell}/{RERUNS_GROUP}/selection.json"
+
+    @property
+    def timeout_minutes(self) -> int:
+        """The longest suite's own limit: a rerun of its cases gets as long."""
+        return max(j.timeout_minutes for j in self.jobs)
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -165,6 +206,7 @@ class Cell:
     cache_registry: str  # where the runtime build pulls the framework image from
     test_registry: str  # where the tests pull the runtime image from, by digest
     tests: tuple[TestJob, ...] = ()
+    reruns: Reruns | None = None  # None: no suite runs tests (collect only), nothing to rerun
 
     @property
     def group_id(self) -> str:
@@ -205,6 +247,11 @@ class Cell:
         yield self.runtime_build.task
         yield from (p.task for p in self.runtime_pushes)
         yield from (j.task for j in self.tests)
+
+    def support_tasks(self) -> Iterator[TaskSpec]:
+        """The cell's tasks that are not jobs of the table: its flake reruns."""
+        if self.reruns is not None:
+            yield from (self.reruns.find_task, self.reruns.rerun_task)
 
 
 @dataclass(frozen=True)
@@ -257,6 +304,7 @@ class Plan:
         yield self.resolve
         for cell in self.cells:
             yield from cell.tasks()
+            yield from cell.support_tasks()
         yield from (t for t in (self.summary, self.verdict, self.notify) if t is not None)
 
     @cached_property

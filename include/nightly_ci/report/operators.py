@@ -38,9 +38,10 @@ class SummaryOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.artifacts import write_json, write_text
         from include.nightly_ci.history.records import NightRecord
+        from include.nightly_ci.names import run_kind
         from include.nightly_ci.report.markdown import to_markdown
         from include.nightly_ci.report.reading import RunFolder, completed_runs
-        from include.nightly_ci.report.results import build_rows, cells_of, previous_results, run_kind, summarize
+        from include.nightly_ci.report.results import build_rows, cells_of, previous_results, summarize
         from include.nightly_ci.report.triage import Night, mute
 
         ti, dag_run = context["ti"], context["dag_run"]

@@ -48,7 +48,7 @@ class RunFolder:
 
     def cases(self) -> tuple[Cases, Durations, list[str]]:
         """Every suite's test cases (outcome) and their durations, from its JUnit report."""
-        from include.nightly_ci.report.results import junit_results
+        from include.nightly_ci.history.junit import junit_results
 
         cases, durations, warnings = {}, {}, []
         for cell in self.plan.cells:
@@ -66,23 +66,20 @@ class RunFolder:
         return cases, durations, warnings
 
     def reruns(self) -> tuple[Reruns, list[str]]:
-        """Each rerun case's outcomes, attempt by attempt (RUN/CELL/reruns/SUITE/ATTEMPT/)."""
-        from include.nightly_ci.report.results import junit_cases
+        """Each rerun case's outcomes, attempt by attempt (the plan's Reruns layout)."""
+        from include.nightly_ci.history.junit import junit_cases
 
         found: dict[tuple[str, str], list[str]] = {}
         warnings = []
-        for cell in self.plan.cells:
-            for job in cell.tests:
-                folder = self.path / cell.group_id / "reruns" / job.suite
-                if not folder.exists():
-                    continue
-                attempts = sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-                for attempt in attempts:
-                    name = f"{cell.group_id}/reruns/{job.suite}/{attempt.name}/{JUNIT_FILE}"
-                    if not (attempt / JUNIT_FILE).exists():
+        for reruns in (c.reruns for c in self.plan.cells if c.reruns):
+            for job in reruns.jobs:
+                for attempt in range(1, self.plan.history.reruns + 1):
+                    name = f"{reruns.artifact_dir(job.suite, attempt)}/{JUNIT_FILE}"
+                    report = self.path / name
+                    if not report.exists():
                         continue
                     try:
-                        outcomes = junit_cases((attempt / JUNIT_FILE).read_text())
+                        outcomes = junit_cases(report.read_text())
                     except UNREADABLE as exc:
                         warnings.append(skipped(name, exc))
                         continue

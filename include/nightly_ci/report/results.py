@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from include.nightly_ci.names import run_kind
 from include.nightly_ci.plan import Plan, is_selected
 from include.nightly_ci.records import FAILING_STATES, UPSTREAM, TaskRecord
 from include.nightly_ci.report.triage import Triage, passed
@@ -201,30 +202,6 @@ class Results:
         return short.to_json()
 
 
-def junit_results(xml_text: str) -> dict[str, tuple[str, float | None]]:
-    """Every test case of a JUnit report: 'classname::name' -> (passed|failed|error|skipped, seconds)."""
-    import xml.etree.ElementTree as ET  # at run time only: the DAG file imports this module
-
-    cases = {}
-    for case in ET.fromstring(xml_text).iter("testcase"):
-        status = "passed"
-        for child, name in (("failure", "failed"), ("error", "error"), ("skipped", "skipped")):
-            if case.find(child) is not None:
-                status = name
-                break
-        try:
-            seconds: float | None = float(case.get("time", ""))
-        except ValueError:
-            seconds = None
-        cases[f"{case.get('classname', '')}::{case.get('name', '')}"] = (status, seconds)
-    return cases
-
-
-def junit_cases(xml_text: str) -> dict[str, str]:
-    """Every test case of a JUnit report: 'classname::name' -> passed|failed|error|skipped."""
-    return {test: status for test, (status, _) in junit_results(xml_text).items()}
-
-
 def _row(task_id: str, job: str, kind: str, status: str, rec: TaskRecord | None, extra: dict[str, Any]) -> Row:
     failure = None
     if status == "upstream_failed":
@@ -308,11 +285,6 @@ def compare(now: list[Row], now_cases: Cases, before: Results | None) -> NightOv
             tuple(sorted(is_case - was_case)), tuple(sorted(was_case & passing_case)), tuple(sorted(is_case & was_case))
         ),
     )
-
-
-def run_kind(run_id: str) -> str:
-    """'nightly' for scheduled and backfill runs, else 'manual' (a trigger, a chosen id)."""
-    return "nightly" if run_id.partition("__")[0] in ("scheduled", "backfill") else "manual"
 
 
 def cells_of(rows: Iterable[Row]) -> set[str]:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.nightly_ci.errors import NightlyCiError
+from include.nightly_ci.names import RERUN_ENV
 from include.nightly_ci.plan import JUNIT_FILE, Backoff
 from include.nightly_ci.records import NightlyOperator, SuiteArtifacts, skip_unless_selected
 from include.nightly_ci.ui.links import JUnitLink, TestOutputLink
@@ -59,6 +60,15 @@ class SuiteOperator(NightlyOperator):
             "exit_code": r.exit_code,
         }
 
+    def container_env(self) -> dict[str, str]:
+        """What the suite's container or pod has in its environment: which run of the tests
+        this is (0: the suite's own; a rerun says its attempt)."""
+        return {RERUN_ENV: "0"}
+
+    def artifact_key(self, run_id: str, name: str) -> str:
+        """Where file NAME of this task goes in the artifact store."""
+        return self.spec.artifact_key(run_id, name)
+
     def execute_suite(self, context: Any, run: SuiteRun) -> None:  # pragma: no cover - each backend defines it
         """Run the suite; fill RUN (exit code, output, JUnit), or raise what stopped it."""
         raise NotImplementedError
@@ -88,9 +98,9 @@ class SuiteOperator(NightlyOperator):
     def _files(self, run_id: str) -> SuiteArtifacts:
         root = self.store.root()
         return SuiteArtifacts(
-            junit=str(root / self.spec.artifact_key(run_id, JUNIT_FILE)),
-            output=str(root / self.spec.artifact_key(run_id, "output.log")),
-            record=str(root / self.spec.artifact_key(run_id, "record.json")),
+            junit=str(root / self.artifact_key(run_id, JUNIT_FILE)),
+            output=str(root / self.artifact_key(run_id, "output.log")),
+            record=str(root / self.artifact_key(run_id, "record.json")),
         )
 
     def _new_run(self, context: Any) -> SuiteRun:
@@ -121,7 +131,7 @@ class SuiteOperator(NightlyOperator):
         }
         for name, text in contents.items():
             try:
-                write_text(root, self.spec.artifact_key(run_id, name), text)
+                write_text(root, self.artifact_key(run_id, name), text)
             except StoreError as exc:
                 self.log.error("%s; its content is kept in this log instead:\n%s", exc, text)
         self.log.info("Suite %s: %s %s; artifacts: %s", self.suite, result.outcome, result.counts, planned)

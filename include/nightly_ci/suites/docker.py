@@ -60,7 +60,8 @@ class DockerSuiteOperator(SuiteOperator):
         # start, inside the container, so the task's timeout is the sum.
         startup = timedelta(seconds=startup_timeout_seconds)
         kwargs.setdefault("execution_timeout", startup + timedelta(minutes=timeout_minutes) + GRACE)
-        super().__init__(**placement(spec), **kwargs)
+        # Explicit arguments win over the spec's placement: a mapped rerun comes with its own.
+        super().__init__(**{**placement(spec), **kwargs})
         self.spec, self.store = spec, store
         self.framework, self.arch, self.suite, self.image = framework, arch, suite, image
         self.command, self.mode, self.marker = command, mode, marker
@@ -139,6 +140,7 @@ class DockerSuiteOperator(SuiteOperator):
             cpus=self.cpus,
             memory=self.memory,
             network_mode=self.network_mode,
+            env=self.container_env(),
             labels={
                 LABEL_DAG: self.dag_id,
                 LABEL_CELL: self.spec.cell or "",

@@ -158,7 +158,8 @@ class KubernetesSuiteOperator(SuiteOperator):
         # The pod may wait for a node (GPU scale-up) before the suite's own time starts.
         startup = timedelta(seconds=startup_timeout_seconds)
         kwargs.setdefault("execution_timeout", timedelta(minutes=timeout_minutes) + startup + GRACE)
-        super().__init__(**placement(spec), **kwargs)
+        # Explicit arguments win over the spec's placement: a mapped rerun comes with its own.
+        super().__init__(**{**placement(spec), **kwargs})
         self.spec, self.store = spec, store
         self.framework, self.arch, self.suite, self.image = framework, arch, suite, image
         self.command, self.mode, self.marker = command, mode, marker
@@ -204,6 +205,7 @@ class KubernetesSuiteOperator(SuiteOperator):
             cmds=["bash", "-c"],
             arguments=[pod_script(self.command, self.workdir, self.junit_path, self.timeout_minutes * 60)],
             labels=labels,
+            env_vars=[k8s.V1EnvVar(name=k, value=v) for k, v in self.container_env().items()],
             container_resources=k8s.V1ResourceRequirements(limits=limits, requests=dict(limits)),
             node_selector=dict(self.node_selector),
             tolerations=[k8s.V1Toleration(**t) for t in self.tolerations],

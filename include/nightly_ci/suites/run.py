@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -313,13 +313,14 @@ def run_in_docker(
     labels: dict[str, str],
     sink: LineSink,
     on_container: Callable[[dict], None] = lambda _: None,
+    env: Mapping[str, str] | None = None,
 ) -> SuiteRun:
     """Run COMMAND in RUN.image; fill RUN with the exit code, output and JUnit XML.
 
     The container ends itself at TIMEOUT_SEC (`timeout` inside it), and carries its
     deadline as a label for the reaper: neither depends on this worker living (H7). It is
     always removed; its output and JUnit are read first, so a timeout keeps the partial
-    output.
+    output. ENV: more of the container's environment (which run of the tests this is).
     """
     import threading
 
@@ -331,7 +332,7 @@ def run_in_docker(
         working_dir=workdir,
         labels={**labels, LABEL_DEADLINE: deadline.isoformat(timespec="seconds")},
         # Unbuffered: the output streams live, and survives a kill at the timeout.
-        environment={"PYTHONUNBUFFERED": "1"},
+        environment={**(env or {}), "PYTHONUNBUFFERED": "1"},
         host_config=host_config(client, gpus=gpus, cpus=cpus, memory=memory, network_mode=network_mode),
     )
     on_container(container)
