@@ -74,7 +74,7 @@ def test_runs_in_the_store_are_imported_oldest_first_and_once(tmp_path):
         # Flaky on both nights: the second night's rules saw the first (flaky_nights: 2).
         assert [(e.pattern, e.origin) for e in store.quarantine(plan.dag_id)] == [(flaky, "auto")]
         key = ("vllm_amd64", "unit", flaky)
-        assert store.previous_outcomes(plan.dag_id, "nightly", "2026-11-02T00:00:00+00:00", [key]) == {key: "failed"}
+        assert store.previous_outcomes(plan.dag_id, "nightly", "2026-11-02T00:00:00+00:00", [key]) == {key: "flaky"}
     finally:
         store.close()
 

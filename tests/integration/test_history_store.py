@@ -11,7 +11,6 @@ from include.nightly_ci.history.records import (
     FLAKY,
     FROM_CONFIG,
     FROM_FLAKES,
-    REGRESSION,
     CaseRecord,
     NightRecord,
     QuarantineEntry,
@@ -97,6 +96,12 @@ def test_the_previous_outcome_is_of_the_latest_earlier_night_that_ran_the_suite(
     assert store.previous_outcomes(DAG, "nightly", night(4).night, [key]) == {key: "failed"}
     assert store.previous_outcomes(DAG, "nightly", night(1).night, [key]) == {}
     assert store.previous_outcomes("other_dag", "nightly", night(4).night, [key]) == {}
+
+
+def test_a_failure_found_flaky_reads_flaky_the_night_after(store):
+    store.write_night(night(1), [suite()], cases({"t::f": "failed"}, verdict=FLAKY, reruns=("passed",)))
+    key = ("vllm_amd64", "unit", "t::f")
+    assert store.previous_outcomes(DAG, "nightly", night(2).night, [key]) == {key: FLAKY}
 
 
 def test_flaky_nights_count_the_nights_before_tonight(store):

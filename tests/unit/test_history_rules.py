@@ -41,6 +41,9 @@ def test_only_cases_that_did_not_fail_the_night_before_are_rerun():
         ("c", "s", "b"),
         ("c", "s", "new"),
     ]
+    # Found flaky the night before: it did not fail for good then, so it is rerun again.
+    assert rules.newly_failing([("c", "s", "f")], {("c", "s", "f"): FLAKY}) == [("c", "s", "f")]
+    assert rules.verdict(("failed",) * 3, FLAKY) == REGRESSION
 
 
 def test_an_entry_mutes_until_its_expiry_day_included_and_not_once_released():

@@ -228,7 +228,9 @@ class HistoryStore:
         self, dag_id: str, kind: str, night: str, keys: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], str]:
         """For each (cell, suite, test id) of KEYS: its outcome on the latest earlier night
-        of DAG_ID and KIND on which that suite of that cell ran; absent: never seen there."""
+        of DAG_ID and KIND on which that suite of that cell ran; absent: never seen there.
+        A failure found flaky then reads "flaky": that night it did not fail for good, so
+        tonight's failure is new, and rerun."""
         from sqlalchemy import select
 
         from include.nightly_ci.history import tables as t
@@ -252,14 +254,14 @@ class HistoryStore:
             found = {}
             for chunk in _chunks(names):
                 query = (
-                    select(t.cases.c.suite_id, t.tests.c.name, t.cases.c.outcome)
+                    select(t.cases.c.suite_id, t.tests.c.name, t.cases.c.outcome, t.cases.c.verdict)
                     .join(t.tests, t.tests.c.id == t.cases.c.test_id)
                     .where(t.tests.c.name.in_(chunk), t.cases.c.suite_id.in_(list(suite_of)))
                 )
                 for case in conn.execute(query):
                     cell, suite = suite_of[case.suite_id]
                     if (cell, suite, case.name) in wanted:
-                        found[(cell, suite, case.name)] = case.outcome
+                        found[(cell, suite, case.name)] = FLAKY if case.verdict == FLAKY else case.outcome
         return found
 
     def flaky_nights(self, dag_id: str, kind: str, night: str, names: Iterable[str], nights: int) -> dict[str, int]:

@@ -174,9 +174,9 @@ def _previous_from(before: Results | None, plan: Plan) -> dict[tuple[str, str, s
     """The night before's outcomes from its results.json, when there is no history store."""
     if before is None:
         return {}
-    where = suites_of(plan)
+    where, verdicts = suites_of(plan), before.triage.verdicts
     return {
-        (*where[task_id], test): outcome
+        (*where[task_id], test): FLAKY if verdicts.get(case_key(task_id, test)) == FLAKY else outcome
         for task_id, outcomes in before.cases.items()
         if task_id in where
         for test, outcome in outcomes.items()
