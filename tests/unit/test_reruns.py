@@ -277,18 +277,27 @@ def test_a_manual_run_compares_with_manual_runs_only(night, tmp_path, monkeypatc
     assert find(night, conn_id=conn_id, run_id=manual) == _items(sorted([*NEW, OLD]))
 
 
-@pytest.mark.parametrize("history", ["none", "unmigrated", "undefined"])
+@pytest.mark.parametrize("history", ["none", "down", "undefined"])
 def test_without_a_history_every_failed_case_is_newly_failing(night, tmp_path, monkeypatch, history):
-    conn_id = {
-        "none": None,
-        "unmigrated": _history(tmp_path, monkeypatch, migrate=False),
-        "undefined": "no_such_history_conn",
-    }[history]
+    down = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "no-such-folder" / "history.db")})
+    monkeypatch.setenv("AIRFLOW_CONN_HISTORY_DOWN", down)
+    conn_id = {"none": None, "down": "history_down", "undefined": "no_such_history_conn"}[history]
     assert find(night, conn_id=conn_id) == _items(sorted([*NEW, OLD]))
     why = _selection(night)["history"]
     assert why.endswith("every failed case counts as newly failing")
-    said = {"none": "history.conn_id is null", "unmigrated": "no such table", "undefined": "is not defined"}
+    said = {"none": "history.conn_id is null", "down": "unable to open database file", "undefined": "is not defined"}
     assert said[history] in why
+
+
+def test_a_new_store_is_migrated_by_the_first_find_and_has_no_past(night, tmp_path, monkeypatch):
+    from include.nightly_ci.history.store import HistoryStore
+
+    conn_id = _history(tmp_path, monkeypatch, migrate=False)
+    assert find(night, conn_id=conn_id) == _items(sorted([*NEW, OLD]))
+    assert "every failed case counts" not in _selection(night)["history"]  # no warning: it just has no past
+    store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    assert store.recorded_runs("nightly_ci") == set()  # its tables exist now
+    store.close()
 
 
 def test_more_newly_failing_cases_than_the_cap_are_not_flakiness(night, tmp_path, monkeypatch):

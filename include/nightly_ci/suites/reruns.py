@@ -203,8 +203,9 @@ class FindRerunsOperator(NightlyOperator):
 
         store = HistoryStore.from_connection(self.history_conn_id or "")
         try:
+            store.migrate()  # the first night of a new store: its tables, before the summary makes them
             return store.previous_outcomes(self.dag_id, run_kind(run_id), night, keys)
-        except SQLAlchemyError as exc:  # not an outage (those are HistoryUnavailable): no schema yet, say
+        except SQLAlchemyError as exc:  # not an outage (those are HistoryUnavailable): a schema refused, say
             raise HistoryUnavailable(f"history store {self.history_conn_id!r}: {str(exc).splitlines()[0]}") from exc
         finally:
             store.close()
