@@ -3,7 +3,8 @@
 # a Docker engine of its own (never another engine of the machine), qemu for the other
 # arch, base images made locally with debootstrap, two registries with htpasswd auth on
 # loopback (standing in for ECR and ACR), a stand-in Slack, the Python environment, and
-# Postgres and Redis for the system test (installed only; the test starts its own).
+# Postgres and Redis for the system test (installed only; the test starts its own), and
+# Chromium for the triage page's browser test (headless, loopback only).
 # Idempotent: a second run only checks. Nothing is pulled from any public registry.
 #
 #   provision.sh            install and start what is missing
@@ -34,6 +35,7 @@ PACKAGES=(
   git:git curl:curl /usr/bin/python3:python3 dockerd:docker.io docker-registry:docker-registry
   docker-compose:docker-compose htpasswd:apache2-utils debootstrap:debootstrap shellcheck:shellcheck
   update-binfmts:binfmt-support pg_ctlcluster:postgresql redis-server:redis-server ss:iproute2
+  chromium:chromium
 )
 # Services these packages would start and enable at boot on a systemd host: the setup
 # uses none of them (it starts its own engine, registries and databases on loopback).

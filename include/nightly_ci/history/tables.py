@@ -82,6 +82,9 @@ cases = Table(
     Column("reruns", String(32)),  # the reruns' outcomes, comma-separated
     Column("quarantined", Boolean, nullable=False, default=False),
     Index("ix_nci_cases_test", "test_id", "suite_id"),
+    # A suite's failing cases without reading its passing ones (the triage page's squares
+    # and lists): covers what they ask (migration 0002).
+    Index("ix_nci_cases_suite_outcome", "suite_id", "outcome", "verdict", "quarantined"),
 )
 
 quarantine = Table(
