@@ -85,10 +85,12 @@ def test_a_flaky_case_is_flaky_on_its_first_night_quarantined_on_its_second_mute
 
 
 def test_a_rerun_summary_writes_the_night_once_and_tells_the_same_news(store):
-    plan = make_plan(flaky_nights=1)
+    plan = make_plan(flaky_nights=1, auto_owner="")
+    plan = dataclasses.replace(plan, slack=plan.slack.model_copy(update={"ops_group_id": "S0OPS"}))
     night = night_of(plan, 1, {UNIT: {FLAKE: "failed"}}, {(UNIT, FLAKE): ("passed",)})
     first, again = run(night, store), run(night, store)
     assert [e.pattern for e in first.added] == [e.pattern for e in again.added] == [FLAKE]
+    assert first.added[0].owner == "<!subteam^S0OPS|@ops-support>"  # no auto_owner: the ops group, pinged
     assert len(store.quarantine(plan.dag_id)) == 1
     with store.engine.connect() as conn:
         from sqlalchemy import func, select

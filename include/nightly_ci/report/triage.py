@@ -234,7 +234,7 @@ def with_store(night: Night, store: HistoryStore, before: Results | None, log: C
         active,
         nights=h.flaky_nights,
         window=h.window_nights,
-        owner=h.auto_owner or plan.slack.ops_group_id or "@ops-support",
+        owner=h.auto_owner or _ops_group(plan.slack.ops_group_id),
         night=rec.night,
     )
     clean = _clean_counts(night, store, active)
@@ -245,6 +245,11 @@ def with_store(night: Night, store: HistoryStore, before: Results | None, log: C
     store.release_quarantine(rec.dag_id, [*config.released, *releases])
     log(f"History: {written} test cases of {rec.run_id} recorded; quarantine +{len(config.added) + len(auto)}")
     return replace(decided, history="recorded", **_news(store, rec, config.expired))
+
+
+def _ops_group(group_id: str | None) -> str:
+    """The Slack ops group as a mention Slack renders (as the failure message names it)."""
+    return f"<!subteam^{group_id}|@ops-support>" if group_id else "@ops-support"
 
 
 def _in(entry: QuarantineEntry, entries: tuple[QuarantineEntry, ...]) -> bool:
