@@ -152,7 +152,7 @@ def test_build_metrics_are_kept_as_files_with_every_field(stack, first_run, run_
 
 def test_the_cells_suites_ran_in_the_pushed_image_and_their_results_are_in_s3(stack, first_run, run_id):
     pinned = stack.ecr.client().image(REPO, f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}").digest
-    for suite, tests in (("unit", 3), ("integration", 2), ("e2e_1gpu", 1), ("e2e_2gpu", 1)):
+    for suite, tests in (("unit", 4), ("integration", 2), ("e2e_1gpu", 1), ("e2e_2gpu", 1)):
         record = json.loads(stack.artifact(run_id, f"test-{suite}", "record.json"))
         assert record["outcome"] == "passed" and record["counts"]["tests"] == tests
         assert record["image"] == f"{stack.ecr.host}/{REPO}@{pinned}"  # by digest

@@ -89,7 +89,7 @@ def test_every_buildkit_feature_of_the_real_files_in_a_real_build(engine, contex
     assert "sccache=s3" in out  # both secrets reached the step that mounted them
     assert "base=runtime" in out  # the runtime stage starts FROM the runtime base image
     assert "__pycache__" not in out  # .dockerignore kept the stale cache out of the context
-    assert "5 passed" in out
+    assert "6 passed" in out  # 4 unit (the flaky one passes without its marker file), 2 integration
     # The bind mount of container/deps and the default of an ARG before FROM.
     assert f"wheel=dynamo-vllm-py3-none-linux_{ALT[arch]}.whl" in out and "runtime_image_tag=bookworm-" in out
 
