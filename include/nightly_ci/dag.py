@@ -17,7 +17,7 @@ from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 from include.nightly_ci.build.operators import BuildCache, BuildImageOperator, ResolveSourceOperator
 from include.nightly_ci.build.publish import PushImageOperator
 from include.nightly_ci.errors import PermanentError
-from include.nightly_ci.names import GIT_REF_RE, RUNTIME, cache_tag
+from include.nightly_ci.names import GIT_REF_RE, RUNTIME, cache_tag, regressions_asset
 from include.nightly_ci.plan import (
     RERUNS_GROUP,
     TESTS_GROUP,
@@ -32,6 +32,7 @@ from include.nightly_ci.plan import (
     load_plan,
 )
 from include.nightly_ci.records import NightlyOperator, PushResult, placement
+from include.nightly_ci.report.announce import AnnounceRegressionsOperator
 from include.nightly_ci.report.operators import SlackNotifyOperator, SummaryOperator, VerdictOperator
 from include.nightly_ci.suites.docker import DockerSuiteOperator
 from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
@@ -349,6 +350,8 @@ def build_dag(plan: Plan) -> DAG:
                 slack_retries=slack.retries,
                 execution_timeout=REPORT_TIMEOUT,
             )
+        if plan.announce is not None:
+            summary >> _announce(plan, plan.announce)
     # The Params come last: Airflow deep-copies the DAG's Params into each task as it is
     # created (a third of the parse time of a 40-cell DAG), while a task needs none of
     # its own; at run time the DAG's Params are merged in first (process_params). Set
@@ -356,6 +359,20 @@ def build_dag(plan: Plan) -> DAG:
     dag.params = _params(plan)  # type: ignore[assignment]  # attrs converts the dict
     _check_ids(plan, dag)
     return dag
+
+
+def _announce(plan: Plan, spec: TaskSpec) -> AnnounceRegressionsOperator:
+    """The night's regressions to the culprit finder, as an event of its Asset."""
+    suites = {job.task.task_id: (cell.group_id, job.suite) for cell in plan.cells for job in cell.tests}
+    return AnnounceRegressionsOperator(
+        **placement(spec),
+        store=plan.store,
+        suites=suites,
+        record_files={job.task.task_id: job.task.record_file for cell in plan.cells for job in cell.tests},
+        history_conn_id=plan.history.conn_id,
+        asset_name=regressions_asset(plan.dag_id),
+        execution_timeout=REPORT_TIMEOUT,
+    )
 
 
 def _check_ids(plan: Plan, dag: DAG) -> None:

@@ -67,6 +67,11 @@ def run_kind(run_id: str) -> str:
     return NIGHTLY_RUN if run_id.partition("__")[0] in ("scheduled", "backfill") else MANUAL_RUN
 
 
+def regressions_asset(dag_id: str) -> str:
+    """The name of the Asset whose events carry a night's regressions to the culprit finder."""
+    return f"{dag_id}.regressions"
+
+
 # What a run leaves at the top of its folder (BASE/RUN/): which run it is, its night and
 # when it ran. Retention ages a run's files by it and deletes only in folders that have it.
 RUN_MARKER = "nightly-ci-run.json"

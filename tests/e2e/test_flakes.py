@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dev.sample_repo import add_commit, add_flaky_marker, make_repo, nightly_history
-from include.nightly_ci.history import views
+from include.nightly_ci.history import findings, views
 from include.nightly_ci.history.store import HistoryStore
 from include.nightly_ci.names import tag_safe_run_id
 from tests.services import run_dag, run_id_of, write_config
@@ -37,6 +37,17 @@ class Router:
     def route(self, request: str) -> tuple[str, str]:
         return self._workers[0], request
 '''
+
+
+def asset_events(name: str) -> dict[str, dict]:
+    """The extra of each event of asset NAME in Airflow's database, by the run that sent it."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(AssetModel.name == name)
+        return {str(e.source_run_id): dict(e.extra or {}) for e in session.scalars(query)}
 
 
 def night(tmp_path, config, date: str) -> tuple[str, dict, str]:
@@ -83,8 +94,20 @@ def test_a_flaky_test_is_flaky_then_quarantined_and_a_broken_one_a_regression(ai
     store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
     try:
         history = views.test_history(store, "nightly_ci", "manual", BROKEN, 14)
+        searches = findings.load(store, "nightly_ci")
     finally:
         store.close()
     assert history is not None and history.first_bad is not None and history.last_good is not None
     assert (history.first_bad.run_id, history.first_bad.commit) == (run_2, bad)
     assert (history.last_good.run_id, history.last_good.commit) == (run_1, good)
+
+    # The regression went to the culprit finder: a finding, searching from night 1 to night 2,
+    # and one event of the regressions Asset carrying it (night 1 had none: no event).
+    assert [(f.nightly_run_id, f.cell, f.suite, f.tests, f.good_commit, f.bad_commit, f.status) for f in searches] == [
+        (run_2, "vllm_amd64", "unit", (BROKEN,), good, bad, "searching")
+    ]
+    events = asset_events("nightly_ci.regressions")
+    assert run_1 not in events and [f["tests"] for f in events[run_2]["findings"]] == [[BROKEN]]
+    (event,) = events[run_2]["findings"]
+    assert event["good"]["run_id"] == run_1 and event["good"]["image"].split("@")[1].startswith("sha256:")
+    assert event["bad"]["commit"] == bad

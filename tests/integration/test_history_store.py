@@ -4,6 +4,8 @@ night's rules make."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from include.nightly_ci.errors import HistoryConfigError, HistoryUnavailable
@@ -64,7 +66,7 @@ def test_migrate_is_idempotent_and_makes_the_tables_of_the_model(store):
 
     from include.nightly_ci.history.tables import VERSION_TABLE, metadata
 
-    assert store.migrate() == store.migrate() == "0002"
+    assert store.migrate() == store.migrate() == "0003"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}), metadata)
     assert diff == []
@@ -156,10 +158,42 @@ def test_connections_postgres_sqlite_and_refused(tmp_path, monkeypatch, postgres
           "password": postgres.password, "schema": "airflow"}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_H_PG", json.dumps(pg))
     history = HistoryStore(url_of("h_pg"))
-    assert history.migrate() == "0002"
+    assert history.migrate() == "0003"
     history.close()
     monkeypatch.setenv("AIRFLOW_CONN_H_HTTP", json.dumps({"conn_type": "http", "host": "x"}))
     with pytest.raises(HistoryConfigError, match="'h_http' is of type 'http'"):
         url_of("h_http")
     with pytest.raises(HistoryConfigError, match="'h_missing' is not defined"):
         url_of("h_missing")
+
+
+def test_a_finding_is_saved_over_its_earlier_state_and_read_back(store):
+    from include.nightly_ci.history import findings
+
+    first = findings.CulpritFinding(DAG, "scheduled__n2", night(2).night, "vllm_amd64", "unit", ("t::a", "t::b"),
+                                    "a" * 40, "b" * 40)  # fmt: skip
+    findings.save(store, first)
+    done = findings.save(store, dataclasses.replace(
+        first, status=findings.CULPRIT, culprit="c" * 40, parent="d" * 40, author="Ann <ann@example.com>",
+        subject="route everything to the first worker", rounds=3, builds=9, gpu_seconds=812.5,
+        evidence=({"commit": "c" * 40, "runs": ["failed", "failed", "failed"]},),
+    ))  # fmt: skip
+    other = findings.save(store, dataclasses.replace(first, nightly_run_id="scheduled__n3", night=night(3).night))
+    got = findings.load(store, DAG)
+    assert [(f.nightly_run_id, f.status) for f in got] == [("scheduled__n3", "searching"), ("scheduled__n2", "culprit")]
+    assert got[1] == done and got[0] == other
+    assert findings.load(store, DAG, "scheduled__n2") == [done]
+    with pytest.raises(ValueError, match="status 'blamed' is not one of"):
+        dataclasses.replace(first, status="blamed")
+
+
+def test_a_search_starts_from_the_latest_earlier_night_that_ran_the_suite(store):
+    from include.nightly_ci.history.findings import SuiteNight, suite_before
+
+    store.write_night(night(1), [suite()], cases({"t::a": "passed"}))
+    store.write_night(night(2), [suite(tests=None)], [])  # its build failed: the suite did not run
+    store.write_night(night(3, kind="manual"), [suite()], cases({"t::a": "passed"}))  # another kind
+    got = suite_before(store, DAG, "nightly", night(4).night, "vllm_amd64", "unit")
+    assert got == SuiteNight(night(1).run_id, night(1).night, "c" * 40, "reg/x@sha256:" + "a" * 64)
+    assert suite_before(store, DAG, "nightly", night(1).night, "vllm_amd64", "unit") is None
+    assert suite_before(store, DAG, "nightly", night(4).night, "vllm_amd64", "e2e") is None

@@ -257,15 +257,17 @@ def test_the_scheduled_run_starts_by_itself_at_its_cron_time(system):
     assert run["state"] == "success", system.failures(run["dag_run_id"])
     # Every task passed; the flake reruns had nothing to rerun, so Airflow skipped them.
     reruns = {f"{c}.reruns.rerun" for c in CELLS if c.endswith("amd64")}
-    assert {t: i["state"] for t, i in tis.items() if i["state"] != "success"} == dict.fromkeys(reruns, "skipped")
+    # No regression either: nothing was announced to the culprit finder.
+    skipped = dict.fromkeys([*reruns, "announce_regressions"], "skipped")
+    assert {t: i["state"] for t, i in tis.items() if i["state"] != "success"} == skipped
     assert stack.xcom(DAG, run["dag_run_id"], "resolve_source")["commit"] == system.commits[-1]  # the branch head
 
     # Each worker took only its own queues: GPU-pool suites on the GPU host, builds on the
     # builder, the run's own tasks (the summary among them) on the coordinator.
     hosts = {"gpu-l40-amd64": "gpu", "default": "coordinator"}
     for task_id, ti in tis.items():
-        if task_id in reruns:
-            continue  # never started
+        if task_id in skipped:
+            continue  # never started, or skipped at once
         queue = expected_queue(task_id)
         assert (ti["queue"], ti["hostname"]) == (queue, hosts.get(queue, "builder")), task_id
 
@@ -411,7 +413,7 @@ def test_clearing_a_failed_test_task_reruns_only_it_against_the_same_image(syste
     assert resp.ok, resp.text
     cleared = {t["task_id"] for t in resp.json()["task_instances"]}
     reruns = {"trtllm_amd64.reruns.find", "trtllm_amd64.reruns.rerun"}  # the flake reruns read the suites too
-    assert cleared == {unit, *reruns, "results_summary", "verdict", "notify_slack"}, cleared
+    assert cleared == {unit, *reruns, "results_summary", "verdict", "notify_slack", "announce_regressions"}, cleared
     run = stack.wait_for_run(DAG, run_id)
     system.timings["cleared test task and summary re-run (s)"] = time.monotonic() - began
     after = stack.task_instances(DAG, run_id)

@@ -94,6 +94,13 @@ def test_pool_that_does_not_exist(tmp_path):
     assert "'cpu-arm-huge' is not defined under pools" in str(err)
 
 
+def test_the_culprit_finders_pool_must_be_defined(tmp_path):
+    err = bad(tmp_path, "culprit: {pool: gpu-bisect}\n")
+    assert "culprit.pool" in paths(err) and "'gpu-bisect' is not defined under pools" in str(err)
+    # One run can't tell a flake from a failure.
+    assert "culprit.reruns" in paths(bad(tmp_path, "culprit: {reruns: 1}\n"))
+
+
 @pytest.mark.parametrize(
     ("tags", "why"),
     [

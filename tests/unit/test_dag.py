@@ -45,8 +45,8 @@ def test_six_build_groups_with_their_edges(dag):
         assert t[f"{g}.build_runtime"].upstream_task_ids == {f"{g}.push_framework_ecr"}
         assert t[f"{g}.push_runtime_ecr"].upstream_task_ids == {f"{g}.build_runtime"}
         assert t[f"{g}.push_runtime_acr"].upstream_task_ids == {f"{g}.build_runtime"}
-    # + the reruns' find and mapped rerun of the 3 run-mode cells + results_summary, verdict, notify_slack
-    assert len(dag.tasks) == 1 + 6 * (5 + 4) + 3 * 2 + 3
+    # + the reruns' find and mapped rerun of the 3 run-mode cells + results_summary, verdict, notify_slack, announce
+    assert len(dag.tasks) == 1 + 6 * (5 + 4) + 3 * 2 + 4
 
 
 SUITES = {
@@ -272,3 +272,11 @@ def test_each_running_cell_reruns_its_newly_failing_cases_after_its_suites(dag):
         assert t["results_summary"].upstream_task_ids >= {rerun.task_id}
         # A collect-only cell fails no test case: nothing to rerun.
         assert not [k for k in t if k.startswith(f"{fw}_arm64.reruns")]
+
+
+def test_the_nights_regressions_go_to_the_culprit_finder_as_an_asset_event(dag):
+    t = dag.task_dict["announce_regressions"]
+    assert t.upstream_task_ids == {"results_summary"} and t.trigger_rule == "all_success"
+    assert [a.name for a in t.outlets] == ["nightly_ci.regressions"]
+    assert t.suites["vllm_amd64.tests.unit"] == ("vllm_amd64", "unit")
+    assert t.record_files["vllm_amd64.tests.unit"] == "vllm_amd64/tasks/tests.unit.json"

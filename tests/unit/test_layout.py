@@ -12,7 +12,7 @@ from tests.services import ROOT
 
 PACKAGE = ROOT / "include" / "nightly_ci"
 PREFIX = "include.nightly_ci."
-STAGES = {"build", "suites", "report", "retention"}
+STAGES = {"build", "suites", "report", "retention", "culprit"}
 # Shared by the stages; import no stage themselves, and of each other only what is listed.
 SUPPORT = {"images": {"ui"}, "ui": {"history"}, "history": set()}
 COMPOSERS = {"dag", "cli", "deadline", "__main__"}  # put the stages together (deadline: a re-export)
@@ -62,6 +62,18 @@ def test_no_module_is_over_about_400_lines(path):
 
 def test_the_layout_is_the_documented_one():
     packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
-    assert packages == {"config", "plan", "images", "build", "suites", "report", "retention", "ui", "cli", "history"}
+    assert packages == {
+        "config",
+        "plan",
+        "images",
+        "build",
+        "suites",
+        "report",
+        "retention",
+        "ui",
+        "cli",
+        "history",
+        "culprit",
+    }
     roots = {p.stem for p in PACKAGE.glob("*.py")}
     assert {"names", "records", "artifacts", "errors", "dag"} <= roots

@@ -69,3 +69,15 @@ def test_a_night_red_only_for_flaky_cases_posts_success_and_lists_them():
     assert "| vllm_amd64-unit | failed (flaky or quarantined cases only) |" in to_markdown(res)
     assert Results.from_json(res.to_json()).success  # and so it reads back, and through XCom
     assert Results.from_json(res.for_xcom()).success
+
+
+def test_only_regressions_that_no_quarantine_holds_go_to_the_culprit_finder():
+    from include.nightly_ci.report.announce import regressions
+
+    triage = Triage(
+        verdicts={f"{UNIT}::t::b": REGRESSION, f"{UNIT}::t::a": REGRESSION, f"{UNIT}::t::f": FLAKY,
+                  f"{E2E}::t::q": REGRESSION, "gone.tests.unit::t::x": REGRESSION},
+        quarantined={f"{E2E}::t::q": "t::*"},
+    )  # fmt: skip
+    suites = {UNIT: ("vllm_amd64", "unit"), E2E: ("vllm_amd64", "e2e_1gpu")}
+    assert regressions(results([], triage), suites) == {("vllm_amd64", "unit", UNIT): ("t::a", "t::b")}

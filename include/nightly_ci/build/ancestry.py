@@ -1,5 +1,6 @@
 """Whether one commit is an ancestor of another, for the moving tags (H1): a manual run
-of an older commit must not move `nightly-*` back to it.
+of an older commit must not move `nightly-*` back to it; and the first-parent commits
+between two, where the culprit finder searches.
 
 Fetches the two commits and their history only (no trees, no blobs) into a private
 temporary folder, once per pair.
@@ -12,10 +13,11 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 
 from include.nightly_ci.build.source import _GIT_ENV, GitAuth, _credentials, _git
-from include.nightly_ci.errors import NightlyCiError, SourceUnavailable
+from include.nightly_ci.errors import NightlyCiError, SourceError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +84,33 @@ def ancestry(
             return None
 
     return is_ancestor
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a range, as a finding names it."""
+
+    sha: str
+    author: str  # "Name <email>"
+    subject: str
+
+
+def first_parent_range(
+    repository: str, good: str, bad: str, auth: GitAuth | None = None, timeout_seconds: float = 300
+) -> list[Commit]:
+    """The commits after GOOD up to BAD on BAD's first-parent line (the branch's own
+    history, merges as one commit each), oldest first: where a culprit can be. Fetches
+    the history only, no trees. Raises SourceError when GOOD is not an ancestor of BAD."""
+    with tempfile.TemporaryDirectory(prefix="nightly-ci-range-") as bare:
+        _git("init", "-q", "--bare", bare)
+        _git("remote", "add", "origin", repository, cwd=bare)
+        with _credentials(auth, repository) as env:
+            _fetch_commits(bare, (good, bad), timeout_seconds, env)
+        for commit in (good, bad):
+            if not _has_commit(bare, commit):
+                raise SourceError(f"commit {commit} is not in {repository}")
+        if subprocess.run(["git", "merge-base", "--is-ancestor", good, bad], cwd=bare,
+                          env={**os.environ, **_GIT_ENV}, capture_output=True).returncode != 0:  # fmt: skip
+            raise SourceError(f"{good[:12]} is not an ancestor of {bad[:12]} in {repository}: no range between them")
+        out = _git("log", "--first-parent", "--reverse", "--format=%H%x00%an <%ae>%x00%s", f"{good}..{bad}", cwd=bare)
+    return [Commit(*line.split("\0", 2)) for line in out.splitlines() if line]

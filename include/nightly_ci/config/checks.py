@@ -36,6 +36,13 @@ def semantic_findings(cfg: NightlyConfig) -> list[Finding]:
                         f"pool {pool!r} is not defined under pools (defined: {', '.join(cfg.pools)})",
                     )
                 )
+    if cfg.culprit.pool is not None and cfg.culprit.pool not in cfg.pools:
+        found.append(
+            Finding(
+                "culprit.pool",
+                f"pool {cfg.culprit.pool!r} is not defined under pools (defined: {', '.join(cfg.pools)})",
+            )
+        )
     problem = path_pattern_problem(cfg.source.dockerfile)
     if problem:
         found.append(Finding("source.dockerfile", problem))

@@ -7,78 +7,30 @@ them (`python -m include.nightly_ci schema`), and a test fails when either drift
 
 from __future__ import annotations
 
-import re
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import Field, model_validator
 
-from include.nightly_ci.names import (
-    ABS_PATH_RE,
-    BUILD_ARG_NAME_RE,
-    BUILD_ARG_VALUE_RE,
-    CONN_FIELD_RE,
-    CONN_ID_RE,
-    GIT_REF_RE,
-    NAME_RE,
-    PLATFORM_RE,
-    POOL_RE,
-    REL_PATH_RE,
-    REPOSITORY_RE,
-    SECRET_ID_RE,
+from include.nightly_ci.config.culprit import CulpritSettings
+from include.nightly_ci.config.history import HistorySettings, QuarantineItem
+from include.nightly_ci.config.types import (
+    BuildArgs,
+    ConnField,
+    ConnId,
+    GitRef,
+    ImagePath,
+    Name,
+    Platform,
+    PoolName,
+    QueueName,
+    RelPath,
+    Repository,
+    SecretId,
 )
+from include.nightly_ci.config.types import Model as _Model
 
-
-def _pattern(regex: re.Pattern[str], what: str) -> BeforeValidator:
-    def check(value: Any) -> Any:
-        if isinstance(value, str) and not regex.fullmatch(value):
-            raise ValueError(f"{value!r} is not a valid {what} (must match {regex.pattern})")
-        return value
-
-    return BeforeValidator(check)
-
-
-def _string(regex: re.Pattern[str]) -> WithJsonSchema:
-    """The JSON schema of a string checked by _pattern (editors validate with it)."""
-    return WithJsonSchema({"type": "string", "pattern": f"^(?:{regex.pattern})$"})
-
-
-def _scalar_to_str(value: Any) -> Any:
-    # YAML reads CUDA_VERSION: 129 as an int; a build arg is a string either way.
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value
-
-
-Name = Annotated[
-    str,
-    _pattern(NAME_RE, "name (lower-case letters, digits, '_'; used in task ids, tags and shells)"),
-    _string(NAME_RE),
-]
-PoolName = Annotated[str, _pattern(POOL_RE, "pool name"), _string(POOL_RE)]
-QueueName = Annotated[str, _pattern(POOL_RE, "queue name"), _string(POOL_RE)]
-ImagePath = Annotated[str, _pattern(ABS_PATH_RE, "absolute path in the image"), _string(ABS_PATH_RE)]
-ConnId = Annotated[str, _pattern(CONN_ID_RE, "connection id"), _string(CONN_ID_RE)]
-GitRef = Annotated[str, _pattern(GIT_REF_RE, "git branch name"), _string(GIT_REF_RE)]
-RelPath = Annotated[str, _pattern(REL_PATH_RE, "relative path inside the repository"), _string(REL_PATH_RE)]
-Platform = Annotated[str, _pattern(PLATFORM_RE, "platform (os/arch[/variant])"), _string(PLATFORM_RE)]
-Repository = Annotated[str, _pattern(REPOSITORY_RE, "image repository name"), _string(REPOSITORY_RE)]
-BuildArgName = Annotated[str, _pattern(BUILD_ARG_NAME_RE, "build arg name"), _string(BUILD_ARG_NAME_RE)]
-BuildArgValue = Annotated[
-    str,
-    BeforeValidator(_scalar_to_str),
-    _pattern(BUILD_ARG_VALUE_RE, "build arg value (no spaces or shell characters)"),
-    WithJsonSchema(
-        {"anyOf": [{"type": "string", "pattern": f"^(?:{BUILD_ARG_VALUE_RE.pattern})$"}, {"type": "number"}]}
-    ),
-]
-BuildArgs = dict[BuildArgName, BuildArgValue]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+__all__ = ["CulpritSettings", "HistorySettings", "QuarantineItem"]  # the plan and the tests take them from here
 
 
 class DagSettings(_Model):
@@ -237,10 +189,6 @@ class Tags(_Model):
     run: str = Field("nightly-{framework}-{arch}-run-{run_id}", description="The runtime image's tag of one run.")
 
 
-SecretId = Annotated[str, _pattern(SECRET_ID_RE, "build secret id"), _string(SECRET_ID_RE)]
-ConnField = Annotated[str, _pattern(CONN_FIELD_RE, "connection field"), _string(CONN_FIELD_RE)]
-
-
 class BuildSecret(_Model):
     """A BuildKit secret (`RUN --mount=type=secret,id=ID`) from a field of a connection."""
 
@@ -353,34 +301,6 @@ class ArtifactSettings(_Model):
     )
 
 
-class QuarantineItem(_Model):
-    """A test whose failures are recorded but do not make a night red, until it expires."""
-
-    pattern: str = Field(min_length=1, description="An fnmatch pattern over the test id (`module.Class::test`).")
-    owner: str = Field(min_length=1, description="Who is pinged on Slack when it expires (`<@U123>`, `@alice`).")
-    reason: str = Field(min_length=1, description="Why it is quarantined.")
-    issue: str = Field("", description="The issue that tracks the fix (a URL).")
-    expires: date = Field(description="The last night it mutes; after it, its owner is pinged every night.")
-
-
-class HistorySettings(_Model):
-    """Every test case of every night in a database, flakes told from regressions, a quarantine."""
-
-    conn_id: ConnId | None = Field(
-        "nightly_ci_history", description="The history database (postgres, or sqlite: the file as host); null: none."
-    )
-    reruns: int = Field(3, ge=0, le=10, description="Reruns of each newly failing case, in the image that failed.")
-    max_rerun_cases: int = Field(25, ge=1, description="More newly failing cases in a suite: not rerun, a regression.")
-    flaky_nights: int = Field(2, ge=1, description="A case flaky on this many nights of the window is quarantined.")
-    window_nights: int = Field(14, ge=1, description="The nights flaky_nights counts over.")
-    release_after_clean_nights: int = Field(7, ge=1, description="An entry is released after this many clean nights.")
-    auto_owner: str = Field("", description="The owner of automatic entries; empty: the Slack ops group.")
-    drift_share: float = Field(
-        0.2, gt=0, lt=1, description="A suite whose test count falls by more than this share is flagged."
-    )
-    quarantine: list[QuarantineItem] = Field([], description="Quarantined tests, each with an owner and expiry.")
-
-
 class NightlyConfig(_Model):
     """The nightly CI matrix: the one file users edit."""
 
@@ -400,3 +320,4 @@ class NightlyConfig(_Model):
     retention: RetentionSettings = Field(RetentionSettings(), description="What is old, and when it goes.")
     notifications: NotificationSettings = Field(NotificationSettings(), description="Slack and the overrun alert.")
     history: HistorySettings = Field(HistorySettings(), description="Test history, flakes and the quarantine.")
+    culprit: CulpritSettings = Field(CulpritSettings(), description="Finding the commit that broke a test.")

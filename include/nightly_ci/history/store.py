@@ -94,7 +94,9 @@ class HistoryStore:
         self.engine.dispose()
 
     @contextmanager
-    def _begin(self, what: str) -> Iterator[Connection]:
+    def begin(self, what: str) -> Iterator[Connection]:
+        """One transaction; a database that does not answer is HistoryUnavailable, saying
+        WHAT failed where (without the password)."""
         from sqlalchemy.exc import InterfaceError, OperationalError
 
         try:
@@ -116,7 +118,7 @@ class HistoryStore:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self._begin("migrating the schema") as conn:
+        with self.begin("migrating the schema") as conn:
             if conn.dialect.name == "postgresql":  # two summaries at once: one migrates, one waits
                 from sqlalchemy import text
 
@@ -137,7 +139,7 @@ class HistoryStore:
         from include.nightly_ci.history import tables as t
 
         suite_list, case_list = list(suite_rows), list(case_rows)
-        with self._begin(f"writing {night.run_id}") as conn:
+        with self.begin(f"writing {night.run_id}") as conn:
             conn.execute(delete(t.nights).where(t.nights.c.dag_id == night.dag_id, t.nights.c.run_id == night.run_id))
             night_id = _new_id(
                 conn,
@@ -203,7 +205,7 @@ class HistoryStore:
 
         from include.nightly_ci.history import tables as t
 
-        with self._begin("listing the recorded runs") as conn:
+        with self.begin("listing the recorded runs") as conn:
             return set(conn.execute(select(t.nights.c.run_id).where(t.nights.c.dag_id == dag_id)).scalars())
 
     # ------------------------------------------------------------ what tonight's rules need
@@ -238,7 +240,7 @@ class HistoryStore:
         wanted = set(keys)
         if not wanted:
             return {}
-        with self._begin("reading the nights before") as conn:
+        with self.begin("reading the nights before") as conn:
             nights = self._earlier_nights(conn, dag_id, kind, night, LOOKBACK_NIGHTS)
             order = {night_id: i for i, (night_id, _) in enumerate(nights)}
             pairs = {(cell, suite) for cell, suite, _ in wanted}
@@ -274,7 +276,7 @@ class HistoryStore:
         names = sorted(set(names))
         if not names or nights < 1:
             return {}
-        with self._begin("reading flaky nights") as conn:
+        with self.begin("reading flaky nights") as conn:
             night_ids = [i for i, _ in self._earlier_nights(conn, dag_id, kind, night, nights)]
             seen: dict[str, set[int]] = {}
             for chunk in _chunks(names):
@@ -298,7 +300,7 @@ class HistoryStore:
         patterns = sorted(set(patterns))
         if not patterns or limit < 1:
             return dict.fromkeys(patterns, 0)
-        with self._begin("reading clean nights") as conn:
+        with self.begin("reading clean nights") as conn:
             nights = [i for i, _ in self._earlier_nights(conn, dag_id, kind, night, limit)]
             all_names = conn.execute(select(t.tests.c.id, t.tests.c.name)).tuples().all()
             matched = {p: {i for i, name in all_names if fnmatch.fnmatchcase(name, p)} for p in patterns}
@@ -336,7 +338,7 @@ class HistoryStore:
         query = select(t.quarantine).where(q.dag_id == dag_id).order_by(q.added, q.id)
         if not include_released:
             query = query.where(q.released.is_(None))
-        with self._begin("reading the quarantine") as conn:
+        with self.begin("reading the quarantine") as conn:
             rows = conn.execute(query).mappings().all()
         return [
             QuarantineEntry(
@@ -372,7 +374,7 @@ class HistoryStore:
             for e in entries
         ]
         if rows:
-            with self._begin("adding to the quarantine") as conn:
+            with self.begin("adding to the quarantine") as conn:
                 conn.execute(insert(t.quarantine), rows)
 
     def release_quarantine(self, dag_id: str, released: Iterable[QuarantineEntry]) -> None:
@@ -382,7 +384,7 @@ class HistoryStore:
         from include.nightly_ci.history import tables as t
 
         q = t.quarantine.c
-        with self._begin("releasing from the quarantine") as conn:
+        with self.begin("releasing from the quarantine") as conn:
             for e in released:
                 assert e.released is not None, e
                 conn.execute(

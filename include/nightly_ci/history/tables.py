@@ -103,3 +103,28 @@ quarantine = Table(
     Column("released_why", Text),
     Index("ix_nci_quarantine_dag", "dag_id", "released"),
 )
+
+findings = Table(
+    "nci_findings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dag_id", String(250), nullable=False),
+    Column("nightly_run_id", String(250), nullable=False),
+    Column("night", DateTime(timezone=True), nullable=False),
+    Column("cell", String(64), nullable=False),
+    Column("suite", String(64), nullable=False),
+    Column("tests", Text, nullable=False),  # JSON: the test ids
+    Column("good_commit", String(64), nullable=False),
+    Column("bad_commit", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("culprit", String(64)),
+    Column("parent", String(64)),
+    Column("author", Text),
+    Column("subject", Text),
+    Column("rounds", Integer, nullable=False),
+    Column("builds", Integer, nullable=False),
+    Column("gpu_seconds", Float, nullable=False),
+    Column("evidence", Text, nullable=False),  # JSON: the runs that decided, with links
+    Column("updated", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("dag_id", "nightly_run_id", "cell", "suite", name="uq_nci_findings_regression"),
+)

@@ -262,6 +262,8 @@ def build_plan(cfg: NightlyConfig) -> Plan:
         summary=_top("results_summary", "Results Summary", REPORT),
         verdict=_top("verdict", "Verdict", REPORT),
         notify=_top("notify_slack", "Notify Slack", REPORT) if cfg.notifications.slack.conn_id else None,
+        culprit=cfg.culprit,
+        announce=_top("announce_regressions", "Announce regressions", REPORT) if cfg.culprit.enabled else None,
         retention_tasks={
             "artifacts": _top("expire_artifacts", "Expire artifacts", RETENTION),
             **{

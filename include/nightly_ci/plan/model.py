@@ -16,7 +16,7 @@ from functools import cached_property
 from typing import Any
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.config.schema import BuildSettings, HistorySettings, SlackSettings
+from include.nightly_ci.config.schema import BuildSettings, CulpritSettings, HistorySettings, SlackSettings
 from include.nightly_ci.names import FRAMEWORK, render_tag, tag_safe_run_id
 
 JUNIT_FILE = "pytest_test_report.xml"
@@ -286,6 +286,8 @@ class Plan:
     summary: TaskSpec
     verdict: TaskSpec
     notify: TaskSpec | None
+    culprit: CulpritSettings = field(default_factory=CulpritSettings)
+    announce: TaskSpec | None = None  # the night's regressions to the culprit finder (culprit.enabled)
     retention_tasks: dict[str, TaskSpec] = field(default_factory=dict)  # "artifacts" or a registry's name
 
     @property
@@ -305,7 +307,7 @@ class Plan:
         for cell in self.cells:
             yield from cell.tasks()
             yield from cell.support_tasks()
-        yield from (t for t in (self.summary, self.verdict, self.notify) if t is not None)
+        yield from (t for t in (self.summary, self.verdict, self.notify, self.announce) if t is not None)
 
     @cached_property
     def by_id(self) -> dict[str, TaskSpec]:
