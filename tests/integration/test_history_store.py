@@ -19,30 +19,8 @@ from include.nightly_ci.history.records import (
     SuiteRecord,
 )
 from include.nightly_ci.history.store import HistoryStore, url_of
-from tests.services import Postgres
 
 DAG = "nightly_ci"
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = Postgres()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'history.db'}"
-    else:
-        server = request.getfixturevalue("postgres")
-        url = server.createdb(f"h_{tmp_path.name.lower().replace('-', '_')[-40:]}")
-    history = HistoryStore(url)
-    history.migrate()
-    yield history
-    history.close()
 
 
 def night(n: int, kind: str = "nightly") -> NightRecord:

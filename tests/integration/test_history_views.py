@@ -18,30 +18,9 @@ from include.nightly_ci.history.records import (
     SuiteRecord,
 )
 from include.nightly_ci.history.store import HistoryStore
-from tests.services import Postgres
 
 DAG = "nightly_ci"
 CELLS = ("vllm_amd64", "sglang_arm64")
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = Postgres()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'history.db'}"
-    else:
-        url = request.getfixturevalue("postgres").createdb(f"v_{tmp_path.name.lower().replace('-', '_')[-40:]}")
-    history = HistoryStore(url)
-    history.migrate()
-    yield history
-    history.close()
 
 
 def night(n: int, kind: str = "nightly") -> NightRecord:

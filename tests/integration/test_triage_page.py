@@ -33,7 +33,7 @@ from include.nightly_ci.history.store import HistoryStore
 from include.nightly_ci.names import tag_safe_run_id
 from include.nightly_ci.ui.pages import STATES
 from tests.browser import Browser
-from tests.services import ROOT, Postgres, free_port, wait_for, write_config
+from tests.services import ROOT, free_port, wait_for, write_config
 
 DAG = "nightly_ci"
 CELLS = ("vllm_amd64", "sglang_arm64", "trtllm_amd64")
@@ -94,14 +94,6 @@ def write_artifacts(base: Path) -> None:
         "<failure>assert 1 == 2</failure></testcase></testsuite>"
     )
     (folder / "output.log").write_text("<html>not html: FAILED tests/test_core.py::test_broken\n")
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = Postgres()
-    server.start()
-    yield server
-    server.stop()
 
 
 def history_store(kind: str, root: Path, request) -> tuple[HistoryStore, dict]:
