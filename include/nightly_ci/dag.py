@@ -363,11 +363,10 @@ def build_dag(plan: Plan) -> DAG:
 
 def _announce(plan: Plan, spec: TaskSpec) -> AnnounceRegressionsOperator:
     """The night's regressions to the culprit finder, as an event of its Asset."""
-    suites = {job.task.task_id: (cell.group_id, job.suite) for cell in plan.cells for job in cell.tests}
     return AnnounceRegressionsOperator(
         **placement(spec),
         store=plan.store,
-        suites=suites,
+        suites=plan.suites,
         record_files={job.task.task_id: job.task.record_file for cell in plan.cells for job in cell.tests},
         history_conn_id=plan.history.conn_id,
         asset_name=regressions_asset(plan.dag_id),

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from include.nightly_ci.history.records import iso_utc, to_utc
+
 if TYPE_CHECKING:
     from include.nightly_ci.history.store import HistoryStore
 
@@ -51,11 +53,6 @@ class CulpritFinding:
             raise ValueError(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
 
 
-def _utc(iso: str) -> datetime:
-    when = datetime.fromisoformat(iso)
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
-
-
 def save(store: HistoryStore, finding: CulpritFinding) -> CulpritFinding:
     """Write FINDING over any earlier state of the same regression; what was written."""
     from sqlalchemy import delete, insert
@@ -81,7 +78,7 @@ def _row(finding: CulpritFinding) -> dict[str, Any]:
     row = {name: getattr(finding, name) for name in CulpritFinding.__dataclass_fields__}
     row["tests"] = json.dumps(list(finding.tests))
     row["evidence"] = json.dumps(list(finding.evidence))
-    row["night"], row["updated"] = _utc(finding.night), _utc(finding.updated)
+    row["night"], row["updated"] = to_utc(finding.night), to_utc(finding.updated)
     return row
 
 
@@ -105,8 +102,7 @@ def _finding(row: dict[str, Any]) -> CulpritFinding:
     row["tests"] = tuple(json.loads(row["tests"]))
     row["evidence"] = tuple(json.loads(row["evidence"]))
     for key in ("night", "updated"):
-        when = row[key]
-        row[key] = (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+        row[key] = iso_utc(row[key])
     return CulpritFinding(**row)
 
 
@@ -131,7 +127,7 @@ def suite_before(store: HistoryStore, dag_id: str, kind: str, night: str, cell: 
     query = (
         select(n.run_id, n.night, n.commit, s.image)
         .select_from(t.suites.join(t.nights))
-        .where(n.dag_id == dag_id, n.kind == kind, n.night < _utc(night))
+        .where(n.dag_id == dag_id, n.kind == kind, n.night < to_utc(night))
         .where(s.cell == cell, s.suite == suite, s.tests.is_not(None))
         .order_by(n.night.desc())
         .limit(1)
@@ -140,5 +136,4 @@ def suite_before(store: HistoryStore, dag_id: str, kind: str, night: str, cell: 
         row = conn.execute(query).first()
     if row is None:
         return None
-    when = row.night if row.night.tzinfo else row.night.replace(tzinfo=UTC)
-    return SuiteNight(row.run_id, when.isoformat(), row.commit, row.image)
+    return SuiteNight(row.run_id, iso_utc(row.night), row.commit, row.image)

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+
+
+def to_utc(iso: str) -> datetime:
+    """An ISO time as the store keeps it: UTC (a time without a zone is taken as UTC)."""
+    when = datetime.fromisoformat(iso)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def iso_utc(when: datetime) -> str:
+    """A time the store gave back, in ISO and UTC (SQLite gives it back without a zone)."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
 
 # A test case's outcome in one run of it (JUnit's words).
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"

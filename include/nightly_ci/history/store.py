@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,8 @@ from include.nightly_ci.history.records import (
     NightRecord,
     QuarantineEntry,
     SuiteRecord,
+    iso_utc,
+    to_utc,
 )
 
 if TYPE_CHECKING:
@@ -57,11 +59,6 @@ def url_of(conn_id: str) -> str:
     raise HistoryConfigError(
         f"history connection {conn_id!r} is of type {conn.conn_type!r}: the history store takes postgres or sqlite"
     )
-
-
-def _utc(iso: str) -> datetime:
-    when = datetime.fromisoformat(iso)
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _chunks(items: list[Any]) -> Iterator[list[Any]]:
@@ -146,7 +143,7 @@ class HistoryStore:
                 insert(t.nights).values(
                     dag_id=night.dag_id,
                     run_id=night.run_id,
-                    night=_utc(night.night),
+                    night=to_utc(night.night),
                     kind=night.kind,
                     commit=night.commit,
                     run_url=night.run_url,
@@ -220,7 +217,7 @@ class HistoryStore:
         n = t.nights.c
         query = (
             select(n.id, n.night)
-            .where(n.dag_id == dag_id, n.kind == kind, n.night < _utc(night))
+            .where(n.dag_id == dag_id, n.kind == kind, n.night < to_utc(night))
             .order_by(n.night.desc())
             .limit(limit)
         )
@@ -348,8 +345,8 @@ class HistoryStore:
                 issue=r["issue"],
                 expires=r["expires"],
                 origin=r["origin"],
-                added=_iso(r["added"]),
-                released=_iso(r["released"]) if r["released"] else None,
+                added=iso_utc(r["added"]),
+                released=iso_utc(r["released"]) if r["released"] else None,
                 released_why=r["released_why"],
             )
             for r in rows
@@ -369,7 +366,7 @@ class HistoryStore:
                 "reason": e.reason,
                 "issue": e.issue,
                 "expires": e.expires,
-                "added": _utc(e.added),
+                "added": to_utc(e.added),
             }
             for e in entries
         ]
@@ -390,7 +387,7 @@ class HistoryStore:
                 conn.execute(
                     update(t.quarantine)
                     .where(q.dag_id == dag_id, q.pattern == e.pattern, q.origin == e.origin, q.released.is_(None))
-                    .values(released=_utc(e.released), released_why=e.released_why)
+                    .values(released=to_utc(e.released), released_why=e.released_why)
                 )
 
 
@@ -403,12 +400,4 @@ def _new_id(conn: Connection, statement: Any) -> int:
 
 def same_night(a: str, b: str) -> bool:
     """Whether two ISO times are the same instant, whatever their zones' spelling."""
-    return _utc(a) == _utc(b)
-
-
-def _iso(when: datetime) -> str:
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
-
-
-def released(entry: QuarantineEntry, night: str, why: str) -> QuarantineEntry:
-    return replace(entry, released=night, released_why=why)
+    return to_utc(a) == to_utc(b)

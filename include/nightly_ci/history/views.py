@@ -11,10 +11,10 @@ quarantined: it covers what the squares need), one test's rows from ix_nci_cases
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from include.nightly_ci.history.records import BAD, QuarantineEntry
+from include.nightly_ci.history.records import BAD, QuarantineEntry, iso_utc
 from include.nightly_ci.history.records import FLAKY as FLAKY_VERDICT
 from include.nightly_ci.history.records import PASSED as CASE_PASSED
 
@@ -146,12 +146,8 @@ def suite_state(status: str, outcome: str | None, failed: int, soft: int) -> str
     return NOT_RUN  # skipped, upstream_failed (its build failed), removed, ...
 
 
-def _iso(when: datetime) -> str:
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-
-
 def night_of(row: Any) -> Night:
-    return Night(row.run_id, _iso(row.night), row.commit, row.run_url, row.success)
+    return Night(row.run_id, iso_utc(row.night), row.commit, row.run_url, row.success)
 
 
 def _nights_query(dag_id: str, kind: str, limit: int | None, before: datetime | None = None, *columns: Any) -> Select:
@@ -273,7 +269,7 @@ def suite_history(
         found.append(
             SuiteNight(
                 n.run_id,
-                _iso(n.night),
+                iso_utc(n.night),
                 n.commit,
                 n.run_url,
                 state,
@@ -314,7 +310,7 @@ def case_query() -> Any:
 def case_run(row: Any) -> CaseRun:
     return CaseRun(
         row.run_id,
-        _iso(row.night),
+        iso_utc(row.night),
         row.cell,
         row.suite,
         row.name,

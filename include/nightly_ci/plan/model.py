@@ -313,6 +313,12 @@ class Plan:
     def by_id(self) -> dict[str, TaskSpec]:
         return {t.task_id: t for t in self.tasks()}
 
+    @cached_property
+    def suites(self) -> dict[str, tuple[str, str]]:
+        """Every suite task's id -> (its cell's group id, the suite's name): how the history
+        and the culprit finder name a suite."""
+        return {job.task.task_id: (cell.group_id, job.suite) for cell in self.cells for job in cell.tests}
+
     def task(self, task_id: str) -> TaskSpec:
         """The spec of TASK_ID; KeyError names the task when the plan has no such task."""
         try:

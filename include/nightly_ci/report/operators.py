@@ -130,7 +130,7 @@ class VerdictOperator(BaseOperator):
         self.summary_task_id = summary_task_id
 
     def execute(self, context: Any) -> None:
-        from include.nightly_ci.report.results import FAILING_STATES
+        from include.nightly_ci.records import FAILING_STATES
 
         results = _results_of(context, self.summary_task_id)
         muted = [r.job for r in results.rows if r.muted]

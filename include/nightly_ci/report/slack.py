@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from include.nightly_ci.errors import SlackError
+from include.nightly_ci.records import FAILING_STATES
 from include.nightly_ci.report.markdown import night_over_night_lines, triage_lines
-from include.nightly_ci.report.results import FAILING_STATES, Results
+from include.nightly_ci.report.results import Results
 
 
 def changed(results: Results) -> bool:

@@ -125,11 +125,6 @@ class Triage:
         )
 
 
-def suites_of(plan: Plan) -> dict[str, tuple[str, str]]:
-    """Every suite task id -> (cell, suite)."""
-    return {job.task.task_id: (cell.group_id, job.suite) for cell in plan.cells for job in cell.tests}
-
-
 def test_counts(rows: tuple[Row, ...] | list[Row]) -> dict[str, int]:
     """Each test row's count: cases run, or collected in a dry run."""
     found = {}
@@ -160,7 +155,7 @@ class Night:
 
     def failed(self) -> dict[tuple[str, str, str], tuple[str, str]]:
         """(cell, suite, test) -> (task id, test) of every failed case of a suite."""
-        where = suites_of(self.plan)
+        where = self.plan.suites
         return {
             (*where[task_id], test): (task_id, test)
             for task_id, outcomes in self.cases.items()
@@ -174,7 +169,7 @@ def _previous_from(before: Results | None, plan: Plan) -> dict[tuple[str, str, s
     """The night before's outcomes from its results.json, when there is no history store."""
     if before is None:
         return {}
-    where, verdicts = suites_of(plan), before.triage.verdicts
+    where, verdicts = plan.suites, before.triage.verdicts
     return {
         (*where[task_id], test): FLAKY if verdicts.get(case_key(task_id, test)) == FLAKY else outcome
         for task_id, outcomes in before.cases.items()
@@ -308,7 +303,7 @@ def passed(rows: tuple[Row, ...] | list[Row]) -> bool:
 
 
 def suite_records(night: Night) -> list[SuiteRecord]:
-    where = suites_of(night.plan)
+    where = night.plan.suites
     found = []
     for row in night.rows:
         if row.task_id not in where:
@@ -334,7 +329,7 @@ def suite_records(night: Night) -> list[SuiteRecord]:
 
 
 def case_records(night: Night, triage: Triage) -> list[CaseRecord]:
-    where = suites_of(night.plan)
+    where = night.plan.suites
     return [
         CaseRecord(
             cell=where[task_id][0],
