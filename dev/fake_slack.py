@@ -1,7 +1,8 @@
 """A stand-in for Slack on loopback: the incoming-webhook and chat.postMessage endpoints.
 
 Every request is appended to a JSON-lines file (method, path, headers, body, the answer
-given). Answers can be scripted per request, in order, with --script 'CODE[:RETRY_AFTER],...'
+given, and the `ts` chat.postMessage answered: each message its own, as Slack gives).
+Answers can be scripted per request, in order, with --script 'CODE[:RETRY_AFTER],...'
 (for example '429:1,500,200'); after the script every request gets 200.
 
     python dev/fake_slack.py --port 5103 --log messages.jsonl [--script 429:1,200]
@@ -22,6 +23,12 @@ class FakeSlack(ThreadingHTTPServer):
         self.log_file = log
         self.script = list(script or [])
         self.lock = threading.Lock()
+        self.posted = 0  # chat.postMessage answers each message its own ts, as Slack does
+
+    def next_ts(self) -> str:
+        with self.lock:
+            self.posted += 1
+            return f"1700000000.{self.posted:06d}"
 
     def next_answer(self) -> tuple[int, int | None]:
         with self.lock:
@@ -57,20 +64,22 @@ class _Handler(BaseHTTPRequestHandler):
         refused = code == 200 and refusal(_json(body))
         if refused:  # as Slack answers: the webhook with 400, the API with ok false
             code = 200 if api else 400
+        ts = self.server.next_ts() if api and code == 200 and not refused else None
         self.server.record(
             {
                 "path": self.path,
                 "status": code,
                 "api": api,
-                "body": _json(body),
+                "body": _json(body),  # a reply's thread_ts is in it
                 "auth": bool(self.headers.get("Authorization")),
+                "ts": ts,
             }
         )
         if api:
             payload = (
                 {"ok": False, "error": refused}
                 if refused
-                else {"ok": True, "channel": "C0NIGHTLY", "ts": "1.0"}
+                else {"ok": True, "channel": "C0NIGHTLY", "ts": ts}
                 if code == 200
                 else {"ok": False, "error": f"http_{code}"}
             )

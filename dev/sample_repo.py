@@ -81,6 +81,48 @@ def add_commit(dest: Path, files: dict[str, str], message: str, when: datetime |
         return _git("rev-parse", "HEAD", cwd=work)
 
 
+# A commit that breaks the router's round robin (every request to the first worker), and
+# the test that then fails: the regression the culprit finder's tests plant.
+ROUTER = "src/dynamo_sample/router.py"
+BROKEN_TEST = "tests.unit.test_router::test_round_robin"
+BROKEN_ROUTER = '''"""Round-robin routing of requests over workers."""
+
+from __future__ import annotations
+
+
+class Router:
+    def __init__(self, workers: list[str]):
+        if not workers:
+            raise ValueError("a router needs at least one worker")
+        self._workers = workers
+
+    def route(self, request: str) -> tuple[str, str]:
+        return self._workers[0], request
+'''
+
+
+def add_commits(dest: Path, count: int, *, culprit_at: int | None = None, prefix: str = "change") -> list[str]:
+    """COUNT commits on DEST's main (a bare repository made here), each adding a line to
+    CHANGES.txt; the one at index CULPRIT_AT (0-based) also breaks the router. Their ids,
+    oldest first: a range with a planted culprit."""
+    ids = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        _git("clone", "-q", "-b", "main", str(dest.resolve()), str(work), cwd=tmp)
+        for i in range(count):
+            with (work / "CHANGES.txt").open("a") as changes:
+                changes.write(f"{prefix} {i + 1}\n")
+            message = f"{prefix} {i + 1} of {count}"
+            if i == culprit_at:
+                (work / ROUTER).write_text(BROKEN_ROUTER)
+                message += ": route to the first worker only"
+            _git("add", "-A", cwd=work)
+            _git("commit", "-q", "-m", message, cwd=work)
+            ids.append(_git("rev-parse", "HEAD", cwd=work))
+        _git("push", "-q", "origin", "main", cwd=work)
+    return ids
+
+
 def add_flaky_marker(dest: Path, when: datetime | None = None) -> str:
     """A commit that makes test_flaky_on_every_other_run flaky in the images built from it."""
     text = "test_flaky.py fails on the suite's run and even reruns while this file exists\n"

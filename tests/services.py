@@ -256,6 +256,47 @@ def run_dag(
     )
 
 
+def run_culprit(
+    config: Path, conf: dict, *, env: dict[str, str] | None = None, max_steps: int = 20, timeout: float = 900
+) -> list[tuple[str, str]]:
+    """A culprit search from CONF to its end, as the scheduler would run it: `airflow dags
+    test nightly_ci_culprit` with CONF, then each run the step triggered (queued in
+    Airflow's database, with its conf): taken from the queue and run the same way. Returns
+    (the queued run's id, that run's output) for the first run ('' as its id) and each next."""
+    steps, run_id = [], ""
+    for _ in range(max_steps):
+        cmd = [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci_culprit", "-c", json.dumps(conf)]
+        history = json.dumps({"conn_type": "sqlite", "host": str(config.parent / "history.db")})
+        extra = {"NIGHTLY_CI_CONFIG": str(config), "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": history, **(env or {})}
+        proc = subprocess.run(
+            cmd, env=airflow_env(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
+        )
+        steps.append((run_id, proc.stdout))
+        assert "DagRun Finished" in proc.stdout and "state=success" in proc.stdout.split("DagRun Finished")[-1], (
+            proc.stdout[-5000:]
+        )
+        queued = take_queued_runs("nightly_ci_culprit")
+        if not queued:
+            return steps
+        assert len(queued) == 1, f"a step triggers one next step, not {queued}"
+        run_id, conf = queued[0]
+    raise AssertionError(f"the search took more than {max_steps} steps")
+
+
+def take_queued_runs(dag_id: str) -> list[tuple[str, dict]]:
+    """The queued runs of DAG_ID (their ids and confs), taken out of Airflow's database."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from sqlalchemy import delete, select
+
+    with create_session() as session:
+        query = select(DagRun).where(DagRun.dag_id == dag_id, DagRun.state == DagRunState.QUEUED)
+        runs = [(r.run_id, dict(r.conf or {})) for r in session.scalars(query)]
+        session.execute(delete(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id.in_([r for r, _ in runs])))
+    return runs
+
+
 def run_id_of(output: str) -> str:
     """The run id `airflow dags test` used (it is not derived from the logical date)."""
     import re

@@ -210,6 +210,7 @@ def _runner_args(plan: Plan, cell: Cell, r: RunnerSpec) -> dict[str, Any]:
             "network": r.network,
             "registry": plan.registries[cell.test_registry],
             "pull_secret": r.pull_secret,
+            "volumes": dict(r.volumes),
         }
     return {
         "docker_conn_id": r.conn_id,
@@ -218,6 +219,7 @@ def _runner_args(plan: Plan, cell: Cell, r: RunnerSpec) -> dict[str, Any]:
         "backoff": plan.backoff,
         "network_mode": r.network_mode,
         "startup_timeout_seconds": r.startup_timeout_seconds,
+        "volumes": dict(r.volumes),  # folders of the engine's host, read-only
     }
 
 
@@ -348,6 +350,7 @@ def build_dag(plan: Plan) -> DAG:
                 ops_group_id=slack.ops_group_id,
                 when=slack.when,
                 slack_retries=slack.retries,
+                store=plan.store,
                 execution_timeout=REPORT_TIMEOUT,
             )
         if plan.announce is not None:

@@ -122,6 +122,14 @@ class NightlyFailed(NightlyCiError):
     """The verdict: at least one job of the nightly did not pass."""
 
 
+class CulpritError(NightlyCiError):
+    """A culprit search can't take its step: what is missing, and what to do."""
+
+
+class FindingMissing(PermanentError):
+    """The culprit finder's report was asked for a finding the history store does not hold."""
+
+
 # ---------------------------------------------------------------- history
 
 

@@ -75,6 +75,9 @@ def regressions_asset(dag_id: str) -> str:
 # What a run leaves at the top of its folder (BASE/RUN/): which run it is, its night and
 # when it ran. Retention ages a run's files by it and deletes only in folders that have it.
 RUN_MARKER = "nightly-ci-run.json"
+# What the notify task leaves there when it posted through the Slack API: the channel and
+# the `ts` of the night's message, so that the culprit finder's findings are threaded under it.
+SLACK_THREAD = "slack.json"
 
 TAG_PLACEHOLDERS = ("framework", "arch", "run_id")
 _SAMPLE = {"framework": "f" * 24, "arch": "a" * 24, "run_id": "r" * 48}  # the longest each can be

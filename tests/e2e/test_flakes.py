@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dev.sample_repo import add_commit, add_flaky_marker, make_repo, nightly_history
+from dev.sample_repo import BROKEN_ROUTER, BROKEN_TEST, ROUTER, add_commit, add_flaky_marker, make_repo, nightly_history
 from include.nightly_ci.history import findings, views
 from include.nightly_ci.history.store import HistoryStore
 from include.nightly_ci.names import tag_safe_run_id
@@ -21,22 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CELL = {"frameworks": ["vllm"], "arches": ["amd64"]}
 UNIT = "vllm_amd64.tests.unit"
 FLAKY = "tests.unit.test_flaky::test_flaky_on_every_other_run"
-BROKEN = "tests.unit.test_router::test_round_robin"
-# The router's round robin, broken: every request goes to the first worker.
-BROKEN_ROUTER = '''"""Round-robin routing of requests over workers."""
-
-from __future__ import annotations
-
-
-class Router:
-    def __init__(self, workers: list[str]):
-        if not workers:
-            raise ValueError("a router needs at least one worker")
-        self._workers = workers
-
-    def route(self, request: str) -> tuple[str, str]:
-        return self._workers[0], request
-'''
+BROKEN = BROKEN_TEST
 
 
 def asset_events(name: str) -> dict[str, dict]:
@@ -79,7 +64,7 @@ def test_a_flaky_test_is_flaky_then_quarantined_and_a_broken_one_a_regression(ai
     assert "Flaky (passed a rerun of the same image; not red): 1 test cases" in md
 
     # Night 2: a commit breaks the round robin; the flaky test is flaky again.
-    bad = add_commit(repo, {"src/dynamo_sample/router.py": BROKEN_ROUTER}, "route everything to the first worker")
+    bad = add_commit(repo, {ROUTER: BROKEN_ROUTER}, "route everything to the first worker")
     run_2, results, md = night(tmp_path, config, "2026-11-21T08:00:00+00:00")
     triage = results["triage"]
     assert triage["verdicts"] == {f"{UNIT}::{FLAKY}": "flaky", f"{UNIT}::{BROKEN}": "regression"}, triage

@@ -102,9 +102,10 @@ def history_store(kind: str, root: Path, request) -> tuple[HistoryStore, dict]:
         conn = {"conn_type": "sqlite", "host": str(root / "history.db")}
         return HistoryStore(f"sqlite:///{root / 'history.db'}"), conn
     server = request.getfixturevalue("postgres")
-    url = server.createdb("triage_history")
+    name = f"triage_history_{secrets.token_hex(4)}"  # a database of its own for each module using this fixture
+    url = server.createdb(name)
     conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": server.port, "login": "airflow",
-            "password": server.password, "schema": "triage_history"}  # fmt: skip
+            "password": server.password, "schema": name}  # fmt: skip
     return HistoryStore(url), conn
 
 

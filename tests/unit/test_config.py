@@ -407,3 +407,68 @@ def test_a_type_error_does_not_echo_a_long_value(tmp_path):
     assert "dag.catchup" in paths(err)
     assert "ghp_0123456789" not in str(err) and "a str of 40 characters" in str(err)
     assert "'yes'" in str(bad(tmp_path, "dag: {catchup: 'yes'}\n"))  # a short one still helps
+
+
+def test_a_pools_volumes_are_absolute_folders_that_leave_the_tests_alone(tmp_path):
+    """runner.volumes: host folder -> folder in the container, both absolute; a folder the
+    tests need writable or visible (the workdir, the results, /tmp) can't be covered."""
+    err = bad(
+        tmp_path,
+        """\
+        pools:
+          cpu-arm-r8g-4xlarge:
+            runner: {volumes: {hf-cache/hub: /root/.cache/huggingface/hub}}
+          gpu-l40-amd64:
+            runner: {volumes: {/srv/models: models, /srv/a: /data/, /srv/d: /}}
+        """,
+    )
+    text = str(err)
+    assert (
+        "pools.cpu-arm-r8g-4xlarge.runner.volumes.hf-cache/hub (line 4): invalid key: "
+        "'hf-cache/hub' is not a valid absolute path on the runner's host" in text
+    )
+    assert "pools.gpu-l40-amd64.runner.volumes./srv/models (line 6): 'models' is not a valid absolute path" in text
+    assert "pools.gpu-l40-amd64.runner.volumes./srv/a (line 6): '/data/' is not a valid absolute path" in text
+    assert "pools.gpu-l40-amd64.runner.volumes./srv/d (line 6): '/' is not a valid absolute path" in text
+    err = bad(
+        tmp_path,
+        """\
+        pools:
+          gpu-l40-amd64:
+            runner: {volumes: {/srv/a: /data, /srv/b: /data}}
+        """,
+    )
+    assert "pools.gpu-l40-amd64.runner (line 4): volumes: /srv/a and /srv/b both mount at /data" in str(err)
+    err = bad(
+        tmp_path,
+        """\
+        tests: {workdir: /opt/app/src}
+        pools:
+          cpu-arm-r8g-4xlarge:
+            runner: {volumes: {/srv/c: /opt/app, /srv/d: /workspace/test-results, /srv/e: /tmp, /srv/f: /opt/app2}}
+          gpu-l40-amd64:
+            runner: {volumes: {/srv/g: /opt/app/src, /srv/h: /opt/app/src/models}}
+        """,
+    )
+    found = {f.path: f.message for f in err.findings}
+    where = "pools.cpu-arm-r8g-4xlarge.runner.volumes./srv/"
+    assert found == {
+        f"{where}c": "/opt/app would hide the tests' workdir /opt/app/src (tests.workdir), or make it read-only",
+        f"{where}d": "/workspace/test-results would hide the JUnit folder /workspace/test-results "
+        "(tests.results_dir), or make it read-only",
+        f"{where}e": "/tmp would hide pytest's temporary folder /tmp, or make it read-only",
+        "pools.gpu-l40-amd64.runner.volumes./srv/g": "/opt/app/src would hide the tests' workdir /opt/app/src "
+        "(tests.workdir), or make it read-only",
+    }  # a folder inside the workdir (/opt/app/src/models) is fine: the tests read it
+
+
+def test_a_pools_volumes_load(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        f"extends: {SHIPPED}\n"
+        "pools:\n  gpu-l40-amd64:\n    runner: {volumes: {/srv/hf-cache/hub: /root/.cache/huggingface/hub}}\n"
+    )
+    runner = load_config(f).pools["gpu-l40-amd64"].runner
+    assert runner is not None and runner.volumes == {"/srv/hf-cache/hub": "/root/.cache/huggingface/hub"}
+    shipped = load_config(SHIPPED).pools["gpu-l40-amd64"].runner
+    assert shipped is not None and shipped.volumes == {}

@@ -87,3 +87,15 @@ def test_adding_a_framework_and_an_arch_is_a_yaml_edit(tmp_path):
         "CUDA_VERSION": "130",
     }
     assert cell.nightly_tag == "nightly-tensorrt_edge-riscv64"
+
+
+def test_the_plan_carries_a_pools_volumes(tmp_path):
+    f = tmp_path / "volumes.yaml"
+    f.write_text(
+        f"extends: {SHIPPED}\n"
+        "pools:\n  gpu-l40-amd64:\n    runner: {volumes: {/srv/z: /data/z, /srv/hf-cache/hub: /models/hub}}\n"
+    )
+    plan = build_plan(load_config(f))
+    gpu = plan.cell("vllm", "amd64").tests[0].runner
+    assert gpu.volumes == (("/srv/hf-cache/hub", "/models/hub"), ("/srv/z", "/data/z"))  # sorted: a stable plan
+    assert plan.cell("vllm", "arm64").tests[0].runner.volumes == ()

@@ -267,3 +267,92 @@ def test_a_network_mode_needs_the_pool_to_allow_a_network(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"pools.gpu-l40-amd64.runner.*network_mode 'host' needs network: true"):
         load_config(config)
+
+
+# ---------------------------------------------------------------- host folders mounted read-only
+
+VOLUMES = (
+    "pools:\n"
+    "  cpu-arm-r8g-4xlarge:\n    runner: {volumes: {/srv/hf-cache/hub: /root/.cache/huggingface/hub}}\n"
+    "  gpu-l40-amd64:\n    runner: {volumes: {/mnt/models/hub: /models/hub, /srv/fixtures: /data/fixtures}}\n"
+)
+
+
+def _dag_with_volumes(monkeypatch, tmp_path):
+    from include.nightly_ci.dag import build_dag
+
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_GPU", '{"conn_type": "kubernetes"}')
+    config = tmp_path / "volumes.yaml"
+    config.write_text(f"extends: {SHIPPED}\n{VOLUMES}")
+    return build_dag(load_plan(str(config)))
+
+
+def test_docker_mounts_the_host_folders_read_only():
+    import docker
+
+    client = docker.APIClient(base_url="unix:///nonexistent.sock", version="1.41")  # no connection is made
+    config = host_config(
+        client, gpus=0, cpus=None, memory=None, network_mode="none", volumes={"/srv/hf-cache/hub": "/models/hub"}
+    )
+    # A bind mount, not a `Binds` entry: the engine refuses a host folder that is not there
+    # instead of making an empty one, so a missing cache fails loudly.
+    assert config["Mounts"] == [
+        {"Source": "/srv/hf-cache/hub", "Target": "/models/hub", "Type": "bind", "ReadOnly": True}
+    ]
+    assert "Mounts" not in host_config(client, gpus=0, cpus=None, memory=None, network_mode=None)
+
+
+def test_the_pod_mounts_the_pools_host_folders_read_only(monkeypatch, tmp_path):
+    from include.nightly_ci.suites.docker import DockerSuiteOperator
+    from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
+
+    dag = _dag_with_volumes(monkeypatch, tmp_path)
+    task = dag.task_dict["trtllm_amd64.tests.e2e_2gpu"]
+    assert isinstance(task, KubernetesSuiteOperator)
+    assert task.volumes == {"/mnt/models/hub": "/models/hub", "/srv/fixtures": "/data/fixtures"}
+    pod = task.pod_operator("img").build_pod_request_obj(dry_run=True)
+    volumes = {v.name: v for v in pod.spec.volumes}
+    mounts = {m.name: m for m in pod.spec.containers[0].volume_mounts}
+    assert set(volumes) == set(mounts) and len(volumes) == 2
+    mounted = {
+        (volumes[n].host_path.path, volumes[n].host_path.type, m.mount_path, m.read_only) for n, m in mounts.items()
+    }
+    assert mounted == {
+        ("/mnt/models/hub", "Directory", "/models/hub", True),  # Directory: a folder missing on the node fails the pod
+        ("/srv/fixtures", "Directory", "/data/fixtures", True),
+    }
+    # The suites of the pool without volumes (and the shipped config) mount nothing.
+    docker_task = dag.task_dict["vllm_arm64.tests.unit"]
+    assert isinstance(docker_task, DockerSuiteOperator)
+    assert docker_task.volumes == {"/srv/hf-cache/hub": "/root/.cache/huggingface/hub"}
+    # The flake reruns of a cell run on its runner: the same folders.
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    rerun = dag.task_dict["trtllm_amd64.reruns.rerun"]
+    assert isinstance(rerun, MappedOperator) and rerun.partial_kwargs["volumes"] == task.volumes
+    # So do the culprit finder's runs of a failing test on each candidate's image.
+    from include.nightly_ci.culprit_dag import build_culprit_dag
+
+    culprit = build_culprit_dag(load_plan(str(tmp_path / "volumes.yaml")))
+    mounting = {
+        t.task_id: t.partial_kwargs["volumes"]
+        for t in culprit.tasks
+        if isinstance(t, MappedOperator) and "volumes" in t.partial_kwargs
+    }
+    assert mounting and all(v == task.volumes for v in mounting.values()), mounting
+
+
+def test_a_pool_without_volumes_mounts_nothing(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from include.nightly_ci.suites.docker import DockerSuiteOperator
+    from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_GPU", '{"conn_type": "kubernetes"}')
+    dag = DagBag(str(ROOT / "dags")).dags["nightly_ci"]
+    task = dag.task_dict["trtllm_amd64.tests.e2e_2gpu"]
+    assert isinstance(task, KubernetesSuiteOperator) and task.volumes == {}
+    pod = task.pod_operator("img").build_pod_request_obj(dry_run=True)
+    assert not pod.spec.volumes and not pod.spec.containers[0].volume_mounts
+    docker_task = dag.task_dict["vllm_arm64.tests.unit"]
+    assert isinstance(docker_task, DockerSuiteOperator) and docker_task.volumes == {}

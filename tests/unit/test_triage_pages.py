@@ -14,6 +14,7 @@ LINKS = pages.Links(
     junit=lambda run_id, task_id: pages.page_url("artifact", run_id=run_id, task_id=task_id, file="junit"),
     output=lambda run_id, task_id: "",
     image=lambda pinned: "javascript:alert(1)",
+    task=lambda dag_id, run_id, task_id, map_index: f"http://ui/{dag_id}/{run_id}/{task_id}/{map_index}",
 )
 
 

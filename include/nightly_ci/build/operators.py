@@ -196,7 +196,8 @@ class BuildImageOperator(CellOperator):
         source_conn_id: str | None = None,
         **kwargs: Any,
     ):
-        super().__init__(**placement(spec), **kwargs)
+        # Explicit arguments win over the spec's placement: a mapped candidate build comes with its own.
+        super().__init__(**{**placement(spec), **kwargs})
         self.spec, self.store = spec, store
         self.framework, self.arch, self.backoff, self.source_task_id = framework, arch, backoff, source_task_id
         self.builder_conn_id = builder_conn_id

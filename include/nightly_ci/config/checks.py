@@ -182,6 +182,8 @@ def _test_findings(cfg: NightlyConfig) -> list[Finding]:
                     + ("(like 64g or 512m)" if runner.backend == "docker" else "(like 64Gi or 512Mi)"),
                 )
             )
+        if runner is not None:
+            found += _volume_findings(cfg, name, runner.volumes)
     reg = cfg.tests.registry
     if reg is not None and (reg not in cfg.registries or "runtime" not in cfg.registries[reg].images):
         found.append(Finding("tests.registry", f"{reg!r} is not a registry that receives runtime images"))
@@ -191,6 +193,24 @@ def _test_findings(cfg: NightlyConfig) -> list[Finding]:
         problem = marker_problem(suite.marker, next(iter(cfg.frameworks), "framework"))
         if problem:
             found.append(Finding(f"tests.suites.{name}.marker", problem))
+    return found
+
+
+def _volume_findings(cfg: NightlyConfig, pool: str, volumes: dict[str, str]) -> list[Finding]:
+    """A read-only folder at or above one the tests need would hide it (the checkout in the
+    image) or make it read-only (the JUnit, pytest's --basetemp): every suite would fail."""
+    needed = (
+        (cfg.tests.workdir, "the tests' workdir", " (tests.workdir)"),
+        (cfg.tests.results_dir, "the JUnit folder", " (tests.results_dir)"),
+        ("/tmp", "pytest's temporary folder", ""),  # --basetemp=/tmp in every pytest line
+    )
+    found = []
+    for host, target in volumes.items():
+        for folder, what, field in needed:
+            if folder == target or folder.startswith(target + "/"):
+                message = f"{target} would hide {what} {folder}{field}, or make it read-only"
+                found.append(Finding(f"pools.{pool}.runner.volumes.{host}", message))
+                break
     return found
 
 

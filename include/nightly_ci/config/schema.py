@@ -19,6 +19,7 @@ from include.nightly_ci.config.types import (
     ConnField,
     ConnId,
     GitRef,
+    HostPath,
     ImagePath,
     Name,
     Platform,
@@ -145,11 +146,27 @@ class Runner(_Model):
         description="How long a suite may take to start apart from its own timeout: "
         "the image pull (docker), the wait for a node and the pull (kubernetes).",
     )
+    volumes: dict[HostPath, ImagePath] = Field(
+        {},
+        description="Host folders mounted read-only into every test container or pod: host path -> path in "
+        "the container (a model cache, files a test reads). The host is the runner's: docker: the engine's "
+        "host (it may be remote), kubernetes: the node's (a hostPath volume; the folder must exist).",
+    )
 
     @model_validator(mode="after")
     def _network_mode_needs_a_network(self) -> Runner:
         if not self.network and self.network_mode not in (None, "none"):
             raise ValueError(f"network_mode {self.network_mode!r} needs network: true (test code has none by default)")
+        return self
+
+    @model_validator(mode="after")
+    def _one_folder_per_mount_point(self) -> Runner:
+        # Two folders at one place: the engine refuses the container, the kubelet the pod.
+        seen: dict[str, str] = {}
+        for host, target in self.volumes.items():
+            if target in seen:
+                raise ValueError(f"volumes: {seen[target]} and {host} both mount at {target}")
+            seen[target] = host
         return self
 
 

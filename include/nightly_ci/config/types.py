@@ -55,6 +55,8 @@ Name = Annotated[
 PoolName = Annotated[str, _pattern(POOL_RE, "pool name"), _string(POOL_RE)]
 QueueName = Annotated[str, _pattern(POOL_RE, "queue name"), _string(POOL_RE)]
 ImagePath = Annotated[str, _pattern(ABS_PATH_RE, "absolute path in the image"), _string(ABS_PATH_RE)]
+# A folder on the host of a test runner (its Docker engine's, or a Kubernetes node's): mounted read-only.
+HostPath = Annotated[str, _pattern(ABS_PATH_RE, "absolute path on the runner's host"), _string(ABS_PATH_RE)]
 ConnId = Annotated[str, _pattern(CONN_ID_RE, "connection id"), _string(CONN_ID_RE)]
 GitRef = Annotated[str, _pattern(GIT_REF_RE, "git branch name"), _string(GIT_REF_RE)]
 RelPath = Annotated[str, _pattern(REL_PATH_RE, "relative path inside the repository"), _string(REL_PATH_RE)]

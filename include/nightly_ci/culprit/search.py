@@ -106,6 +106,16 @@ def start(
     return state
 
 
+def same_commit(tests: Sequence[str], good: str, images: Mapping[str, str], *, k: int, r: int) -> State:
+    """The search of a regression between two nights that built the same commit: no commit
+    can have caused it, so it is external (the build's inputs outside the repository, the
+    runners), with that as its evidence and nothing run."""
+    evidence = {"mode": "range", "round": 0, "commit": good, "image": images.get(good), "runs": {},
+                "verdict": "the last good night and the bad night built the same commit"}  # fmt: skip
+    return State(tuple(tests), Search(good, (good,)), dict(images), k, r, 0.0, DONE, status.EXTERNAL,
+                 evidence=(evidence,))  # fmt: skip
+
+
 def _verdict(per_test: Mapping[str, Sequence[str]]) -> str:
     return candidate_verdict(
         {

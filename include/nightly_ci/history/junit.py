@@ -30,3 +30,20 @@ def junit_results(xml_text: str) -> dict[str, tuple[str, float | None]]:
 def junit_cases(xml_text: str) -> dict[str, str]:
     """Every test case of a JUnit report: 'classname::name' -> passed|failed|error|skipped."""
     return {test: status for test, (status, _) in junit_results(xml_text).items()}
+
+
+def node_id(test_id: str) -> str:
+    """The pytest node id of JUnit id 'classname::name', run from the folder pytest ran in
+    (its rootdir): 'tests.unit.test_x.TestA::test_y[p]' -> 'tests/unit/test_x.py::TestA::test_y[p]'.
+
+    pytest's classname is the node id's path with '/' as '.' and '.py' dropped, then its
+    classes: the parts from the first one starting with "Test" are classes. The limit: a
+    folder or module named Test*, a folder or module with a '.' in its name, or test files
+    outside the rootdir are not found again (pytest then says "not found": the rerun task
+    fails and the summary has no rerun of that suite)."""
+    classname, sep, name = test_id.partition("::")
+    parts = classname.split(".")
+    first_class = next((i for i, part in enumerate(parts) if part.startswith("Test")), len(parts))
+    if not sep or not name or "" in parts or first_class == 0:
+        raise ValueError(f"{test_id!r} is not a JUnit test id of a module's test ('path.to.module[.Class]::name')")
+    return "::".join(["/".join(parts[:first_class]) + ".py", *parts[first_class:], name])

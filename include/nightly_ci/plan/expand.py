@@ -87,6 +87,7 @@ def _runner(cfg: NightlyConfig, pool: str) -> RunnerSpec:
         image_pull_secrets=tuple(r.image_pull_secrets),
         pull_secret=r.pull_secret,
         startup_timeout_seconds=r.startup_timeout_seconds,
+        volumes=tuple(sorted(r.volumes.items())),
     )
 
 

@@ -117,6 +117,8 @@ class RunnerSpec:
     image_pull_secrets: tuple[str, ...]
     pull_secret: str | None
     startup_timeout_seconds: int
+    # (host folder, folder in the container), mounted read-only; the host is the engine's or the node's
+    volumes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,7 @@ class SlackNotifyOperator(BaseOperator):
         ops_group_id: str | None = None,
         when: str = "failure",
         slack_retries: int = 5,
+        store: ArtifactStore | None = None,
         **kwargs: Any,
     ):
         super().__init__(trigger_rule=TriggerRule.ALL_DONE, retries=0, **kwargs)
@@ -165,6 +166,7 @@ class SlackNotifyOperator(BaseOperator):
         self.ops_group_id = ops_group_id
         self.when = when
         self.slack_retries = slack_retries
+        self.store = store  # where the night's message is noted, for the culprit finder's replies
 
     def execute(self, context: Any) -> dict[str, Any]:
         from include.nightly_ci.report.slack import post_to_slack, should_post, slack_message
@@ -179,9 +181,26 @@ class SlackNotifyOperator(BaseOperator):
             self.log.info("Not posting to Slack (policy %r, success=%s)", self.when, results.success)
             return {"posted": False}
         message = slack_message(results, self.ops_group_id)
-        post_to_slack(self.slack_conn_id, self.channel, message, self.slack_retries)
+        ts = post_to_slack(self.slack_conn_id, self.channel, message, self.slack_retries)
         self.log.info("Posted the results to Slack through connection %r", self.slack_conn_id)
+        if ts and self.channel:
+            self._keep_thread(context["dag_run"].run_id, ts)
         return {"posted": True, "text": message["text"]}
+
+    def _keep_thread(self, run_id: str, ts: str) -> None:
+        """The night's message (channel, ts) in its run folder: the culprit finder's findings
+        of the night are posted as replies to it. Losing it only unthreads them: a warning."""
+        from include.nightly_ci.artifacts import write_json
+        from include.nightly_ci.names import SLACK_THREAD
+
+        if self.store is None:
+            return
+        try:
+            folder = self.store.run_folder(run_id)
+            write_json(self.store.root(), f"{folder.name}/{SLACK_THREAD}", {"channel": self.channel, "ts": ts})
+        except Exception as exc:  # every store has its own error types; the night is posted either way
+            self.log.warning("Posted, but could not keep the night's Slack thread (%s: %s): the culprit finder"
+                             " will post its findings unthreaded", type(exc).__name__, str(exc)[:300])  # fmt: skip
 
     def _post_no_results(self, context: Any) -> None:
         from include.nightly_ci.report.slack import no_results_message, post_to_slack

@@ -110,8 +110,12 @@ def slack_retry_handlers(retries: int) -> list[Any]:
     ]
 
 
-def post_to_slack(conn_id: str, channel: str | None, message: dict[str, Any], retries: int) -> None:
+def post_to_slack(
+    conn_id: str, channel: str | None, message: dict[str, Any], retries: int, *, thread_ts: str | None = None
+) -> str | None:
     """Through the Slack provider: a webhook connection, or the Slack API with a channel.
+    Returns the posted message's `ts` from the API (a reply's thread_ts), None from a
+    webhook (it answers no ts, and can't thread: THREAD_TS needs a channel).
     Raises SlackError, naming the connection, on anything but 2xx after the retries."""
     from airflow.sdk.exceptions import AirflowException
 
@@ -120,19 +124,22 @@ def post_to_slack(conn_id: str, channel: str | None, message: dict[str, Any], re
         from airflow.providers.slack.hooks.slack import SlackHook
         from slack_sdk.errors import SlackApiError
 
+        body = {"channel": channel, **message, **({"thread_ts": thread_ts} if thread_ts else {})}
         try:
-            SlackHook(slack_conn_id=conn_id, retry_handlers=handlers).call(
-                "chat.postMessage", json={"channel": channel, **message}
-            )
+            answer = SlackHook(slack_conn_id=conn_id, retry_handlers=handlers).call("chat.postMessage", json=body)
         except SlackApiError as exc:
             raise SlackError(
                 f"Slack API of connection {conn_id!r} refused chat.postMessage to {channel}: "
                 f"HTTP {exc.response.status_code} {exc.response.get('error')}"
             ) from None
-        return
+        ts = answer.get("ts")
+        return str(ts) if ts else None
+    if thread_ts:
+        raise ValueError(f"connection {conn_id!r} is a webhook: a thread (thread_ts) needs the Slack API and a channel")
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
     try:
         SlackWebhookHook(slack_webhook_conn_id=conn_id, retry_handlers=handlers).send(**message)
     except AirflowException as exc:
         raise SlackError(f"Slack webhook of connection {conn_id!r} refused the message: {exc}") from None
+    return None

@@ -2,7 +2,8 @@
 
 Built on the Docker provider's DockerHook: the engine and its TLS come from an Airflow
 connection, one client serves the whole task (pull, run, read results, remove), and
-nothing is mounted from the worker, so the engine may be on another host.
+nothing is mounted from the worker, so the engine may be on another host. The pool's
+volumes are folders of the ENGINE's host (a model cache there), mounted read-only.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class DockerSuiteOperator(SuiteOperator):
         memory: str | None = None,
         network_mode: str | None = "none",
         startup_timeout_seconds: int = 1800,
+        volumes: dict[str, str] | None = None,
         **kwargs: Any,
     ):
         # The pull has its own budget (M2): the suite's timeout counts from its container's
@@ -74,6 +76,7 @@ class DockerSuiteOperator(SuiteOperator):
         self.memory = memory
         self.network_mode = network_mode  # "none" unless the pool gives its test code a network (M12)
         self.startup_timeout_seconds = startup_timeout_seconds
+        self.volumes = dict(volumes or {})  # engine host folder -> container folder, read-only
         self._container: str | None = None
 
     @cached_property
@@ -140,6 +143,7 @@ class DockerSuiteOperator(SuiteOperator):
             cpus=self.cpus,
             memory=self.memory,
             network_mode=self.network_mode,
+            volumes=self.volumes,
             env=self.container_env(),
             labels={
                 LABEL_DAG: self.dag_id,

@@ -153,6 +153,7 @@ class KubernetesSuiteOperator(SuiteOperator):
         network: bool = False,
         registry: Registry | None = None,
         pull_secret: str | None = None,
+        volumes: dict[str, str] | None = None,
         **kwargs: Any,
     ):
         # The pod may wait for a node (GPU scale-up) before the suite's own time starts.
@@ -175,6 +176,7 @@ class KubernetesSuiteOperator(SuiteOperator):
         self.network = network
         self.registry = registry  # where the image comes from: pull_secret's credentials
         self.pull_secret = pull_secret
+        self.volumes = dict(volumes or {})  # node folder -> container folder, read-only
         self._pod_operator: KubernetesPodOperator | None = None
         self._lines: list[str] = []  # the pod's log, as the provider streams it
 
@@ -196,6 +198,7 @@ class KubernetesSuiteOperator(SuiteOperator):
         if not self.network:
             labels[NETWORK_LABEL] = "none"  # the pod spec can't cut its network; a NetworkPolicy can
         secrets = list(dict.fromkeys([*self.image_pull_secrets, *([self.pull_secret] if self.pull_secret else [])]))
+        volumes, mounts = host_volumes(self.volumes)
         return KubernetesPodOperator(
             task_id=f"{self.task_id}.pod",
             name=f"nightly-{cell}-{self.suite}".replace("_", "-"),
@@ -210,6 +213,8 @@ class KubernetesSuiteOperator(SuiteOperator):
             node_selector=dict(self.node_selector),
             tolerations=[k8s.V1Toleration(**t) for t in self.tolerations],
             image_pull_secrets=[k8s.V1LocalObjectReference(name=s) for s in secrets],
+            volumes=volumes,
+            volume_mounts=mounts,
             startup_timeout_seconds=self.startup_timeout_seconds,
             # The backstop if `timeout` in the pod can't stop pytest. Kubernetes counts it
             # from the kubelet's ack, before the image pull (M3): the pull's budget is in it.
@@ -252,6 +257,20 @@ class KubernetesSuiteOperator(SuiteOperator):
     def on_kill(self) -> None:
         if self._pod_operator is not None:
             self._pod_operator.on_kill()
+
+
+def host_volumes(folders: dict[str, str]) -> tuple[list[Any], list[Any]]:
+    """FOLDERS (node folder -> container folder) as hostPath volumes and their read-only
+    mounts. Type Directory: a folder missing on the node fails the pod's start, rather
+    than the kubelet making an empty one that hides the mistake."""
+    from kubernetes.client import models as k8s
+
+    volumes, mounts = [], []
+    for i, (host, target) in enumerate(sorted(folders.items())):
+        name = f"nightly-ci-host-{i}"  # a DNS label, whatever the paths hold
+        volumes.append(k8s.V1Volume(name=name, host_path=k8s.V1HostPathVolumeSource(path=host, type="Directory")))
+        mounts.append(k8s.V1VolumeMount(name=name, mount_path=target, read_only=True))
+    return volumes, mounts
 
 
 def _collector(lines: list[str]) -> type:

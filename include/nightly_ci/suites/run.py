@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from include.nightly_ci.errors import EngineUnavailable
+from include.nightly_ci.errors import EngineConfigError, EngineUnavailable
 from include.nightly_ci.names import LABEL_DAG, LABEL_DEADLINE, LABEL_SUITE
 from include.nightly_ci.records import JsonRecord
 
@@ -180,16 +180,30 @@ def _follow(stream, sink: LineSink) -> None:
         sink(pending)
 
 
-def host_config(client: APIClient, *, gpus: int, cpus: float | None, memory: str | None, network_mode: str | None):
+def host_config(
+    client: APIClient,
+    *,
+    gpus: int,
+    cpus: float | None,
+    memory: str | None,
+    network_mode: str | None,
+    volumes: Mapping[str, str] | None = None,
+):
     """GPUs through device_requests (the `--gpus N` of the CLI), a hard CPU limit
-    (`--cpus`, not the relative cpu_shares) and a memory limit."""
-    from docker.types import DeviceRequest
+    (`--cpus`, not the relative cpu_shares), a memory limit, and VOLUMES (host folder ->
+    folder in the container) mounted read-only. The host is the engine's, which may be
+    another machine than the worker's."""
+    from docker.types import DeviceRequest, Mount
 
+    # A bind mount, not a `Binds` entry ("host:container:ro"): the engine refuses a host
+    # folder that is not there, where Binds would make an empty one and hide the mistake.
+    mounts = [Mount(target, host, type="bind", read_only=True) for host, target in (volumes or {}).items()]
     return client.create_host_config(
         nano_cpus=int(cpus * 1e9) if cpus else None,
         mem_limit=memory,
         network_mode=network_mode,
         device_requests=[DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus else None,
+        mounts=mounts or None,
     )
 
 
@@ -298,6 +312,24 @@ def _collect(
             sink(f"[nightly-ci] could not remove container {cid[:12]}: {exc}")
 
 
+def _create(client: APIClient, volumes: Mapping[str, str] | None, **kwargs) -> dict:
+    """The container, or EngineConfigError if a host folder of the pool's volumes is not on
+    the engine's host: the runner's setup is wrong (infra), not the tests."""
+    import docker.errors
+
+    try:
+        return client.create_container(**kwargs)
+    except docker.errors.APIError as exc:
+        text = str(exc)
+        missing = [f"{host} (mounted at {target})" for host, target in (volumes or {}).items() if host in text]
+        if "does not exist" not in text or not missing:
+            raise
+        raise EngineConfigError(
+            f"the host of engine {client.base_url} has no folder {', '.join(missing)}: create it there, or "
+            f"change the test pool's runner.volumes ({exc.explanation or exc})"
+        ) from exc
+
+
 def run_in_docker(
     client: APIClient,
     run: SuiteRun,
@@ -314,6 +346,7 @@ def run_in_docker(
     sink: LineSink,
     on_container: Callable[[dict], None] = lambda _: None,
     env: Mapping[str, str] | None = None,
+    volumes: Mapping[str, str] | None = None,
 ) -> SuiteRun:
     """Run COMMAND in RUN.image; fill RUN with the exit code, output and JUnit XML.
 
@@ -321,19 +354,24 @@ def run_in_docker(
     deadline as a label for the reaper: neither depends on this worker living (H7). It is
     always removed; its output and JUnit are read first, so a timeout keeps the partial
     output. ENV: more of the container's environment (which run of the tests this is).
+    VOLUMES: folders of the engine's host mounted read-only (host path -> container path).
     """
     import threading
 
     own_end = timeout_sec + KILL_AFTER_SEC + MARGIN_SEC
     deadline = datetime.now(UTC) + timedelta(seconds=own_end)
-    container = client.create_container(
-        run.image,
+    container = _create(
+        client,
+        volumes,
+        image=run.image,
         command=suite_command(command, timeout_sec),
         working_dir=workdir,
         labels={**labels, LABEL_DEADLINE: deadline.isoformat(timespec="seconds")},
         # Unbuffered: the output streams live, and survives a kill at the timeout.
         environment={**(env or {}), "PYTHONUNBUFFERED": "1"},
-        host_config=host_config(client, gpus=gpus, cpus=cpus, memory=memory, network_mode=network_mode),
+        host_config=host_config(
+            client, gpus=gpus, cpus=cpus, memory=memory, network_mode=network_mode, volumes=volumes
+        ),
     )
     on_container(container)
     cid = container["Id"]

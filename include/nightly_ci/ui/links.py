@@ -24,9 +24,10 @@ def run_url(dag_id: str, run_id: str) -> str:
     return f"{ui_base_url()}/dags/{dag_id}/runs/{quote(run_id)}"
 
 
-def log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None) -> str:
+def log_url(dag_id: str, run_id: str, task_id: str, try_number: int | None, map_index: int | None = None) -> str:
     """The task's log in the Airflow UI (the same form as RuntimeTaskInstance.log_url)."""
-    return f"{run_url(dag_id, run_id)}/tasks/{task_id}" + (f"?try_number={try_number}" if try_number else "")
+    mapped = f"/mapped/{map_index}" if map_index is not None and map_index >= 0 else ""
+    return f"{run_url(dag_id, run_id)}/tasks/{task_id}{mapped}" + (f"?try_number={try_number}" if try_number else "")
 
 
 _ECR = re.compile(r"(?P<account>\d+)\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com")

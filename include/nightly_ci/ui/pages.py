@@ -50,7 +50,7 @@ def href(url: str | None) -> str:
     return ""
 
 
-ROUTES = ("./", "suite", "test", "night", "artifact")
+ROUTES = ("./", "suite", "test", "night", "artifact", "findings")
 
 
 def page_url(route: str, **params: object) -> str:
@@ -75,6 +75,8 @@ class Links:
     junit: Callable[[str, str], str]  # (run_id, task_id)
     output: Callable[[str, str], str]
     image: Callable[[str | None], str]
+    # (dag_id, run_id, task_id, map_index): a task instance of any DAG (the culprit finder's runs)
+    task: Callable[[str, str, str, int | None], str]
 
 
 def layout(title: str, body: str, kind: str) -> str:
@@ -82,6 +84,7 @@ def layout(title: str, body: str, kind: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)} · nightly-ci triage</title>
 <meta name="referrer" content="same-origin"><style>{STYLE}</style></head>
 <body><nav><a href="./">Matrix</a><a href="{e(page_url("night", kind=kind))}">Latest night</a>
+<a href="{e(page_url("findings", kind=kind))}">Culprit finder</a>
 <form action="test" method="get"><input name="id" size="40" placeholder="test id (classname::name)" required>
 <input type="hidden" name="kind" value="{e(kind)}"><button>Test history</button></form></nav>
 <h1>{e(title)}</h1>
@@ -197,7 +200,8 @@ def _streak(h: views.TestHistory, links: Links, kind: str) -> str:
             f"<p>The commits between them: <code id=\"commit-range\">{e(between)}</code></p></div>")  # fmt: skip
 
 
-def test(dag_id: str, kind: str, h: views.TestHistory, links: Links) -> str:
+def test(dag_id: str, kind: str, h: views.TestHistory, links: Links, findings: str = "") -> str:
+    """A test's history; FINDINGS: the culprit finder's section (ui/finding_pages.py), after its streak."""
     by_key: dict[tuple[str, str], dict[str, views.CaseRun]] = {}
     for run in h.runs:
         by_key.setdefault((run.cell, run.suite), {})[run.run_id] = run
@@ -218,7 +222,7 @@ def test(dag_id: str, kind: str, h: views.TestHistory, links: Links) -> str:
         grid.append(f"<tr><th>{row_head}</th>{''.join(squares)}</tr>")
     table = f'<table id="history"><tr><th>cell / suite</th>{heads}</tr>{"".join(grid)}</table>'
     runs_table = case_table(h.runs, links, kind, with_night=True, table_id="runs")
-    body = f"{_streak(h, links, kind)}{table}<h2>Runs</h2>{runs_table}"
+    body = f"{_streak(h, links, kind)}{findings}{table}<h2>Runs</h2>{runs_table}"
     return layout(f"{h.test_id}", body, kind)
 
 
@@ -242,7 +246,8 @@ def case_table(
     return f'<table id="{e(table_id)}"><tr>{head}{heads}<th>links</th></tr>{"".join(out)}</table>'
 
 
-def night(dag_id: str, kind: str, lists: views.NightLists, links: Links) -> str:
+def night(dag_id: str, kind: str, lists: views.NightLists, links: Links, findings: str = "") -> str:
+    """A night's lists; FINDINGS: the culprit finder's section (ui/finding_pages.py), before the quarantine."""
     n = lists.night
     verdict = {True: "passed", False: "failed", None: "not decided"}[n.success]
     head = (f"<p>{link(links.run(n.run_id, n.run_url), n.run_id, top=True)} · commit <code>{e(n.commit)}</code> · "
@@ -256,6 +261,7 @@ def night(dag_id: str, kind: str, lists: views.NightLists, links: Links) -> str:
         ("Quarantined", lists.quarantined, "quarantined"),
     ):
         parts.append(f"<h2>{e(title)} ({len(rows)})</h2>{case_table(rows, links, kind, table_id=table_id)}")
+    parts.append(findings)
     parts.append(f"<h2>Active quarantine ({len(lists.entries)})</h2>{_entries(lists.entries)}")
     return layout(f"{dag_id}: {n.night[:10]}", "".join(parts), kind)
 

@@ -4,7 +4,8 @@ history.conn_id) and, for links, the artifact store; never Airflow's metadata da
 
 Routes (relative to PREFIX): `/` the matrix of cells by nights, `/suite?cell=&suite=` a
 suite's history, `/test?id=` a test's history with its failure streak, `/night?run_id=`
-one night's lists (default: the latest), `/artifact?run_id=&task_id=&file=junit|output`
+one night's lists (default: the latest) with its culprit finder's findings, `/findings?status=`
+every finding of the DAG, newest night first, `/artifact?run_id=&task_id=&file=junit|output`
 a suite's file from a local artifact store. Every route takes `kind` (default nightly);
 the history routes `nights` (default 14).
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/nightly-ci"
 NIGHTS, MAX_NIGHTS = 14, 365
+TEST_FINDINGS, ALL_FINDINGS = 5, 100  # findings on a test's page, and on /findings
 CACHE_SECONDS = 60.0  # a changed config (or connection) shows within a minute, without a parse per request
 # A suite's files in the artifact store (the plan's layout; suites/base.py names output.log).
 FILES = {"junit": (JUNIT_FILE, "application/xml"), "output": ("output.log", "text/plain")}
@@ -107,6 +109,7 @@ def links_for(plan: Plan) -> pages.Links:
         junit=artifact("junit"),
         output=artifact("output"),
         image=image_url,
+        task=lambda dag_id, run_id, task_id, map_index: log_url(dag_id, run_id, task_id, None, map_index),
     )
 
 
@@ -150,17 +153,20 @@ def _suite(cell: str, suite: str, nights: int, kind: str) -> str:
 
 
 def _test(test_id: str, nights: int, kind: str) -> str:
-    from include.nightly_ci.history import views
+    from include.nightly_ci.history import finding_views, views
+    from include.nightly_ci.ui import finding_pages
 
     src = source()
     history = views.test_history(src.store, src.plan.dag_id, kind, test_id, nights)
     if history is None:
         raise NotFound(f"the history has no test {test_id!r}")
-    return pages.test(src.plan.dag_id, kind, history, links_for(src.plan))
+    found = finding_views.for_test(src.store, src.plan.dag_id, kind, test_id, TEST_FINDINGS)
+    return pages.test(src.plan.dag_id, kind, history, links_for(src.plan), finding_pages.test_section(found, kind))
 
 
 def _night(run_id: str | None, kind: str) -> str:
-    from include.nightly_ci.history import night_views
+    from include.nightly_ci.history import findings, night_views
+    from include.nightly_ci.ui import finding_pages
 
     src = source()
     lists = night_views.night_lists(src.store, src.plan.dag_id, kind, run_id)
@@ -168,7 +174,20 @@ def _night(run_id: str | None, kind: str) -> str:
         raise NotFound(
             f"the history has no {'run ' + repr(run_id) if run_id else kind + ' night'} of {src.plan.dag_id}"
         )
-    return pages.night(src.plan.dag_id, kind, lists, links_for(src.plan))
+    links = links_for(src.plan)
+    found = findings.load(src.store, src.plan.dag_id, lists.night.run_id)
+    return pages.night(src.plan.dag_id, kind, lists, links, finding_pages.night_section(found, links, kind))
+
+
+def _findings(status: str | None, kind: str) -> str:
+    from include.nightly_ci.history import finding_views, findings
+    from include.nightly_ci.ui import finding_pages
+
+    if status is not None and status not in findings.STATUSES:
+        raise NotFound(f"no finding status {status!r}: one of {', '.join(findings.STATUSES)}")
+    src = source()
+    found = finding_views.recent(src.store, src.plan.dag_id, kind, status, ALL_FINDINGS)
+    return finding_pages.findings_page(src.plan.dag_id, kind, status, found, ALL_FINDINGS)
 
 
 def _artifact(run_id: str, task_id: str, file: str) -> Response:
@@ -241,6 +260,10 @@ def create_app() -> FastAPI:
     @app.get("/night", response_class=HTMLResponse)
     def night(run_id: str | None = None, kind: str = "nightly") -> Response:
         return _answer("a night's lists", lambda: _night(run_id, kind))
+
+    @app.get("/findings", response_class=HTMLResponse)
+    def findings(status: str | None = None, kind: str = "nightly") -> Response:
+        return _answer("the findings", lambda: _findings(status, kind))
 
     @app.get("/artifact")
     def artifact(run_id: str, task_id: str, file: str) -> Response:

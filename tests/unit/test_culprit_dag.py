@@ -1,0 +1,147 @@
+"""The culprit DAG as the plan renders it (its tasks, schedule, pools, self-triggering
+runs), and the judge of a step reading real files from a local artifact store."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from include.nightly_ci.artifacts import ArtifactStore
+from include.nightly_ci.culprit import search
+from include.nightly_ci.culprit.judge import JudgeStepOperator, finding_of
+from include.nightly_ci.culprit.operators import search_run_id
+from include.nightly_ci.errors import CulpritError
+from include.nightly_ci.history import findings
+from include.nightly_ci.plan import JUNIT_FILE, load_plan
+from include.nightly_ci.plan.culprit import candidate_cells, candidate_tag_pattern, culprit_dag_id
+from tests.services import write_config
+
+GOOD, A, B, C = "a" * 40, "b" * 40, "c" * 40, "d" * 40
+TEST = "tests.unit.test_router::test_round_robin"
+FINDING = {
+    "dag_id": "nightly_ci",
+    "nightly_run_id": "scheduled__2026-11-21T08:00:00+00:00",
+    "night": "2026-11-21T08:00:00+00:00",
+    "cell": "vllm_amd64",
+    "suite": "unit",
+    "tests": [TEST],
+    "good": {"run_id": "scheduled__2026-11-20T08:00:00+00:00", "commit": GOOD, "image": "r/x@sha256:" + "1" * 64},
+    "bad": {"run_id": "scheduled__2026-11-21T08:00:00+00:00", "commit": C, "image": "r/x@sha256:" + "2" * 64},
+}
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    body = "culprit: {pool: culprit}\npools:\n  culprit: {slots: 2, description: the culprit finder}\n"
+    return load_plan(str(write_config(tmp_path_factory.mktemp("culprit") / "nightly.yaml", body)))
+
+
+@pytest.fixture(scope="module")
+def dag(plan):
+    from include.nightly_ci.culprit_dag import build_culprit_dag
+
+    return build_culprit_dag(plan)
+
+
+def test_the_dag_is_scheduled_on_the_nightlys_regressions_asset_and_has_a_group_per_run_mode_cell(plan, dag):
+    assert dag.dag_id == culprit_dag_id(plan) == "nightly_ci_culprit"
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["nightly_ci.regressions"]
+    cells = [c.group_id for c in plan.cells if c.reruns is not None]
+    assert cells and {x.group_id for x in candidate_cells(plan)} == set(cells)
+    per_cell = {f"{c}.{t}" for c in cells for t in ("candidates", "build", "runs", "test")}
+    assert (
+        set(dag.task_dict) == {"begin", "dispatch", "commit_range", "step", "judge", "next_step", "report"} | per_cell
+    )
+
+
+def test_builds_and_tests_take_the_culprit_pool_on_the_cells_own_queues(plan, dag):
+    for layout in candidate_cells(plan):
+        build, test = dag.task_dict[layout.build_task.task_id], dag.task_dict[layout.test_task.task_id]
+        assert (build.pool, test.pool) == ("culprit", "culprit")
+        assert build.queue == plan.queues[layout.cell.build_pool] and test.queue == plan.queues[layout.cell.test_pool]
+        assert test.retries == 0
+
+
+def test_each_step_triggers_the_next_run_of_the_same_dag_once(dag):
+    nxt, dispatch = dag.task_dict["next_step"], dag.task_dict["dispatch"]
+    assert nxt.trigger_dag_id == dispatch.partial_kwargs["trigger_dag_id"] == "nightly_ci_culprit"
+    assert nxt.skip_when_already_exists and dispatch.partial_kwargs["skip_when_already_exists"]
+    assert dag.task_dict["judge"].trigger_rule == "all_done"
+    assert {"cell", "suite", "good", "bad", "tests", "reruns", "parallelism", "budget"} <= set(dag.params)
+
+
+def test_a_steps_run_id_is_the_same_for_the_same_finding_and_step_and_a_valid_run_id():
+    run_id = search_run_id(FINDING, 3)
+    assert run_id == search_run_id(dict(FINDING), 3) != search_run_id(FINDING, 4)
+    assert run_id == "culprit__vllm_amd64.unit__scheduled__2026-11-21T08:00:00+00:00__03"
+    assert re.fullmatch(r"[A-Za-z0-9_.~:+-]+", run_id) and len(run_id) <= 250
+
+
+def test_a_candidates_image_is_tagged_by_its_commit():
+    assert candidate_tag_pattern(B).format(framework="vllm", arch="amd64") == f"culprit-vllm-amd64-{B[:12]}"
+
+
+def test_the_finding_names_the_culprit_and_its_parent_only_when_the_search_named_one():
+    state = search.start([TEST], GOOD, [A, B, C], {}, k=1, r=3, budget_seconds=3600, max_commits=10)
+    done = search.State(**{**state.__dict__, "search": search.Search(A, (B,)), "mode": search.DONE,
+                           "status": findings.CULPRIT})  # fmt: skip
+    commits = {B: ["Ann <ann@x>", "route to the first worker"]}
+    f = finding_of(FINDING, commits, done)
+    assert (f.status, f.culprit, f.parent, f.author, f.subject) == (
+        "culprit",
+        B,
+        A,
+        "Ann <ann@x>",
+        "route to the first worker",
+    )
+    assert (f.good_commit, f.bad_commit, f.tests) == (GOOD, C, (TEST,))
+    external = finding_of(FINDING, commits, search.State(**{**done.__dict__, "status": findings.EXTERNAL}))
+    assert (external.culprit, external.parent, external.author) == (None, None, None)
+
+
+def _junit(outcome: str) -> str:
+    inner = {"failed": "<failure message='x'/>", "passed": ""}[outcome]
+    return (f"<testsuites><testsuite><testcase classname='tests.unit.test_router' name='test_round_robin' "
+            f"time='0.1'>{inner}</testcase></testsuite></testsuites>")  # fmt: skip
+
+
+def _run(store: Path, layout, run_id: str, commit: str, attempt: int, exit_code: int | None, junit: str | None):
+    folder = store / layout.artifact_key(run_id, commit, attempt, "").rstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    if exit_code is not None:
+        (folder / "record.json").write_text(json.dumps({"exit_code": exit_code, "duration_sec": 10}))
+    if junit:
+        (folder / JUNIT_FILE).write_text(junit)
+
+
+def test_the_judge_reads_each_runs_outcome_and_counts_a_test_not_found_as_not_failed(plan, tmp_path):
+    layout = next(x for x in candidate_cells(plan) if x.group_id == "vllm_amd64")
+    judge = JudgeStepOperator(task_id="judge", store=ArtifactStore(str(tmp_path)), layouts={"vllm_amd64": layout},
+                              step_task_id="step", history_conn_id="h", next_task_id="n", report_task_id="r")  # fmt: skip
+    run_id = "culprit__x__01"
+    items = [{"suite": "unit", "commit": c, "attempt": a} for c in (A, B) for a in (1, 2, 3)]
+    for a in (1, 2, 3):
+        _run(tmp_path, layout, run_id, A, a, 4, None)  # pytest: "not found"
+        _run(tmp_path, layout, run_id, B, a, 1 if a != 2 else 0, _junit("failed" if a != 2 else "passed"))
+    runs, seconds = judge._read(layout, run_id, items, (TEST,))
+    assert runs == {A: {TEST: ["not found"] * 3}, B: {TEST: ["failed", "passed", "failed"]}}
+    gpus = max(1, layout.jobs["unit"].gpus)
+    assert seconds == 6 * 10 * gpus
+    state = search.start([TEST], GOOD, [A, B, C], {}, k=2, r=3, budget_seconds=3600, max_commits=10)
+    state = search.State(**{**state.__dict__, "mode": search.BISECT})
+    after = state.advance(runs, seconds)
+    # A passes (the test is not there yet), B fails 2 of 3: bad. The culprit is B.
+    assert after.search == search.Search(A, (B,)) and after.mode == search.VERIFY
+
+
+def test_the_judge_refuses_to_judge_a_step_with_a_run_that_left_no_result(plan, tmp_path):
+    layout = next(x for x in candidate_cells(plan) if x.group_id == "vllm_amd64")
+    judge = JudgeStepOperator(task_id="judge", store=ArtifactStore(str(tmp_path)), layouts={"vllm_amd64": layout},
+                              step_task_id="step", history_conn_id="h", next_task_id="n", report_task_id="r")  # fmt: skip
+    items = [{"suite": "unit", "commit": A, "attempt": a} for a in (1, 2)]
+    _run(tmp_path, layout, "r1", A, 1, 0, _junit("passed"))
+    with pytest.raises(CulpritError, match=rf"1 test run\(s\) of this step left no result \({A[:12]} run 2\)"):
+        judge._read(layout, "r1", items, (TEST,))
