@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
-from dev.sample_repo import BROKEN_TEST, add_commits, add_flaky_marker, make_repo, nightly_history
-from include.nightly_ci.culprit.operators import search_run_id
+from dev.fake_slack import FakeSlack
+from dev.sample_repo import BROKEN_TEST, add_commit, add_commits, add_flaky_marker, make_repo, nightly_history
+from include.nightly_ci.culprit.operators import BeginSearchOperator, search_run_id
 from include.nightly_ci.history import findings
 from include.nightly_ci.history.store import HistoryStore
-from tests.services import run_culprit, write_config
+from include.nightly_ci.names import tag_safe_run_id
+from tests.e2e.test_flakes import asset_events
+from tests.services import free_port, run_culprit, run_dag, run_id_of, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FLAKY = "tests.unit.test_flaky::test_flaky_on_every_other_run"
@@ -42,12 +47,16 @@ def by_hand(good: str, bad: str, tests: list[str], **params) -> dict:
     return {"cell": "vllm_amd64", "suite": "unit", "good": good, "bad": bad, "tests": tests, **params}
 
 
-def the_finding(tmp_path) -> findings.CulpritFinding:
+def saved(tmp_path) -> list[findings.CulpritFinding]:
     store = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
     try:
-        (found,) = findings.load(store, "nightly_ci")
+        return findings.load(store, "nightly_ci")
     finally:
         store.close()
+
+
+def the_finding(tmp_path) -> findings.CulpritFinding:
+    (found,) = saved(tmp_path)
     return found
 
 
@@ -99,3 +108,124 @@ def test_a_flaky_test_is_never_named_a_culprit(airflow_home, tmp_path):
     (replay,) = found.evidence
     assert replay["mode"] == "replay" and replay["runs"] == {FLAKY: ["passed", "failed", "passed"]}
     assert re.fullmatch(r".+@sha256:[0-9a-f]{64}", replay["image"])
+
+
+# A test that reads a file from the runner's mounted model folder (as the real project's
+# tests read the Hugging Face cache): when that file goes bad, it fails in every image.
+MODEL_TEST = "tests.integration.test_models::test_the_tokenizer_is_json"
+MODELS_TEST_FILE = """import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.integration
+@pytest.mark.nightly
+def test_the_tokenizer_is_json():
+    path = Path("/models/tokenizer.json")
+    if not path.exists():
+        pytest.skip("no model folder mounted")
+    assert json.loads(path.read_text())["version"]
+"""
+
+
+class StandInSlack:
+    """The stand-in Slack (dev/fake_slack.py) on a free loopback port, as the Slack API."""
+
+    def __init__(self, tmp_path: Path):
+        self.log = tmp_path / "slack.jsonl"
+        self.server = FakeSlack(free_port(), self.log)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        port = self.server.server_address[1]
+        conn = {"conn_type": "slack", "password": "xoxb-test", "extra": {"base_url": f"http://127.0.0.1:{port}/api/"}}
+        self.env = {"AIRFLOW_CONN_NIGHTLY_CI_SLACK": json.dumps(conn)}
+
+    def received(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+def night(config: Path, date: str, env: dict[str, str]) -> str:
+    proc = run_dag(config, logical_date=date, conf={"frameworks": ["vllm"], "arches": ["amd64"]}, env=env)
+    assert "DagRun Finished" in proc.stdout, proc.stdout[-3000:]
+    return run_id_of(proc.stdout)
+
+
+def test_a_night_whose_commit_breaks_a_test_ends_with_the_culprit_in_slack(airflow_home, tmp_path):
+    """End to end in the demo setup: night 1 passes; 16 commits later (one breaks the router)
+    and with the runner's model file gone bad, night 2 has two regressions; the nightly
+    hands both to the culprit finder, which names the commit that broke the router
+    (verified) and calls the model failure external (no build), each in Slack, threaded
+    under night 2's message."""
+    repo, models = tmp_path / "sample.git", tmp_path / "models"
+    make_repo(repo, nightly_history(1, datetime.now(UTC)))
+    good = add_commit(repo, {"tests/integration/test_models.py": MODELS_TEST_FILE}, "test the model files")
+    models.mkdir()
+    (models / "tokenizer.json").write_text(json.dumps({"version": "1.0"}))
+    config = write_config(tmp_path / "nightly.yaml", (
+        f"source: {{repository: {repo}}}\nartifacts: {{base: {tmp_path / 'artifacts'}}}\n"
+        "notifications: {slack: {channel: '#nightly-ci'}}\n"
+        f"pools: {{gpu-l40-amd64: {{runner: {{volumes: {{{models}: /models}}}}}}}}\n"
+    ))  # fmt: skip
+    slack = StandInSlack(tmp_path)
+
+    night_1 = night(config, "2026-11-20T08:00:00+00:00", slack.env)
+    commits = add_commits(repo, 16, culprit_at=9)
+    (models / "tokenizer.json").write_text("{not json")  # outside every image: the runner's folder
+    night_2 = night(config, "2026-11-21T08:00:00+00:00", slack.env)
+
+    # The nightly handed both regressions to the finder, in one event of its Asset.
+    event = asset_events("nightly_ci.regressions")[night_2]["findings"]
+    assert {(f["suite"], tuple(f["tests"])) for f in event} == {
+        ("unit", (BROKEN_TEST,)),
+        ("integration", (MODEL_TEST,)),
+    }
+    assert all(f["good"]["run_id"] == night_1 and f["good"]["commit"] == good for f in event)
+    # The asset-triggered run dispatches one search run per finding, with ids of their own.
+    items = BeginSearchOperator(task_id="begin", nightly_dag_id="nightly_ci", cells=["vllm_amd64"],
+                                history_conn_id="nightly_ci_history").execute(_event_context(event))  # fmt: skip
+    assert [i["trigger_run_id"] for i in items] == [search_run_id(f, 0) for f in event]
+
+    runs, walls = {}, {}
+    for item in items:
+        t0 = time.monotonic()
+        runs[item["conf"]["finding"]["suite"]] = run_culprit(config, item["conf"], env=slack.env)
+        walls[item["conf"]["finding"]["suite"]] = time.monotonic() - t0
+    by_suite = {f.suite: f for f in saved(tmp_path)}
+    unit, external = by_suite["unit"], by_suite["integration"]
+    report(tmp_path, "N=16 k=3 from the nightly", unit, runs["unit"], walls["unit"])
+    assert len(runs["integration"]) == 1  # the replay only
+
+    assert (unit.status, unit.culprit, unit.parent) == ("culprit", commits[9], commits[8])
+    assert unit.builds <= math.ceil(math.log2(16)) + 2 and unit.rounds <= 2  # k=3: ceil(log_4 16)
+    assert (external.status, external.builds, external.rounds, external.culprit) == ("external", 0, 0, None)
+    (replay,) = external.evidence
+    assert replay["mode"] == "replay" and replay["commit"] == good and replay["runs"] == {MODEL_TEST: ["failed"] * 3}
+
+    # Slack: night 2's message, then one message per finding in its thread.
+    posts = slack.received()
+    night_2_post = next(
+        p for p in posts if quote(night_2, safe="") in p["body"]["text"] and "thread_ts" not in p["body"]
+    )
+    found = [p for p in posts if p["body"].get("thread_ts") == night_2_post["ts"]]
+    assert len(found) == 2, posts
+    texts = {json.dumps(p["body"]) for p in found}
+    assert any(commits[9][:12] in t and "route to the first worker only" in t for t in texts), texts
+    assert any("external" in t.lower() for t in texts), texts
+    thread = json.loads((tmp_path / "artifacts" / tag_safe_run_id(night_2) / "slack.json").read_text())
+    assert thread["ts"] == night_2_post["ts"]
+
+
+def _event_context(findings_: list[dict]) -> dict:
+    """What a run triggered by the Asset sees: its events, each with the nightly's extra."""
+
+    class Event:
+        extra = {"findings": findings_}
+
+    class Ti:
+        def xcom_push(self, key: str, value: object) -> None:
+            pass
+
+    class Run:
+        conf: dict = {}
+
+    return {"ti": Ti(), "dag_run": Run(), "triggering_asset_events": {"nightly_ci.regressions": [Event()]}}
