@@ -26,7 +26,7 @@ lint:  ## ruff, mypy, shellcheck, and the generated config schema and tables up 
 pools:  ## create the Airflow pools of the config
 	source scripts/local_env.sh && python -m include.nightly_ci pools
 
-bench:  ## parse-time, rebuild-cache, makespan and history-store benchmarks
-	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py && python benchmarks/makespan.py && python benchmarks/history.py
+bench:  ## parse-time, rebuild-cache, makespan, history-store and culprit-finder benchmarks
+	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py && python benchmarks/makespan.py && python benchmarks/history.py && python benchmarks/culprit.py
 
 .PHONY: help provision down demo up test lint pools bench

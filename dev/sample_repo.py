@@ -103,14 +103,15 @@ class Router:
 
 def add_commits(dest: Path, count: int, *, culprit_at: int | None = None, prefix: str = "change") -> list[str]:
     """COUNT commits on DEST's main (a bare repository made here), each adding a line to
-    CHANGES.txt; the one at index CULPRIT_AT (0-based) also breaks the router. Their ids,
-    oldest first: a range with a planted culprit."""
+    the package's CHANGES.txt (so each commit's image differs, as a real commit's does);
+    the one at index CULPRIT_AT (0-based) also breaks the router. Their ids, oldest first:
+    a range with a planted culprit."""
     ids = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
         _git("clone", "-q", "-b", "main", str(dest.resolve()), str(work), cwd=tmp)
         for i in range(count):
-            with (work / "CHANGES.txt").open("a") as changes:
+            with (work / "src" / "dynamo_sample" / "CHANGES.txt").open("a") as changes:
                 changes.write(f"{prefix} {i + 1}\n")
             message = f"{prefix} {i + 1} of {count}"
             if i == culprit_at:

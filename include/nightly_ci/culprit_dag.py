@@ -153,6 +153,7 @@ def build_culprit_dag(plan: Plan) -> DAG:
     ) as dag:
         begin = BeginSearchOperator(
             task_id=BEGIN,
+            store=plan.store,
             nightly_dag_id=plan.dag_id,
             cells=[x.group_id for x in layouts],
             history_conn_id=plan.history.conn_id,

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from airflow.sdk import BaseOperator
 
 from include.nightly_ci.artifacts import ArtifactStore, write_json
-from include.nightly_ci.names import PUSH, RERUN, TEST
+from include.nightly_ci.names import PUSH, RERUN, RUN_MARKER, TEST, tag_safe_run_id
 from include.nightly_ci.plan import TaskSpec, is_selected
 
 T = TypeVar("T", bound="JsonRecord")
@@ -157,15 +157,16 @@ class TaskRecord(JsonRecord):
 
 @dataclass(frozen=True)
 class RunMarker(JsonRecord):
-    """BASE/RUN/nightly-ci-run.json, written by resolve_source before anything else of the
-    run: the facts retention ages the run's files and images by (not store metadata,
-    which some stores lack, and not the night alone, which a backfill sets in the past)."""
+    """BASE/RUN/nightly-ci-run.json, written by the run's first task (the nightly's
+    resolve_source, the culprit finder's begin) before anything else of the run: the facts
+    retention ages the run's files and images by (not store metadata, which some stores
+    lack, and not the night alone, which a backfill sets in the past)."""
 
     dag_id: str
     run_id: str
     run_type: str
     night: str  # the run's logical date (or run_after), ISO, UTC
-    started: str  # when the run really ran (its latest resolve_source try), ISO, UTC
+    started: str  # when the run really ran (its first task's latest try), ISO, UTC
 
     @property
     def age_from(self) -> datetime:
@@ -175,6 +176,21 @@ class RunMarker(JsonRecord):
         if night.tzinfo is None or started.tzinfo is None:
             raise ValueError(f"night {self.night!r} or start {self.started!r} has no time zone")
         return started
+
+
+def mark_run(store: ArtifactStore, dag_run: Any) -> RunMarker:
+    """DAG_RUN's marker at the top of its folder (BASE/RUN/), written by the run's first task
+    before any other file of the run: retention deletes only folders that have one."""
+    night = dag_run.logical_date or dag_run.run_after  # an asset-triggered run has no logical date
+    marker = RunMarker(
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        run_type=getattr(dag_run.run_type, "value", str(dag_run.run_type)),
+        night=night.astimezone(UTC).isoformat(),
+        started=datetime.now(UTC).isoformat(),
+    )
+    write_json(store.root(), f"{tag_safe_run_id(dag_run.run_id)}/{RUN_MARKER}", marker.to_json())
+    return marker
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pytest
 
 from dev.fake_slack import FakeSlack
 from dev.sample_repo import BROKEN_TEST, add_commit, add_commits, add_flaky_marker, make_repo, nightly_history
+from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.culprit.operators import BeginSearchOperator, search_run_id
 from include.nightly_ci.history import findings
 from include.nightly_ci.history.store import HistoryStore
@@ -181,7 +182,8 @@ def test_a_night_whose_commit_breaks_a_test_ends_with_the_culprit_in_slack(airfl
     }
     assert all(f["good"]["run_id"] == night_1 and f["good"]["commit"] == good for f in event)
     # The asset-triggered run dispatches one search run per finding, with ids of their own.
-    items = BeginSearchOperator(task_id="begin", nightly_dag_id="nightly_ci", cells=["vllm_amd64"],
+    items = BeginSearchOperator(task_id="begin", store=ArtifactStore(str(tmp_path / "artifacts")),
+                                nightly_dag_id="nightly_ci", cells=["vllm_amd64"],
                                 history_conn_id="nightly_ci_history").execute(_event_context(event))  # fmt: skip
     assert [i["trigger_run_id"] for i in items] == [search_run_id(f, 0) for f in event]
 
@@ -213,6 +215,16 @@ def test_a_night_whose_commit_breaks_a_test_ends_with_the_culprit_in_slack(airfl
     assert any("external" in t.lower() for t in texts), texts
     thread = json.loads((tmp_path / "artifacts" / tag_safe_run_id(night_2) / "slack.json").read_text())
     assert thread["ts"] == night_2_post["ts"]
+    # And beside the night's results: each finding as the history store holds it.
+    kept = json.loads(
+        (tmp_path / "artifacts" / tag_safe_run_id(night_2) / "culprit" / "vllm_amd64.unit.json").read_text()
+    )
+    assert (kept["status"], kept["culprit"], kept["rounds"], kept["builds"]) == (
+        "culprit",
+        commits[9],
+        unit.rounds,
+        unit.builds,
+    )
 
 
 def _event_context(findings_: list[dict]) -> dict:
@@ -225,7 +237,9 @@ def _event_context(findings_: list[dict]) -> dict:
         def xcom_push(self, key: str, value: object) -> None:
             pass
 
-    class Run:
+    class Run:  # its first task marks its folder (records.mark_run)
         conf: dict = {}
+        dag_id, run_id, run_type = "nightly_ci_culprit", "asset_triggered__2026-11-21T09:00:00+00:00", "asset_triggered"
+        logical_date, run_after = None, datetime.now(UTC)
 
     return {"ti": Ti(), "dag_run": Run(), "triggering_asset_events": {"nightly_ci.regressions": [Event()]}}

@@ -113,6 +113,10 @@ def test_a_finding_goes_to_the_webhook_unthreaded(history, slack, nightly):
     assert got["path"] == "/services/T0/B0/x" and got["status"] == 200
     assert "culprit found and verified" in got["body"]["text"] and "thread_ts" not in got["body"]
     assert SHA[:12] in json.dumps(got["body"])
+    kept = json.loads((nightly.run_folder(NIGHT) / "culprit" / f"{out['file'].split('/culprit/')[1]}").read_text())
+    assert (
+        out.pop("file").endswith("/culprit/vllm_amd64.unit.json") and kept["culprit"] == SHA
+    )  # beside the night's results
     assert out == {"status": "culprit", "culprit": SHA, "posted": True, "thread_ts": None}
 
 
@@ -153,7 +157,7 @@ def test_a_night_whose_thread_cannot_be_written_is_still_posted_and_green(slack,
 
 def test_without_a_slack_connection_the_message_is_logged_and_nothing_posted(history, slack, nightly, capfd):
     out = report(nightly, None).execute(context("e2e"))
-    assert out == {"status": "flaky", "culprit": None, "posted": False, "thread_ts": None}
+    assert out.pop("file") and out == {"status": "flaky", "culprit": None, "posted": False, "thread_ts": None}
     assert slack.received() == [] and "handed to the flake handling" in "".join(capfd.readouterr())
 
 

@@ -175,3 +175,59 @@ def test_a_search_starts_from_the_latest_earlier_night_that_ran_the_suite(store)
     assert got == SuiteNight(night(1).run_id, night(1).night, "c" * 40, "reg/x@sha256:" + "a" * 64)
     assert suite_before(store, DAG, "nightly", night(1).night, "vllm_amd64", "unit") is None
     assert suite_before(store, DAG, "nightly", night(4).night, "vllm_amd64", "e2e") is None
+
+
+def test_a_regression_the_culprit_finder_found_flaky_reads_flaky_and_counts_for_the_quarantine(store):
+    """The culprit finder's hand-off (findings.mark_flaky): the night's regressed cases of
+    the tests its search found flaky read flaky, so the next night reruns them and the
+    quarantine rule counts that night; other tests, suites and nights keep their verdict."""
+    from sqlalchemy import select
+
+    from include.nightly_ci.history import findings, rules
+    from include.nightly_ci.history import tables as t
+    from include.nightly_ci.history.records import REGRESSION
+
+    bad = {"t::f": "failed", "t::other": "failed"}
+    for n in (1, 2):
+        store.write_night(night(n), [suite(), suite(name="e2e")],
+                          cases(bad, verdict=REGRESSION, reruns=("failed", "failed"))
+                          + cases({"t::f": "failed"}, name="e2e", verdict=REGRESSION, reruns=("failed",))
+                          + cases({"t::ok": "passed"}))  # fmt: skip
+    key = ("vllm_amd64", "unit", "t::f")
+    assert findings.mark_flaky(store, DAG, night(1).run_id, "vllm_amd64", "unit", ["t::f"]) == 1
+    after_one = store.flaky_nights(DAG, "nightly", night(3).night, ["t::f", "t::other"], nights=13)
+    assert after_one == {"t::f": 1}  # one flaky night: not yet quarantined
+    assert findings.mark_flaky(store, DAG, night(2).run_id, "vllm_amd64", "unit", ["t::f", "t::ok"]) == 1
+    assert findings.mark_flaky(store, DAG, night(2).run_id, "vllm_amd64", "unit", ["t::f"]) == 0  # once is enough
+    assert findings.mark_flaky(store, DAG, "manual__by_hand", "vllm_amd64", "unit", ["t::f"]) == 0  # not recorded
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(t.nights.c.run_id, t.suites.c.suite, t.tests.c.name, t.cases.c.verdict, t.cases.c.reruns)
+            .select_from(t.cases.join(t.tests).join(t.suites).join(t.nights))
+            .where(t.nights.c.run_id == night(2).run_id)
+        ).all()
+    got = {(suite_name, name): (verdict, reruns) for _, suite_name, name, verdict, reruns in rows}
+    assert got == {
+        ("unit", "t::f"): (FLAKY, "failed,failed"),  # the reruns the night saw are kept
+        ("unit", "t::other"): (REGRESSION, "failed,failed"),
+        ("e2e", "t::f"): (REGRESSION, "failed"),
+        ("unit", "t::ok"): (None, None),
+    }
+    previous = store.previous_outcomes(DAG, "nightly", night(3).night, [key, ("vllm_amd64", "e2e", "t::f")])
+    assert previous == {key: FLAKY, ("vllm_amd64", "e2e", "t::f"): "failed"}  # rerun, not known-failing
+    counts = store.flaky_nights(DAG, "nightly", night(3).night, ["t::f", "t::other"], nights=13)
+    assert counts == {"t::f": 2}
+    added = rules.flaky_entries(counts, [], nights=2, window=14, owner="@ops", night=night(3).night)
+    assert [(e.pattern, e.origin) for e in added] == [("t::f", FROM_FLAKES)]
+
+
+def test_a_finding_is_started_only_once_and_a_later_start_leaves_it_as_it_stands(store):
+    from include.nightly_ci.history import findings
+
+    first = findings.CulpritFinding(DAG, "scheduled__n2", night(2).night, "vllm_amd64", "unit", ("t::a",),
+                                    "a" * 40, "b" * 40)  # fmt: skip
+    assert findings.save_new(store, first)
+    done = findings.save(store, dataclasses.replace(first, status=findings.CULPRIT, culprit="c" * 40, rounds=2))
+    assert not findings.save_new(store, first)  # the nightly's announce task, cleared and run again
+    assert findings.load(store, DAG) == [done]
+    assert findings.save_new(store, dataclasses.replace(first, suite="e2e"))  # another regression of the night

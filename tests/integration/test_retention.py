@@ -1,7 +1,8 @@
 """The retention DAG for real: run tags expire from an authenticated registry by their
 push time, moving tags and what they point at stay, superseded framework images go by
-digest; only this DAG's run folders expire, by their marker; this project's old images
-leave the engines. Plus the registry's odd cases (M8) one by one."""
+digest; only the run folders of this DAG and its culprit finder expire, by their marker,
+and the culprit finder's candidate tags and images with the nightly's; this project's old
+images leave the engines. Plus the registry's odd cases (M8) one by one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import docker
 import pytest
 
+from include.nightly_ci.build.operators import BuiltImage
 from include.nightly_ci.images.registries import RegistryAuth, RegistryClient
 from include.nightly_ci.names import LABEL_CREATED, LABEL_LOGICAL_DATE, LABEL_RUN_ID, RUN_MARKER, tag_safe_run_id
 from include.nightly_ci.plan import Registry, load_plan
@@ -108,11 +110,11 @@ def labels_of(night: datetime, created: datetime, run_id: str = "r") -> dict[str
     return {LABEL_LOGICAL_DATE: night.isoformat(), LABEL_CREATED: created.isoformat(), LABEL_RUN_ID: run_id}
 
 
-def run_folder(root, run_id: str, night: datetime, started: datetime) -> str:
-    """A run's folder as resolve_source starts it: its marker (and one artifact)."""
+def run_folder(root, run_id: str, night: datetime, started: datetime, dag_id: str = PLAN.dag_id) -> str:
+    """A run's folder as resolve_source (or the culprit finder's begin) starts it: its marker (and one artifact)."""
     folder = root / tag_safe_run_id(run_id)
     (folder / "vllm_amd64" / "build").mkdir(parents=True)
-    marker = RunMarker(PLAN.dag_id, run_id, run_id.split("__")[0], night.isoformat(), started.isoformat())
+    marker = RunMarker(dag_id, run_id, run_id.split("__")[0], night.isoformat(), started.isoformat())
     (folder / RUN_MARKER).write_text(json.dumps(marker.to_json()))
     (folder / "vllm_amd64" / "build" / "metrics-runtime.json").write_text("{}")
     return folder.name
@@ -127,6 +129,48 @@ def push_record(root, run_id: str, image: str, registry: str, pushed: dict[str, 
     )
     record = PushResult(registry, "h", REPO, "id", pushed, {}, None, at.isoformat())
     (root / record.record_key(push.task, run_id)).write_text(json.dumps(record.to_json()))
+
+
+CULPRIT_DAG = f"{PLAN.dag_id}_culprit"
+
+
+def culprit_run(run_id: str, ran: datetime) -> dict:
+    """What a task of the culprit run RUN_ID, triggered at RAN, sees of its run."""
+
+    class Run:
+        dag_id, run_type, logical_date = CULPRIT_DAG, "asset_triggered", None
+
+    run = Run()
+    run.run_id, run.run_after = run_id, ran  # type: ignore[attr-defined]
+    return {"dag_run": run}
+
+
+def candidate_build(commit: str, artifacts=None):
+    """The culprit DAG's own build task for COMMIT (of the vllm amd64 cell), keeping its
+    files under ARTIFACTS."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from include.nightly_ci.artifacts import ArtifactStore
+    from include.nightly_ci.build.candidate import CandidateBuildOperator
+    from include.nightly_ci.culprit_dag import build_culprit_dag
+
+    mapped = build_culprit_dag(PLAN).task_dict["vllm_amd64.build"]
+    assert isinstance(mapped, MappedOperator)
+    op = CandidateBuildOperator(
+        task_id=mapped.task_id, commit=commit, **{k: v for k, v in mapped.partial_kwargs.items() if k != "task_id"}
+    )
+    if artifacts is not None:
+        op.store = ArtifactStore(str(artifacts))
+    return op
+
+
+def candidate(commit: str, run_id: str, ran: datetime) -> tuple[str, dict[str, str]]:
+    """The tag and the labels the culprit run RUN_ID's build of COMMIT pushes its image with."""
+    from include.nightly_ci.names import build_tag
+
+    op = candidate_build(commit)
+    src = op._source(culprit_run(run_id, ran))
+    return build_tag(op.run_tag_pattern, op.framework, op.arch, run_id, op.image), op._labels(src)
 
 
 def test_the_retention_dag(registries, airflow_home, tmp_path):
@@ -145,6 +189,16 @@ def test_the_retention_dag(registries, airflow_home, tmp_path):
     superseded = put_image(client, "main-vllm-framework-amd64", labels_of(old, old, "fw old"))
     put_image(client, "main-vllm-framework-amd64", labels_of(NOW, NOW, "fw now"))
     put_image(client, "someone-elses-app", {LABEL_CREATED: "2025-06-01 12:00:00 +0000 UTC"})  # M8
+    # The culprit finder's: an old search, a young one, and an old one that rebuilt a commit today.
+    old_search, young_search = "culprit__vllm_amd64.unit__scheduled__old__01", "culprit__vllm_amd64.unit__young__00"
+    old_candidate, old_labels = candidate("a" * 40, old_search, old)
+    young_candidate, young_labels = candidate("b" * 40, young_search, started)
+    repushed, repushed_labels = candidate("c" * 40, old_search, old)
+    put_image(client, old_candidate, old_labels)
+    put_image(client, young_candidate, young_labels)
+    repushed_digest = put_image(client, repushed, repushed_labels)
+    moving_candidate, _ = candidate("d" * 40, old_search, old)
+    put_image(client, moving_candidate, labels_of(old, old, old_run))  # the moving tag's image
 
     artifacts = tmp_path / "artifacts"
     old_folder = run_folder(artifacts, old_run, old, old)
@@ -152,6 +206,14 @@ def test_the_retention_dag(registries, airflow_home, tmp_path):
     push_record(artifacts, old_run, "runtime", "ecr", {old_tag: old_digest, "nightly-vllm-amd64": moving}, old)
     push_record(artifacts, old_run, "framework", "ecr", {"main-vllm-framework-amd64": superseded}, old)
     push_record(artifacts, backfill, "runtime", "ecr", {backfill_tag: backfill_digest}, started)
+    old_culprit = run_folder(artifacts, old_search, old, old, CULPRIT_DAG)
+    young_culprit = run_folder(artifacts, young_search, started, started, CULPRIT_DAG)
+    # The young search's build of the commit the old one had built: its push record (the
+    # build's own) makes the tag young, whatever its image's created label says.
+    repushed_build = candidate_build("c" * 40, artifacts)
+    repushed_build._record_push(young_search, BuiltImage("ecr", ecr.host, REPO, repushed, repushed_digest, "i", "m"))
+    assert list((artifacts / young_culprit).rglob("push_runtime_ecr.json"))
+    not_ours = run_folder(artifacts, "culprit__theirs__01", old, old, "other_nightly_culprit")
     ledger = artifacts / "other-team" / "ledger.csv"  # H3: not ours, however old
     ledger.parent.mkdir()
     ledger.write_text("a,b\n")
@@ -162,11 +224,16 @@ def test_the_retention_dag(registries, airflow_home, tmp_path):
     engine.start()
     try:
         engine.load_from(docker.APIClient(base_url=ENGINE, timeout=300), BASE)
-        dockerfile = f"FROM {BASE}\n" + "".join(f'LABEL "{k}"="{v}"\n' for k, v in labels_of(old, old, old_run).items())
-        out = engine.client().build(
-            fileobj=io.BytesIO(dockerfile.encode()), tag="nightly-ci/vllm-amd64:runtime", decode=True
-        )
-        engine_image = next(c["aux"]["ID"] for c in out if "aux" in c)
+
+        def build(tag: str, labels: dict[str, str]) -> str:
+            dockerfile = f"FROM {BASE}\n" + "".join(f'LABEL "{k}"="{v}"\n' for k, v in labels.items())
+            out = engine.client().build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, decode=True)
+            return next(c["aux"]["ID"] for c in out if "aux" in c)
+
+        engine_image = build("nightly-ci/vllm-amd64:runtime", labels_of(old, old, old_run))
+        # The candidates a culprit search built on the builder: labelled as the nightly's builds.
+        old_engine_candidate = build(f"127.0.0.1:5000/{REPO}:{old_candidate}", old_labels)
+        young_engine_candidate = build(f"127.0.0.1:5000/{REPO}:{young_candidate}", young_labels)
         config = write_config(
             tmp_path / "c.yaml",
             "registries:\n  ecr: {conn_id: rt_ecr}\n  acr: {conn_id: rt_acr}\n"
@@ -184,18 +251,29 @@ def test_the_retention_dag(registries, airflow_home, tmp_path):
         assert f"would delete ecr/{REPO}:{old_tag}" in dry.stdout
         assert f"would delete ecr/{REPO}@{superseded}" in dry.stdout
         assert f"would delete file://{artifacts / old_folder}:" in dry.stdout
+        assert f"would delete ecr/{REPO}:{old_candidate}" in dry.stdout
+        assert f"would delete file://{artifacts / old_culprit}:" in dry.stdout
         assert dry.stdout.count(f"would remove engine 'rt_engine': {engine_image[:19]}") == 1  # one task for it
+        assert f"would remove engine 'rt_engine': {old_engine_candidate[:19]}" in dry.stdout
         assert set(ecr.tags(REPO)) == before and (artifacts / old_folder).exists()
+        assert (artifacts / old_culprit).exists()
 
         real = run_retention(config, env, dry_run=False)
-        assert set(ecr.tags(REPO)) == before - {old_tag}
+        assert set(ecr.tags(REPO)) == before - {old_tag, old_candidate}
+        assert f"keep ecr/{REPO}:{repushed} ({repushed_digest[:19]}): within 7 days (pushed " in real.stdout
+        (young_line,) = [line for line in real.stdout.splitlines() if f"keep ecr/{REPO}:{young_candidate} " in line]
+        assert "within 7 days (created label" in young_line  # no record: its created label, the run's time
+        assert f"keep ecr/{REPO}:{moving_candidate}" in real.stdout
+        assert not (artifacts / old_culprit).exists()
+        assert (artifacts / young_culprit / RUN_MARKER).exists() and (artifacts / not_ours / RUN_MARKER).exists()
         assert acr.tags(REPO) == []
         assert client.digest(REPO, superseded) is None
         assert client.digest(REPO, "nightly-vllm-amd64-run-shares-moving") == moving
         assert f"keep ecr/{REPO}:{backfill_tag}" in real.stdout
         assert not (artifacts / old_folder).exists()
         assert ledger.exists() and (artifacts / young / "vllm_amd64" / "build" / "metrics-runtime.json").exists()
-        assert engine_image not in {i["Id"] for i in engine.client().images()}
+        left = {i["Id"] for i in engine.client().images()}
+        assert engine_image not in left and old_engine_candidate not in left and young_engine_candidate in left
     finally:
         engine.stop()
 

@@ -11,7 +11,7 @@ import pytest
 
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.culprit import search
-from include.nightly_ci.culprit.judge import JudgeStepOperator, finding_of
+from include.nightly_ci.culprit.judge import JudgeStepOperator, finding_of, flaky_tests
 from include.nightly_ci.culprit.operators import search_run_id
 from include.nightly_ci.errors import CulpritError
 from include.nightly_ci.history import findings
@@ -100,6 +100,27 @@ def test_the_finding_names_the_culprit_and_its_parent_only_when_the_search_named
     assert (f.good_commit, f.bad_commit, f.tests) == (GOOD, C, (TEST,))
     external = finding_of(FINDING, commits, search.State(**{**done.__dict__, "status": findings.EXTERNAL}))
     assert (external.culprit, external.parent, external.author) == (None, None, None)
+
+
+def test_a_flaky_search_blames_no_commit_says_where_the_runs_flaked_and_hands_over_only_its_flaky_tests():
+    other = "tests.unit.test_router::test_sticky"
+    state = search.start([TEST, other], GOOD, [A, B, C], {}, k=2, r=3, budget_seconds=3600, max_commits=10)
+    state = search.State(**{**state.__dict__, "mode": search.BISECT})
+    first, second = state.to_test()
+    # One candidate fails TEST once in 3 (flaky), the other fails OTHER every run (bad):
+    # a flaky candidate ends the search, and only TEST is a flake.
+    after = state.advance({first: {TEST: ["failed", "passed", "passed"], other: ["passed"] * 3},
+                           second: {TEST: ["passed"] * 3, other: ["failed"] * 3}}, 60.0)  # fmt: skip
+    assert (after.mode, after.status) == (search.DONE, findings.FLAKY)
+    f = finding_of(FINDING, {first: ["Ann <ann@x>", "s"]}, after)
+    assert (f.status, f.culprit, f.parent, f.author) == ("flaky", None, None, None)
+    flaked = [e for e in f.evidence if e["verdict"] == "flaky"]
+    assert [(e["commit"], e["runs"][TEST]) for e in flaked] == [(first, ["failed", "passed", "passed"])]
+    assert flaky_tests(after) == (TEST,)
+    replayed = search.start([TEST], GOOD, [A, B, C], {}, k=1, r=3, budget_seconds=3600, max_commits=10)
+    on_good = replayed.advance({GOOD: {TEST: ["passed", "error", "passed"]}}, 30.0)
+    assert on_good.status == findings.FLAKY and finding_of(FINDING, {}, on_good).evidence[0]["commit"] == GOOD
+    assert flaky_tests(on_good) == (TEST,) and flaky_tests(search.State(**{**after.__dict__, "evidence": ()})) == ()
 
 
 def _junit(outcome: str) -> str:

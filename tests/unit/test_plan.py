@@ -33,7 +33,9 @@ def test_six_cells_with_their_names_and_tags():
         "cpu-amd-m5-4xlarge": (4, "16 vCPU, 64GB RAM: amd64 builds"),
         "cpu-arm-r8g-4xlarge": (4, "16 vCPU, 64GB RAM: arm64 builds, dry-run tests"),
         "gpu-l40-amd64": (8, "L40 GPU, 48GB VRAM: GPU tests (one slot per GPU)"),
+        "culprit": (2, "The culprit finder's builds and test runs: a few at once, so it never starves the nightly"),
     }
+    assert plan.culprit.pool == "culprit"
 
 
 def test_arm64_overrides_exactly_as_the_seed():

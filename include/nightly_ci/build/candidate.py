@@ -5,7 +5,8 @@ A candidate is built like the nightly's runtime image (the same container file, 
 secrets and registry), at its own commit, with the cell's framework image and nightly
 image as cache: when the candidate did not change the framework's inputs, BuildKit takes
 every framework layer from that cache and builds only what the runtime target changed.
-It is pushed to the cache registry under a tag of its commit and handed on by digest.
+It is pushed to the cache registry under a tag of its commit and handed on by digest; a
+push record beside its build files gives retention the tag's push time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from include.nightly_ci.build.operators import BuildImageOperator
+from include.nightly_ci.build.operators import BuildImageOperator, BuiltImage
 from include.nightly_ci.plan.culprit import CandidateCell
 
 
@@ -78,6 +79,38 @@ class CandidateBuildOperator(BuildImageOperator):
         self.commit = commit
         self.repository = repository
         self.spec = layout.build_spec(commit)  # its own log, metrics and record beside the other candidates'
+
+    def run(self, context: Any) -> dict[str, Any]:
+        built = super().run(context)
+        self._record_push(context["dag_run"].run_id, BuiltImage.from_json(built))
+        return built
+
+    def _record_push(self, run_id: str, built: BuiltImage) -> None:
+        """RUN/CELL/culprit/COMMIT12/push_runtime_REGISTRY.json: the candidate's tag and when
+        it was pushed. Retention ages the tag by it (retention/facts.py PUSH_RECORDS), as it
+        ages the nightly's run tags by their push records; without it, by the image's created
+        label: the push stands either way."""
+        from datetime import UTC, datetime
+
+        from include.nightly_ci.artifacts import write_json
+        from include.nightly_ci.errors import StoreError
+        from include.nightly_ci.records import PushResult
+
+        record = PushResult(
+            registry=built.registry,
+            host=built.host,
+            repository=built.repository,
+            image_id=built.image_id,
+            pushed={built.tag: built.digest},
+            skipped={},
+            pinned=built.ref,
+            pushed_at=datetime.now(UTC).isoformat(),
+        )
+        key = self.spec.artifact_key(run_id, f"push_{self.image}_{built.registry}.json")
+        try:
+            write_json(self.store.root(), key, record.to_json())
+        except StoreError as exc:
+            self.log.warning("%s; retention will age %s by the image's created label", exc, built.tag)
 
     def _source(self, context: Any) -> Any:
         from include.nightly_ci.build.source import SourceInfo

@@ -25,7 +25,7 @@ from include.nightly_ci.config.schema import BuildSecret
 from include.nightly_ci.errors import StoreError
 from include.nightly_ci.names import LABEL_CREATED, LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
 from include.nightly_ci.plan import Backoff, Registry, TaskSpec
-from include.nightly_ci.records import JsonRecord, NightlyOperator, placement, skip_unless_selected
+from include.nightly_ci.records import JsonRecord, NightlyOperator, mark_run, placement, skip_unless_selected
 
 if TYPE_CHECKING:
     from docker import APIClient
@@ -105,7 +105,7 @@ class ResolveSourceOperator(NightlyOperator):
         run_type = getattr(dag_run.run_type, "value", str(dag_run.run_type))
         night = dag_run.logical_date or dag_run.run_after
         git_ref = (self.git_ref or "").strip()
-        self._mark_run(dag_run, run_type, night)
+        mark_run(self.store, dag_run)  # first of all the run's files (see RunMarker)
         auth = git_auth(self.conn_id, self.repository)
         resolution = resolve(
             self.repository,
@@ -129,21 +129,6 @@ class ResolveSourceOperator(NightlyOperator):
             publish=publishes(run_type, dag_run.conf),
             resolved_at=_now().isoformat(),
         ).to_json()
-
-    def _mark_run(self, dag_run: Any, run_type: str, night: datetime) -> None:
-        """The run's marker, first of all its files (see RunMarker)."""
-        from include.nightly_ci.artifacts import write_json
-        from include.nightly_ci.names import RUN_MARKER, tag_safe_run_id
-        from include.nightly_ci.records import RunMarker
-
-        marker = RunMarker(
-            dag_id=dag_run.dag_id,
-            run_id=dag_run.run_id,
-            run_type=run_type,
-            night=night.astimezone(UTC).isoformat(),
-            started=_now().isoformat(),
-        )
-        write_json(self.store.root(), f"{tag_safe_run_id(dag_run.run_id)}/{RUN_MARKER}", marker.to_json())
 
 
 class CellOperator(NightlyOperator):

@@ -126,6 +126,10 @@ class JudgeStepOperator(BaseBranchOperator):
         try:
             store.migrate()
             saved = findings.save(store, finding_of(finding, commits, state))
+            if saved.status == findings.FLAKY:  # the flake handling takes the test: its night's case reads flaky
+                tests = flaky_tests(state)
+                changed = findings.mark_flaky(store, saved.dag_id, saved.nightly_run_id, saved.cell, saved.suite, tests)
+                self.log.info("Handed to the flake handling: %s (%d case(s) of the night now flaky)", tests, changed)
         finally:
             store.close()
         self.log.info("Finding saved: %s", saved.status)
@@ -159,6 +163,20 @@ def finding_of(finding: Mapping[str, Any], commits: Mapping[str, list[str]], sta
         gpu_seconds=round(state.gpu_seconds, 1),
         evidence=state.evidence,
     )
+
+
+def flaky_tests(state: State) -> tuple[str, ...]:
+    """The tests a FLAKY search hands to the flake handling: those its evidence shows failing
+    some, not enough, of their runs on one image. A test that failed for good stays a regression."""
+    from include.nightly_ci.culprit.bisect import FLAKY, run_verdict
+    from include.nightly_ci.culprit.search import FAILED_RUN
+
+    return tuple(sorted({
+        test
+        for entry in state.evidence
+        for test, outcomes in (entry.get("runs") or {}).items()
+        if len(outcomes) > 1 and run_verdict(sum(o in FAILED_RUN for o in outcomes), len(outcomes)) == FLAKY
+    }))  # fmt: skip
 
 
 def _json(path: Any) -> dict | None:

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.errors import CulpritError
 from include.nightly_ci.plan.culprit import CandidateCell
+from include.nightly_ci.records import mark_run
 
 if TYPE_CHECKING:
     from include.nightly_ci.culprit.search import State
@@ -41,13 +43,23 @@ class BeginSearchOperator(BaseOperator):
 
     ui_color = "#fbe9e7"
 
-    def __init__(self, *, nightly_dag_id: str, cells: Sequence[str], history_conn_id: str | None, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        store: ArtifactStore,
+        nightly_dag_id: str,
+        cells: Sequence[str],
+        history_conn_id: str | None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
+        self.store = store  # where the run's marker goes: retention expires the run's files by it
         self.nightly_dag_id = nightly_dag_id
         self.cells = tuple(cells)
         self.history_conn_id = history_conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        mark_run(self.store, context["dag_run"])  # first of all the run's files (see RunMarker)
         if not self.history_conn_id:
             raise CulpritError("history.conn_id is null: the culprit finder keeps its findings in the history store")
         ti, conf = context["ti"], dict(context["dag_run"].conf or {})

@@ -5,6 +5,7 @@ show where it stands, and a re-run step rewrites its own row instead of adding o
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -72,6 +73,49 @@ def save(store: HistoryStore, finding: CulpritFinding) -> CulpritFinding:
         )
         conn.execute(insert(t.findings).values(**_row(written)))
     return written
+
+
+def save_new(store: HistoryStore, finding: CulpritFinding) -> bool:
+    """Write FINDING unless its regression has a finding already; whether it was written.
+    The nightly's announce task starts a finding: run again (cleared by hand), it must not
+    undo what the culprit DAG has advanced or ended since. One statement: two at once write one."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from include.nightly_ci.history import tables as t
+
+    written = replace(finding, updated=datetime.now(UTC).isoformat())
+    with store.begin(f"starting the finding of {finding.cell}/{finding.suite} of {finding.nightly_run_id}") as conn:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        done = conn.execute(insert(t.findings).values(**_row(written)).on_conflict_do_nothing())
+    return bool(done.rowcount)
+
+
+def mark_flaky(store: HistoryStore, dag_id: str, run_id: str, cell: str, suite: str, tests: Iterable[str]) -> int:
+    """The hand-off of a search that ended FLAKY to the nightly's flake handling: RUN_ID's
+    cases of TESTS in CELL's SUITE, regressions, read flaky from now on (their outcome and
+    reruns as the night saw them stay; its FLAKY finding, kept beside, says why). So that
+    night counts as a flaky night of each for the quarantine, and the next night reruns them
+    instead of taking them as known-failing. Rows changed: 0 for a night the store lacks."""
+    from sqlalchemy import select, update
+
+    from include.nightly_ci.history import tables as t
+    from include.nightly_ci.history.records import FLAKY as FLAKY_VERDICT
+    from include.nightly_ci.history.records import REGRESSION
+    from include.nightly_ci.history.store import _chunks
+
+    n, s, c = t.nights.c, t.suites.c, t.cases.c
+    suite_ids = (
+        select(s.id)
+        .select_from(t.suites.join(t.nights))
+        .where(n.dag_id == dag_id, n.run_id == run_id, s.cell == cell, s.suite == suite)
+    )
+    names, changed = sorted(set(tests)), 0
+    with store.begin(f"marking {len(names)} test(s) of {cell}/{suite} of {run_id} flaky") as conn:
+        for chunk in _chunks(names):
+            test_ids = select(t.tests.c.id).where(t.tests.c.name.in_(chunk))
+            query = update(t.cases).where(c.suite_id.in_(suite_ids), c.test_id.in_(test_ids), c.verdict == REGRESSION)
+            changed += conn.execute(query.values(verdict=FLAKY_VERDICT)).rowcount
+    return changed
 
 
 def _row(finding: CulpritFinding) -> dict[str, Any]:

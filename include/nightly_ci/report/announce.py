@@ -101,7 +101,8 @@ class AnnounceRegressionsOperator(BaseOperator):
         return {"findings": len(events)}
 
     def _finding(self, store: HistoryStore, results: Results, suite: Suite, tests: tuple[str, ...]) -> dict | None:
-        """The finding of one suite's regressions, saved as searching; None (told) when it can't be searched."""
+        """The finding of one suite's regressions, saved as searching unless it is in the store
+        already; None (told) when it can't be searched."""
         from include.nightly_ci.history import findings
         from include.nightly_ci.names import run_kind
 
@@ -115,7 +116,11 @@ class AnnounceRegressionsOperator(BaseOperator):
         finding = findings.CulpritFinding(
             results.dag_id, results.run_id, results.logical_date, cell, name, tests, good.commit, results.commit
         )
-        findings.save(store, finding)
+        # Only a new finding: a cleared announce task must not undo what the culprit DAG has
+        # advanced or ended since. The event goes again all the same: the search's step runs
+        # have fixed run ids (skip_when_already_exists), so nothing runs twice.
+        if not findings.save_new(store, finding):
+            self.log.info("%s/%s: its finding is in the store already: left as it is", cell, name)
         return {
             "dag_id": results.dag_id,
             "nightly_run_id": results.run_id,

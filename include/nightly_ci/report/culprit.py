@@ -208,7 +208,8 @@ class CulpritReportOperator(BaseOperator):
             run_url=run_url(dag_run.dag_id, dag_run.run_id),
             ops_group_id=self.ops_group_id,
         )
-        out = {"status": finding.status, "culprit": finding.culprit, "posted": False, "thread_ts": None}
+        out = {"status": finding.status, "culprit": finding.culprit, "posted": False, "thread_ts": None,
+               "file": self._keep(finding)}  # fmt: skip
         if not self.slack_conn_id:
             shown = "\n\n".join(b["text"]["text"] for b in message["blocks"] if b["type"] == "section")
             self.log.info("No Slack connection: the finding's message, not posted:\n%s", shown)
@@ -223,6 +224,22 @@ class CulpritReportOperator(BaseOperator):
         self.log.info("Posted the finding of %s/%s (%s) to Slack%s", finding.cell, finding.suite, finding.status,
                       f" in the thread of the night's message {thread}" if thread else "")  # fmt: skip
         return {**out, "posted": True, "thread_ts": thread}
+
+    def _keep(self, finding: st.CulpritFinding) -> str | None:
+        """The finding beside its night's results (RUN/culprit/CELL.SUITE.json); a store that
+        refuses is told, not fatal: the history store holds it."""
+        from dataclasses import asdict
+
+        from include.nightly_ci.artifacts import write_json
+        from include.nightly_ci.errors import StoreError
+        from include.nightly_ci.names import tag_safe_run_id
+
+        key = f"{tag_safe_run_id(finding.nightly_run_id)}/culprit/{finding.cell}.{finding.suite}.json"
+        try:
+            return write_json(self.nightly_store.root(), key, asdict(finding))
+        except StoreError as exc:
+            self.log.warning("The finding is not beside its night's results: %s", exc)
+            return None
 
     def _finding(self, key: Mapping[str, str]) -> st.CulpritFinding:
         from include.nightly_ci.errors import FindingMissing

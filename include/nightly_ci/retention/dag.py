@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, Param
 
 from include.nightly_ci.plan import Plan, engines_by_pool, load_plan
-from include.nightly_ci.retention.expiry import TagRules
+from include.nightly_ci.retention.expiry import TagRules, run_dag_ids
 from include.nightly_ci.retention.operators import (
     ExpireArtifactsOperator,
     ExpireRunTagsOperator,
@@ -17,6 +17,7 @@ from include.nightly_ci.retention.operators import (
 
 
 def build_retention_dag(plan: Plan) -> DAG:
+    dag_ids = run_dag_ids(plan)  # the nightly's runs and its culprit finder's
     with DAG(
         dag_id=plan.retention_dag_id,
         schedule=plan.retention_schedule,
@@ -33,12 +34,13 @@ def build_retention_dag(plan: Plan) -> DAG:
 # Nightly CI retention
 
 Daily, from facts the runs wrote themselves (never the store's or registry's dates):
-- deletes the run folders of `{plan.dag_id}` under `{plan.artifacts_base}` whose run is older
-  than {plan.artifacts_days} days (when the run really ran, whatever its night, from the folder's
-  `nightly-ci-run.json`); nothing else under the base is touched;
-- deletes run tags (`...-run-{{run_id}}`) pushed more than {plan.run_tags_days} days ago from
-  every registry ({", ".join(plan.registries)}), and framework images no tag holds any more;
-  moving tags never, nor an image a kept tag still points at;
+- deletes the run folders of {" and ".join(f"`{d}`" for d in dag_ids)} under `{plan.artifacts_base}`
+  whose run is older than {plan.artifacts_days} days (when the run really ran, whatever its night,
+  from the folder's `nightly-ci-run.json`); nothing else under the base is touched;
+- deletes run tags (`...-run-{{run_id}}`) and the culprit finder's candidate tags
+  (`culprit-...-build-runtime`) pushed more than {plan.run_tags_days} days ago from every registry
+  ({", ".join(plan.registries)}), and framework images no tag holds any more; moving tags never,
+  nor an image a kept tag still points at;
 - removes this project's images built more than {plan.run_tags_days} days ago from the builder
   and runner engines.
 
@@ -52,7 +54,7 @@ Trigger with `dry_run` to see what would go.
             task_id=artifacts.task_id,
             task_display_name=artifacts.display_name,
             store=plan.store,
-            dag_id=plan.dag_id,
+            dag_ids=dag_ids,
             keep_days=plan.artifacts_days,
             trigger_rule="all_done",
         )
@@ -66,7 +68,7 @@ Trigger with `dry_run` to see what would go.
                     registry=reg,
                     rules=rules,
                     store=plan.store,
-                    dag_id=plan.dag_id,
+                    dag_ids=dag_ids,
                     keep_days=plan.run_tags_days,
                 )
                 >> expire_artifacts

@@ -1,10 +1,12 @@
 """What expires from a registry, decided from facts (pure: no registry, no store).
 
 Only run tags (`nightly-{framework}-{arch}-run-{run_id}`, and the `-build-{image}` tags a
-build pushes with them) are ever candidates; moving tags, framework cache tags and any
-tag of somebody else are never examined. A run tag's age is its push time from the push
-records, else the image's created label (the run's build time), never the night it was
-built for: a backfill of an old night is as young as its push (H2). An image a kept tag
+build pushes with them) and the culprit finder's candidate tags
+(`culprit-{framework}-{arch}-{commit12}-build-runtime`) are ever candidates; moving tags,
+framework cache tags and any tag of somebody else are never examined. A run tag's age is
+its push time from the push records, else the image's created label (the run's build
+time), never the night it was built for: a backfill of an old night is as young as its
+push (H2). An image a kept tag
 still points at is never deleted. A framework image that no tag holds any more (its moving
 tag moved on) goes once its last push is older than the keep days (M8).
 """
@@ -16,7 +18,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from include.nightly_ci.names import BUILD_TAG_SUFFIX, RUNTIME
 from include.nightly_ci.plan import Plan
+from include.nightly_ci.plan.culprit import candidate_tag_pattern, culprit_dag_id
+
+
+def run_dag_ids(plan: Plan) -> tuple[str, ...]:
+    """The DAGs whose run folders (and push records) retention reads and expires: the
+    nightly's and its culprit finder's, whose candidate builds and test runs write their own."""
+    return (plan.dag_id, culprit_dag_id(plan))
 
 
 def expired(items: Iterable[tuple[str, datetime]], now: datetime, keep: timedelta) -> list[str]:
@@ -35,20 +45,40 @@ def run_tag_regex(plan: Plan) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{a})" for a in alternatives))
 
 
+# A commit the culprit finder's tag pattern is made for, to split the pattern around it.
+_COMMIT_SLOT = "0" * 40
+
+
+def candidate_tag_regex(plan: Plan) -> re.Pattern[str]:
+    """Matches the tags the culprit finder's candidate builds push (one per candidate commit
+    and cell, the runtime image only: build/candidate.py), for every cell of PLAN."""
+    pattern = candidate_tag_pattern(_COMMIT_SLOT)
+    prefix, found, suffix = pattern.partition(_COMMIT_SLOT[:12])
+    assert found, f"candidate tag pattern {pattern!r} holds no 12-digit commit: retention cannot match its tags"
+    suffix += BUILD_TAG_SUFFIX.format(image=RUNTIME)
+    alternatives = []
+    for cell in plan.cells:
+        fill = {"framework": cell.framework, "arch": cell.arch}
+        alternatives.append(re.escape(prefix.format(**fill)) + r"[0-9a-f]{7,12}" + re.escape(suffix.format(**fill)))
+    return re.compile("|".join(f"(?:{a})" for a in alternatives))
+
+
 def moving_tags(plan: Plan) -> set[str]:
     return {t for cell in plan.cells for t in (cell.nightly_tag, cell.framework_tag)}
 
 
 @dataclass(frozen=True)
 class TagRules:
-    """Which tags of a registry are a config's run tags, and which are its moving tags."""
+    """Which tags of a registry are a config's run tags (the nightly's run tags and its
+    culprit finder's candidate tags: they expire), and which are its moving tags."""
 
-    run_tags: str  # a regex matching every cell's run tags
+    run_tags: str  # a regex matching every cell's run tags and candidate tags
     moving_tags: frozenset[str]
 
     @classmethod
     def of(cls, plan: Plan) -> TagRules:
-        return cls(run_tag_regex(plan).pattern, frozenset(moving_tags(plan)))
+        runs, candidates = run_tag_regex(plan).pattern, candidate_tag_regex(plan).pattern
+        return cls(f"{runs}|{candidates}", frozenset(moving_tags(plan)))
 
     def is_run_tag(self, tag: str) -> bool:
         return tag not in self.moving_tags and re.fullmatch(self.run_tags, tag) is not None

@@ -1,10 +1,11 @@
 """What retention ages things by: the facts runs wrote into the artifact store.
 
 A run's folder (BASE/RUN/) starts with its marker (records.RunMarker): which DAG and run it
-is, its night and when it really ran. A push task leaves a PushResult next to the cell's
-build files: which tags it wrote, with which digest, and when. Store metadata (mtime,
-LastModified) is never read: some stores lack it (abfs: every file looked 1970, C1), and a
-copy or restore rewrites it.
+is, its night and when it really ran; the nightly's and its culprit finder's runs write one.
+A push task leaves a PushResult next to the cell's build files (a culprit candidate's build
+next to the candidate's): which tags it wrote, with which digest, and when. Store metadata
+(mtime, LastModified) is never read: some stores lack it (abfs: every file looked 1970,
+C1), and a copy or restore rewrites it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from include.nightly_ci.names import FRAMEWORK, RUN_MARKER, tag_safe_run_id
+from include.nightly_ci.plan.culprit import CULPRIT_GROUP
 from include.nightly_ci.records import PushResult, RunMarker
 
 if TYPE_CHECKING:
@@ -24,8 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Where a push task leaves its record: RUN/CELL/build/push_{image}_{registry}.json (the
-# push TaskSpec's artifact_dir and local_id, plan/expand.py).
-PUSH_RECORDS = "*/build/push_*.json"
+# push TaskSpec's artifact_dir and local_id, plan/expand.py); a culprit candidate's build
+# RUN/CELL/culprit/COMMIT12/push_runtime_{registry}.json (build/candidate.py).
+PUSH_RECORDS = ("*/build/push_*.json", f"*/{CULPRIT_GROUP}/*/push_*.json")
 
 
 def aware(stamp: str) -> datetime:
@@ -36,7 +39,7 @@ def aware(stamp: str) -> datetime:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """A folder right under the artifact base, and whether it is a run of this DAG."""
+    """A folder right under the artifact base, and whether it is a run of a DAG retention expires."""
 
     path: ObjectStoragePath
     marker: RunMarker | None  # None: not a run folder retention may touch
@@ -54,8 +57,8 @@ class RunFolder:
         return self.marker.age_from
 
 
-def _marker(folder: ObjectStoragePath, dag_id: str) -> tuple[RunMarker | None, str]:
-    """FOLDER's marker if it names a run of DAG_ID whose folder this is; else why not."""
+def _marker(folder: ObjectStoragePath, dag_ids: tuple[str, ...]) -> tuple[RunMarker | None, str]:
+    """FOLDER's marker if it names a run of one of DAG_IDS whose folder this is; else why not."""
     path = folder / RUN_MARKER
     try:
         if not path.exists():
@@ -66,8 +69,8 @@ def _marker(folder: ObjectStoragePath, dag_id: str) -> tuple[RunMarker | None, s
             raise ValueError(f"night {marker.night!r} or start {marker.started!r} has no time zone")
     except Exception as exc:  # a store's own errors, bad JSON, missing fields, bad dates
         return None, f"its {RUN_MARKER} is unreadable ({type(exc).__name__}: {str(exc)[:200]})"
-    if marker.dag_id != dag_id:
-        return None, f"a run of DAG {marker.dag_id!r}, not of {dag_id!r}"
+    if marker.dag_id not in dag_ids:
+        return None, f"a run of DAG {marker.dag_id!r}, not of {' or '.join(map(repr, dag_ids))}"
     if tag_safe_run_id(marker.run_id) != folder.name:
         return (
             None,
@@ -76,8 +79,10 @@ def _marker(folder: ObjectStoragePath, dag_id: str) -> tuple[RunMarker | None, s
     return marker, ""
 
 
-def run_folders(root: ObjectStoragePath, dag_id: str) -> list[RunFolder]:
-    """Every entry right under ROOT, each a run of DAG_ID (with its marker) or not (with why)."""
+def run_folders(root: ObjectStoragePath, dag_ids: tuple[str, ...]) -> list[RunFolder]:
+    """Every entry right under ROOT, each a run of one of DAG_IDS (with its marker) or not
+    (with why). A tuple, never a bare id: `in` a string would take its substrings."""
+    assert isinstance(dag_ids, tuple), f"dag_ids must be a tuple of DAG ids, not {dag_ids!r}"
     if not root.exists():
         return []
     found = []
@@ -85,14 +90,14 @@ def run_folders(root: ObjectStoragePath, dag_id: str) -> list[RunFolder]:
         if not entry.is_dir():
             found.append(RunFolder(entry, None, "a file, not a run folder"))
             continue
-        marker, problem = _marker(entry, dag_id)
+        marker, problem = _marker(entry, dag_ids)
         found.append(RunFolder(entry, marker, problem))
     return found
 
 
 @dataclass(frozen=True)
 class PushFacts:
-    """What this DAG's push records say about one registry repository."""
+    """What the runs' push records say about one registry repository."""
 
     run_tags: dict[str, datetime]  # tag -> when it was last pushed (runtime pushes' tags)
     framework_digests: dict[str, datetime]  # digest -> when a framework push last pushed it
@@ -101,7 +106,7 @@ class PushFacts:
 def _push_records(run: RunFolder) -> list[tuple[str, PushResult]]:
     """(file name, record) of every push record of RUN; an unreadable one is logged and skipped."""
     records = []
-    for path in run.path.glob(PUSH_RECORDS):
+    for path in (p for pattern in PUSH_RECORDS for p in run.path.glob(pattern)):
         try:
             records.append((path.name, PushResult.from_json(json.loads(path.read_text()))))
         except Exception as exc:  # a torn write, a store error: this record only
@@ -111,8 +116,8 @@ def _push_records(run: RunFolder) -> list[tuple[str, PushResult]]:
 
 def push_facts(runs: list[RunFolder], registry: str, repository: str) -> PushFacts:
     """The push times of REGISTRY's REPOSITORY's tags and framework digests, from the push
-    records of RUNS (this DAG's run folders). The latest push wins: a cleared push task
-    re-pushes, and the image is then as young as that push."""
+    records of RUNS (the run folders of the DAGs retention expires). The latest push wins:
+    a cleared push task re-pushes, and the image is then as young as that push."""
     tags: dict[str, datetime] = {}
     digests: dict[str, datetime] = {}
     for run in runs:

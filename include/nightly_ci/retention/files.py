@@ -1,7 +1,7 @@
-"""Artifact expiry: whole run folders of this DAG, aged by their marker.
+"""Artifact expiry: whole run folders of the nightly and its culprit finder, aged by their marker.
 
-Only a folder right under the base whose marker names a run of this DAG (and this very
-folder) is ever touched; anything else under the base (another team's files, a folder
+Only a folder right under the base whose marker names a run of one of these DAGs (and this
+very folder) is ever touched; anything else under the base (another team's files, a folder
 without a marker, a run of another DAG sharing the base) is left alone and logged (H3).
 A run's files all go together once the run is older than the keep days, the marker last,
 so a deletion that stops half way is finished by the next day's run (C1: no file is aged
@@ -49,11 +49,13 @@ def _remove_empty_dirs(folder: ObjectStoragePath) -> None:
             log.warning("left %s in place: %s", path, exc)
 
 
-def expire_artifacts(store: ArtifactStore, dag_id: str, keep: timedelta, now: datetime, dry_run: bool) -> list[str]:
-    """Delete the run folders of DAG_ID older than KEEP (by their marker); the folders deleted."""
+def expire_artifacts(
+    store: ArtifactStore, dag_ids: tuple[str, ...], keep: timedelta, now: datetime, dry_run: bool
+) -> list[str]:
+    """Delete the run folders of DAG_IDS older than KEEP (by their marker); the folders deleted."""
     root = store.root()
     cutoff = now - keep
-    runs = run_folders(root, dag_id)
+    runs = run_folders(root, dag_ids)
     if not runs:
         log.info("artifact store %s is empty", root)
     gone = []
@@ -61,7 +63,8 @@ def expire_artifacts(store: ArtifactStore, dag_id: str, keep: timedelta, now: da
         if run.marker is None:
             log.info("keep %s: %s; never touched by retention", run.path, run.problem)
             continue
-        why = f"run {run.marker.run_id!r}, night {run.marker.night}, started {run.marker.started}"
+        m = run.marker
+        why = f"run {m.run_id!r} of {m.dag_id}, night {m.night}, started {m.started}"
         if run.age_from >= cutoff:
             log.info("keep %s: %s, within %d days", run.path, why, keep.days)
             continue
@@ -75,7 +78,7 @@ def expire_artifacts(store: ArtifactStore, dag_id: str, keep: timedelta, now: da
         "artifacts: %d of %d run folders of %s %s; %d other entries under %s left alone",
         len(gone),
         ours,
-        dag_id,
+        " and ".join(dag_ids),
         "to delete (dry run)" if dry_run else "deleted",
         len(runs) - ours,
         root,

@@ -20,8 +20,8 @@ def _flag(value: str | bool) -> bool:
 
 
 class ExpireArtifactsOperator(BaseOperator):
-    """Deletes the run folders of DAG_ID older than KEEP_DAYS (by their run marker); nothing
-    else under the store's base."""
+    """Deletes the run folders of DAG_IDS (the nightly's and its culprit finder's) older than
+    KEEP_DAYS (by their run marker); nothing else under the store's base."""
 
     template_fields = ("log_only",)
 
@@ -29,14 +29,14 @@ class ExpireArtifactsOperator(BaseOperator):
         self,
         *,
         store: ArtifactStore,
-        dag_id: str,
+        dag_ids: tuple[str, ...],
         keep_days: int,
         log_only: str | bool = "{{ params.dry_run }}",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.store = store
-        self.nightly_dag_id = dag_id  # the nightly whose runs these are (not this DAG)
+        self.dag_ids = tuple(dag_ids)  # the DAGs whose runs these are (not this DAG)
         self.keep_days = keep_days
         self.log_only = log_only  # not `dry_run`: every operator has a dry_run() method
 
@@ -44,7 +44,7 @@ class ExpireArtifactsOperator(BaseOperator):
         from include.nightly_ci.retention.files import expire_artifacts
 
         keep = timedelta(days=self.keep_days)
-        return expire_artifacts(self.store, self.nightly_dag_id, keep, datetime.now(UTC), _flag(self.log_only))
+        return expire_artifacts(self.store, self.dag_ids, keep, datetime.now(UTC), _flag(self.log_only))
 
 
 class ExpireRunTagsOperator(BaseOperator):
@@ -59,7 +59,7 @@ class ExpireRunTagsOperator(BaseOperator):
         registry: Registry,
         rules: TagRules,
         store: ArtifactStore,
-        dag_id: str,
+        dag_ids: tuple[str, ...],
         keep_days: int,
         log_only: str | bool = "{{ params.dry_run }}",
         **kwargs: Any,
@@ -67,8 +67,8 @@ class ExpireRunTagsOperator(BaseOperator):
         super().__init__(**kwargs)
         self.registry = registry
         self.rules = rules
-        self.store = store  # where the push records are
-        self.nightly_dag_id = dag_id
+        self.store = store  # where the push records are: in the runs of DAG_IDS
+        self.dag_ids = tuple(dag_ids)
         self.keep_days = keep_days
         self.log_only = log_only
 
@@ -76,12 +76,12 @@ class ExpireRunTagsOperator(BaseOperator):
         from include.nightly_ci.retention.facts import push_facts, run_folders
         from include.nightly_ci.retention.registry import expire_registry
 
-        runs = [r for r in run_folders(self.store.root(), self.nightly_dag_id) if r.marker is not None]
+        runs = [r for r in run_folders(self.store.root(), self.dag_ids) if r.marker is not None]
         pushed = push_facts(runs, self.registry.name, self.registry.repository)
         self.log.info(
             "%d run folders of %s hold push records of %d run tags and %d framework images for %s",
             len(runs),
-            self.nightly_dag_id,
+            " and ".join(self.dag_ids),
             len(pushed.run_tags),
             len(pushed.framework_digests),
             self.registry.name,
