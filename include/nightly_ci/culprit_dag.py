@@ -155,7 +155,7 @@ def build_culprit_dag(plan: Plan) -> DAG:
             task_id=BEGIN,
             store=plan.store,
             nightly_dag_id=plan.dag_id,
-            cells=[x.group_id for x in layouts],
+            suites={x.group_id: list(x.jobs) for x in layouts},
             history_conn_id=plan.history.conn_id,
             retries=0,
             execution_timeout=CONTROL_TIMEOUT,

@@ -183,7 +183,7 @@ def test_a_night_whose_commit_breaks_a_test_ends_with_the_culprit_in_slack(airfl
     assert all(f["good"]["run_id"] == night_1 and f["good"]["commit"] == good for f in event)
     # The asset-triggered run dispatches one search run per finding, with ids of their own.
     items = BeginSearchOperator(task_id="begin", store=ArtifactStore(str(tmp_path / "artifacts")),
-                                nightly_dag_id="nightly_ci", cells=["vllm_amd64"],
+                                nightly_dag_id="nightly_ci", suites={"vllm_amd64": ["unit", "integration"]},
                                 history_conn_id="nightly_ci_history").execute(_event_context(event))  # fmt: skip
     assert [i["trigger_run_id"] for i in items] == [search_run_id(f, 0) for f in event]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,58 @@ def test_the_judge_refuses_to_judge_a_step_with_a_run_that_left_no_result(plan, 
     _run(tmp_path, layout, "r1", A, 1, 0, _junit("passed"))
     with pytest.raises(CulpritError, match=rf"1 test run\(s\) of this step left no result \({A[:12]} run 2\)"):
         judge._read(layout, "r1", items, (TEST,))
+
+
+class _Ti:
+    def __init__(self) -> None:
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
+class _Run:
+    dag_id, run_id, run_type = "nightly_ci_culprit", "manual__2026-11-22T09:00:00+00:00", "manual"
+    conf: dict = {}
+    logical_date = None
+    run_after = datetime(2026, 11, 22, 9, tzinfo=UTC)
+
+
+def _begin(tmp_path, **params):
+    from include.nightly_ci.culprit.operators import BeginSearchOperator
+
+    op = BeginSearchOperator(task_id="begin", store=ArtifactStore(str(tmp_path)), nightly_dag_id="nightly_ci",
+                             suites={"vllm_amd64": ["unit", "integration"]}, history_conn_id="h")  # fmt: skip
+    p = {"cell": "vllm_amd64", "suite": "unit", "good": GOOD, "bad": C, "tests": [TEST], **params}
+    ti = _Ti()
+    dispatch = op.execute({"ti": ti, "dag_run": _Run(), "params": p, "triggering_asset_events": {}})
+    return dispatch, ti.pushed
+
+
+def test_a_search_by_hand_starts_from_its_params(tmp_path):
+    dispatch, pushed = _begin(tmp_path)
+    start = pushed["start"]
+    assert dispatch == [] and isinstance(start, dict)
+    assert (start["cell"], start["suite"], start["tests"], start["nightly_run_id"]) == (
+        "vllm_amd64",
+        "unit",
+        [TEST],
+        _Run.run_id,
+    )
+    assert start["good"] == {"run_id": None, "commit": GOOD, "image": None} and start["bad"]["commit"] == C
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"cell": "vllm_arm64"}, r"Param cell 'vllm_arm64' is not a cell with run-mode suites: vllm_amd64"),
+        ({"suite": "e2e_2gpu"}, r"Param suite 'e2e_2gpu' is not a run-mode suite of vllm_amd64: unit, integration"),
+        ({"good": "main"}, r"Param good 'main' is not a commit id"),
+        ({"bad": ""}, r"Param bad '' is not a commit id"),
+        ({"tests": [" "]}, r"Param tests is empty"),
+        ({"tests": ["test_x"]}, r"Param tests: 'test_x' is not a JUnit test id"),
+    ],
+)
+def test_a_search_by_hand_with_bad_params_says_which_and_why(tmp_path, params, error):
+    with pytest.raises(CulpritError, match=error):
+        _begin(tmp_path, **params)

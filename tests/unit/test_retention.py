@@ -364,7 +364,11 @@ def test_a_culprit_run_marks_its_folder_first_of_all(tmp_path):
 
     def begin(history: str | None) -> BeginSearchOperator:
         return BeginSearchOperator(
-            task_id="begin", store=store, nightly_dag_id=DAG_ID, cells=["vllm_amd64"], history_conn_id=history
+            task_id="begin",
+            store=store,
+            nightly_dag_id=DAG_ID,
+            suites={"vllm_amd64": ["unit"]},
+            history_conn_id=history,
         )
 
     failing = "culprit__vllm_amd64.unit__scheduled__2026-11-20T08:00:00+00:00__00"

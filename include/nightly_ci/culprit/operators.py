@@ -48,14 +48,14 @@ class BeginSearchOperator(BaseOperator):
         *,
         store: ArtifactStore,
         nightly_dag_id: str,
-        cells: Sequence[str],
+        suites: Mapping[str, Sequence[str]],  # cell -> its run-mode suites: what a search may name
         history_conn_id: str | None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.store = store  # where the run's marker goes: retention expires the run's files by it
         self.nightly_dag_id = nightly_dag_id
-        self.cells = tuple(cells)
+        self.suites = {cell: tuple(names) for cell, names in suites.items()}
         self.history_conn_id = history_conn_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -83,8 +83,11 @@ class BeginSearchOperator(BaseOperator):
         from include.nightly_ci.names import COMMIT_RE
 
         p, dag_run = context["params"], context["dag_run"]
-        if p["cell"] not in self.cells:
-            raise CulpritError(f"Param cell {p['cell']!r} is not a cell with run-mode suites: {', '.join(self.cells)}")
+        if p["cell"] not in self.suites:
+            raise CulpritError(f"Param cell {p['cell']!r} is not a cell with run-mode suites: {', '.join(self.suites)}")
+        cell, suites = p["cell"], self.suites[p["cell"]]
+        if p["suite"] not in suites:
+            raise CulpritError(f"Param suite {p['suite']!r} is not a run-mode suite of {cell}: {', '.join(suites)}")
         for name in ("good", "bad"):
             if not COMMIT_RE.fullmatch(p[name] or ""):
                 raise CulpritError(f"Param {name} {p[name]!r} is not a commit id (7 to 40 hex digits)")
