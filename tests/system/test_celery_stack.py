@@ -15,7 +15,10 @@ The tests run in file order on one stack and one history of runs:
    on the newest night;
 4. with the GPU host unreachable a run's test tasks fail as infra; once the host is back,
    clearing one of them through the API re-runs only it, against the same image digest,
-   and the run's summary is rewritten.
+   and the run's summary is rewritten;
+5. a night whose commit breaks a test starts the culprit finder by itself (the nightly's
+   Asset event), and the finder's runs chain step by step through the scheduler to the
+   culprit, verified, in the history store and in Slack.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
 from dev.fake_slack import FakeSlack
-from dev.sample_repo import make_repo
+from dev.sample_repo import BROKEN_TEST, add_commits, make_repo
+from include.nightly_ci.culprit.operators import search_run_id
+from include.nightly_ci.history import findings
 from include.nightly_ci.history.store import HistoryStore
 from include.nightly_ci.names import LABEL_REVISION, tag_safe_run_id
 from tests.services import (
@@ -49,6 +55,7 @@ from tests.system.timings import TIMINGS
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 DAG = "nightly_ci"
+CULPRIT_DAG = f"{DAG}_culprit"
 REPO = "ai-dynamo/dynamo"
 CELLS = [f"{fw}_{arch}" for fw in ("vllm", "sglang", "trtllm") for arch in ("amd64", "arm64")]
 SUITES = ("unit", "integration", "e2e_1gpu", "e2e_2gpu")
@@ -193,17 +200,23 @@ class System:
         self.timings[f"{name} (s)"] = time.monotonic() - began
         return run
 
-    def task_log(self, run_id: str, task_id: str, try_number: int = 1) -> str:
-        path = f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
+    def task_log(
+        self, run_id: str, task_id: str, try_number: int = 1, *, dag_id: str = DAG, map_index: int = -1
+    ) -> str:
+        path = (f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+                f"?full_content=true&map_index={map_index}")  # fmt: skip
         resp = self.stack.request("GET", path, headers={"Accept": "application/json"})
         assert resp.ok, resp.text
         return "\n".join(str(e.get("event", e)) for e in resp.json()["content"])
 
-    def failures(self, run_id: str) -> str:
+    def failures(self, run_id: str, dag_id: str = DAG) -> str:
         """The logs of the run's failed tasks (for an assertion's message)."""
-        tis = self.stack.task_instances(DAG, run_id)
-        failed = [t for t, i in tis.items() if i["state"] == "failed"]
-        return "\n".join(f"--- {t}:\n{self.task_log(run_id, t, tis[t]['try_number'])[-3000:]}" for t in failed[:3])
+        failed = [i for i in self.stack.task_instances(dag_id, run_id).values() if i["state"] == "failed"]
+        return "\n".join(
+            f"--- {i['task_id']}[{i['map_index']}]:\n"
+            f"{self.task_log(run_id, i['task_id'], i['try_number'], dag_id=dag_id, map_index=i['map_index'])[-3000:]}"
+            for i in failed[:3]
+        )
 
     def set_gpu_engine(self, host: str) -> None:
         body = {"connection_id": GPU_ENGINE, "conn_type": "docker", "host": host}
@@ -431,3 +444,132 @@ def test_clearing_a_failed_test_task_reruns_only_it_against_the_same_image(syste
     assert rows[unit]["status"] == "success" and rows[unit]["failure_class"] is None
     assert rows[unit]["tests"]["passed"] > 0
     assert (second["passed"], second["total"]) == (6, 9)
+
+
+def trigger(system: System, conf: dict) -> str:
+    """A run of the nightly triggered through the REST API with CONF; its id."""
+    resp = system.stack.request("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["dag_run_id"]
+
+
+def all_task_instances(system: System, dag_id: str, run_id: str) -> list[dict]:
+    """Every task instance of the run, each map index of a mapped task on its own."""
+    return system.stack.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=500")["task_instances"]
+
+
+def wait_for_culprit_run(system: System, run_id: str, timeout: float = 900) -> dict:
+    """The culprit DAG's run RUN_ID once it ended; it must first appear (a step's trigger makes it)."""
+    deadline = time.monotonic() + timeout
+    while system.stack.request("GET", f"/dags/{CULPRIT_DAG}/dagRuns/{run_id}").status_code == 404:
+        system.stack.check_alive()
+        assert time.monotonic() < deadline, (
+            f"no run {run_id}: {[r['dag_run_id'] for r in system.stack.runs(CULPRIT_DAG)]}"
+        )
+        time.sleep(2)
+    return system.stack.wait_for_run(CULPRIT_DAG, run_id, max(60.0, deadline - time.monotonic()))
+
+
+def test_a_night_whose_commit_breaks_a_test_starts_the_culprit_finder_which_names_the_commit(system):
+    stack = system.stack
+    began = time.monotonic()
+    stack.wait_for_dag(CULPRIT_DAG)
+    system.set_gpu_engine(system.engines["gpu"].url)  # as test 1 left it (when run on its own)
+    # Paused at creation here (compose unpauses every DAG): an operator turns them on once.
+    for dag_id in (DAG, CULPRIT_DAG):
+        assert stack.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False}).ok
+    # The last good night: a triggered (manual) night compares with manual nights only, and
+    # no earlier test ran this cell by hand, so one passes first, at the branch head.
+    conf = {"frameworks": ["vllm"], "arches": ["amd64"]}
+    good_id = trigger(system, conf)
+    assert system.timed_wait("culprit: the last good night, 1 cell", good_id)["state"] == "success", system.failures(
+        good_id
+    )
+    good = stack.xcom(DAG, good_id, "resolve_source")["commit"]
+    # Six commits pushed on top; the fourth breaks the router, and so its unit test.
+    commits = add_commits(system.root / "git" / "sample.git", 6, culprit_at=3)
+    bad_id = trigger(system, conf)
+    assert system.timed_wait("culprit: the night with a broken test, 1 cell", bad_id)["state"] == "failed"
+    assert stack.xcom(DAG, bad_id, "resolve_source")["commit"] == commits[-1]
+    tis = stack.task_instances(DAG, bad_id)
+    assert tis["vllm_amd64.tests.unit"]["state"] == "failed", system.failures(bad_id)
+    assert tis["announce_regressions"]["state"] == "success", system.task_log(bad_id, "announce_regressions")
+
+    # The nightly's summary announced the regression: one event of its Asset, with the finding.
+    query = urlencode({"source_dag_id": DAG, "source_run_id": bad_id})  # a run id's '+' is no space
+    events = stack.get(f"/assets/events?{query}")["asset_events"]
+    assert [e["name"] for e in events] == [f"{DAG}.regressions"], events
+    (finding,) = events[0]["extra"]["findings"]
+    assert (finding["cell"], finding["suite"], finding["tests"]) == ("vllm_amd64", "unit", [BROKEN_TEST])
+    assert (finding["good"]["run_id"], finding["good"]["commit"]) == (good_id, good)
+    assert "@sha256:" in finding["good"]["image"] and "@sha256:" in finding["bad"]["image"]
+
+    # The scheduler started the finder on that event: a dispatch run, which started the search.
+    waited = time.monotonic()
+    dispatch: list[dict] = []
+    while not dispatch and time.monotonic() - waited < 120:
+        stack.check_alive()
+        dispatch = [r for r in stack.runs(CULPRIT_DAG) if r["run_type"] == "asset_triggered"]
+        time.sleep(2)
+    assert len(dispatch) == 1, stack.runs(CULPRIT_DAG)
+    run = wait_for_culprit_run(system, dispatch[0]["dag_run_id"])
+    assert run["state"] == "success", system.failures(run["dag_run_id"], CULPRIT_DAG)
+    dispatched = [t for t in all_task_instances(system, CULPRIT_DAG, run["dag_run_id"]) if t["task_id"] == "dispatch"]
+    assert [t["state"] for t in dispatched] == ["success"], dispatched
+
+    # Each step a run of its own, started by the step before, until one reports.
+    steps: list[list[dict]] = []
+    while len(steps) < 10:
+        run_id = search_run_id(finding, len(steps))
+        run = wait_for_culprit_run(system, run_id)
+        assert run["state"] == "success", system.failures(run_id, CULPRIT_DAG)
+        assert run["run_type"] == "operator_triggered", run  # TriggerDagRunOperator's (3.3)
+        steps.append(all_task_instances(system, CULPRIT_DAG, run_id))
+        # No task needed its retry (the DAG's default 1): a retry would hide a failure here.
+        assert all(t["try_number"] <= 1 for t in steps[-1]), system.failures(run_id, CULPRIT_DAG)
+        seconds = datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])
+        system.timings[f"culprit: search run {len(steps) - 1} (s)"] = seconds.total_seconds()
+        states = {t["task_id"]: t["state"] for t in steps[-1] if t["map_index"] < 1}
+        if states["report"] == "success":
+            assert states["next_step"] == "skipped", states
+            break
+        assert (states["next_step"], states["report"]) == ("success", "skipped"), states
+    system.timings["culprit: the finder's dispatch and search runs (s)"] = time.monotonic() - waited
+    system.timings["culprit: whole test, 2 nights and the search (s)"] = time.monotonic() - began
+
+    history = HistoryStore(stack.postgres.createdb_url(stack.history_conn["schema"]))
+    try:
+        (found,) = findings.load(history, DAG, bad_id)
+    finally:
+        history.close()
+    assert (found.status, found.culprit, found.parent) == ("culprit", commits[3], commits[2]), found
+    assert (found.good_commit, found.bad_commit, found.tests) == (good, commits[-1], (BROKEN_TEST,))
+    assert (found.subject or "").endswith("route to the first worker only"), found
+    # The replay on the good night's image, one bisection round (k = 3 of 6 commits: the
+    # 1st, 3rd and 4th), the verification: a run each, and only the candidates built.
+    assert [e["mode"] for e in found.evidence] == ["replay", "bisect", "bisect", "bisect", "verify", "verify"]
+    assert (found.rounds, found.builds, len(steps)) == (1, 3, 3), found
+    assert found.evidence[0]["image"] == finding["good"]["image"]
+    verify = {e["commit"]: e["verdict"] for e in found.evidence if e["mode"] == "verify"}
+    assert verify == {commits[3]: "bad", commits[2]: "good"}
+    assert all(e["run_id"] == search_run_id(finding, e["round"] + (e["mode"] == "verify")) for e in found.evidence)
+
+    # Builds and test runs took the culprit pool, on the queues of the cell's own pools (the
+    # workers that reach its builder and GPU host); the tasks that only decide (what to
+    # build, what to run, the common ones) the default queue and pool: no slot to wait for.
+    placed = {(t["task_id"], t["queue"], t["pool"], t["hostname"]) for ts in steps for t in ts if t["hostname"]}
+    hosts = {"gpu-l40-amd64": "gpu", "default": "coordinator", "cpu-amd-m5-4xlarge": "builder"}
+    assert all(hosts[queue] == host for _, queue, _, host in placed), placed
+    assert {p[:3] for p in placed if p[0].startswith("vllm_amd64.")} == {
+        ("vllm_amd64.candidates", "default", "default_pool"),
+        ("vllm_amd64.build", "cpu-amd-m5-4xlarge", "culprit"),
+        ("vllm_amd64.runs", "default", "default_pool"),
+        ("vllm_amd64.test", "gpu-l40-amd64", "culprit"),
+    }, placed
+    assert {(queue, pool) for task_id, queue, pool, _ in placed if "." not in task_id} == {("default", "default_pool")}
+
+    # Slack: the finding, with the commit and its subject.
+    posted = [t for t in system.messages() if "Culprit finder - vllm_amd64/unit" in t]
+    assert len(posted) == 1, system.messages()
+    assert "culprit found and verified" in posted[0] and commits[3][:12] in posted[0], posted
+    assert "route to the first worker only" in posted[0], posted

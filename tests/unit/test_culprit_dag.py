@@ -64,6 +64,8 @@ def test_builds_and_tests_take_the_culprit_pool_on_the_cells_own_queues(plan, da
         assert (build.pool, test.pool) == ("culprit", "culprit")
         assert build.queue == plan.queues[layout.cell.build_pool] and test.queue == plan.queues[layout.cell.test_pool]
         assert test.retries == 0
+        for decides in (layout.candidates_task, layout.runs_task):  # they decide: no slot to wait for
+            assert dag.task_dict[decides.task_id].pool == "default_pool", decides.task_id
 
 
 def test_each_step_triggers_the_next_run_of_the_same_dag_once(dag):

@@ -89,7 +89,9 @@ def _candidate_cell(plan: Plan, cell: Cell, reruns: Reruns) -> CandidateCell:
             local_id=local,
             display_name=f"{cell.framework}-{cell.arch}-{name}",
             stage=stage,
-            pool=pool or own_pool,
+            # Only builds and test runs take a slot (the culprit pool's, else the cell's own):
+            # the tasks that only decide take none, so they never wait behind them.
+            pool=(pool or own_pool) if own_pool else None,
             # The culprit pool counts tasks; a cell's GPU pool counts GPUs.
             pool_slots=1 if pool else slots,
             queue=plan.queues.get(own_pool) if own_pool else None,
