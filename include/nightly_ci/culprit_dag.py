@@ -25,7 +25,7 @@ from include.nightly_ci.culprit.operators import (
     CandidatesOperator,
     StepOperator,
 )
-from include.nightly_ci.dag import FAIL_FAST, REPORT_TIMEOUT, _runner_args
+from include.nightly_ci.dag import FAIL_FAST, REPORT_TIMEOUT, rerun_partial
 from include.nightly_ci.names import regressions_asset
 from include.nightly_ci.plan import Plan, load_plan
 from include.nightly_ci.plan.culprit import (
@@ -43,7 +43,6 @@ from include.nightly_ci.plan.culprit import (
 from include.nightly_ci.records import placement
 from include.nightly_ci.report.culprit import CulpritReportOperator
 from include.nightly_ci.suites.candidate import candidate_operator
-from include.nightly_ci.suites.rerun import rerun_time_limit
 
 # The common tasks decide and read: minutes, never hours.
 CONTROL_TIMEOUT = timedelta(minutes=30)
@@ -111,27 +110,11 @@ def _cell_group(plan: Plan, layout: CandidateCell, step: StepOperator) -> Any:
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,  # nothing to build: the nights' images
             execution_timeout=CONTROL_TIMEOUT,
         )
-        r = layout.reruns.jobs[0].runner
-        args = {**_runner_args(plan, cell, r), "registry": plan.registries[cell.cache_registry]}
-        test = (
-            candidate_operator(r.backend)
-            .partial(
-                **placement(layout.test_task),
-                spec=layout.test_task,
-                store=plan.store,
-                layout=layout,
-                framework=cell.framework,
-                arch=cell.arch,
-                workdir=plan.workdir,
-                results_dir=plan.results_dir,
-                cpus=r.cpus,
-                memory=r.memory,
-                retries=0,  # its tests failing is what it observes; an infra failure stops the judge
-                execution_timeout=rerun_time_limit(layout.reruns, r.startup_timeout_seconds),
-                **args,
-            )
-            .expand_kwargs(runs.output)
-        )
+        # The cell's runner, pulling with the cache registry's credentials (where candidates are).
+        test = rerun_partial(
+            plan, cell, layout.reruns, layout.test_task, candidate_operator(layout.reruns.jobs[0].runner.backend),
+            layout=layout, registry=plan.registries[cell.cache_registry],
+        ).expand_kwargs(runs.output)  # fmt: skip
         step >> candidates >> build >> runs >> test
         candidates >> runs
     return group, test

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
+from airflow.sdk import DAG, BaseOperator, ExceptionRetryPolicy, Param, RetryAction, RetryRule, TaskGroup, chain
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
@@ -247,29 +247,35 @@ def _suite(plan: Plan, cell: Cell, job: TestJob) -> NightlyOperator:
     return backend(**common, **_runner_args(plan, cell, r))
 
 
+def rerun_partial(
+    plan: Plan, cell: Cell, suites: Reruns, spec: TaskSpec, operator: type[BaseOperator], **extra: Any
+) -> Any:
+    """A mapped run of some of CELL's tests in an image given per instance (a flake rerun, a
+    culprit candidate's run): OPERATOR on the cell's runner, every argument but the mapped
+    ones (suite, attempt, image, tests, gpus, timeout_minutes, ...) and EXTRA. SUITES: the
+    cell's run-mode suites (their runner, their longest time limit)."""
+    r = suites.jobs[0].runner  # a cell's suites share its test pool's runner
+    return operator.partial(
+        **placement(spec),
+        spec=spec,
+        store=plan.store,
+        framework=cell.framework,
+        arch=cell.arch,
+        workdir=plan.workdir,
+        results_dir=plan.results_dir,
+        cpus=r.cpus,
+        memory=r.memory,
+        retries=0,  # its tests failing is what it observes; an infra failure leaves them unjudged
+        execution_timeout=rerun_time_limit(suites, r.startup_timeout_seconds),
+        **{**_runner_args(plan, cell, r), **extra},
+    )
+
+
 def rerun_task(plan: Plan, cell: Cell, reruns: Reruns, items: Any) -> Any:
     """The mapped rerun of CELL's newly failing cases: one instance per item of ITEMS (the
     find task's output: suite, attempt, image, tests, gpus, timeout_minutes)."""
-    r = reruns.jobs[0].runner  # a cell's suites share its test pool's runner
-    return (
-        rerun_operator(r.backend)
-        .partial(
-            **placement(reruns.rerun_task),
-            spec=reruns.rerun_task,
-            store=plan.store,
-            reruns=reruns,
-            framework=cell.framework,
-            arch=cell.arch,
-            workdir=plan.workdir,
-            results_dir=plan.results_dir,
-            cpus=r.cpus,
-            memory=r.memory,
-            retries=0,  # its tests failing is what it observes; an infra failure leaves the case unjudged
-            execution_timeout=rerun_time_limit(reruns, r.startup_timeout_seconds),
-            **_runner_args(plan, cell, r),
-        )
-        .expand_kwargs(items)
-    )
+    operator = rerun_operator(reruns.jobs[0].runner.backend)
+    return rerun_partial(plan, cell, reruns, reruns.rerun_task, operator, reruns=reruns).expand_kwargs(items)
 
 
 def _reruns(plan: Plan, cell: Cell, reruns: Reruns, tests: TaskGroup) -> None:
