@@ -215,8 +215,9 @@ def test_a_search_by_hand_starts_from_its_params(tmp_path):
     [
         ({"cell": "vllm_arm64"}, r"Param cell 'vllm_arm64' is not a cell with run-mode suites: vllm_amd64"),
         ({"suite": "e2e_2gpu"}, r"Param suite 'e2e_2gpu' is not a run-mode suite of vllm_amd64: unit, integration"),
-        ({"good": "main"}, r"Param good 'main' is not a commit id"),
-        ({"bad": ""}, r"Param bad '' is not a commit id"),
+        ({"good": "main"}, r"Param good 'main' is not a whole commit id \(40 hex digits: git rev-parse main\)"),
+        ({"bad": "abcdef1"}, r"Param bad 'abcdef1' is not a whole commit id"),
+        ({"bad": ""}, r"Param bad '' is not a whole commit id"),
         ({"tests": [" "]}, r"Param tests is empty"),
         ({"tests": ["test_x"]}, r"Param tests: 'test_x' is not a JUnit test id"),
     ],

@@ -2,15 +2,16 @@
 state travels in the conf of the run that takes the next step (Airflow 3.3 has no task
 loops), so every step is a run of its own in the UI, and re-runnable from its state.
 
-  begin     what this run is: the start of a search (an asset event's finding, or the
-            Params of a run by hand), the next step of one (conf `state`), or a dispatch
-            (the nightly's asset event: one search run per finding)
-  step      the state of this step (a new search: from the commit range), and the branch
-            to the finding's cell
-  runs      (in the cell's group) the step's test runs: each commit to test, R times, on
-            its image by digest (the candidates just built, or a night's own)
-  judge     reads the runs, advances the state, saves the finding; then the next step's
-            run, or the report
+  begin       what this run is: the start of a search (an asset event's finding, or the
+              Params of a run by hand), the next step of one (conf `state`), or a dispatch
+              (the nightly's asset event: one search run per finding)
+  step        the state of this step (a new search: from the commit range)
+  candidates  (in each cell's group, skipped unless the finding is the cell's) the step's
+              commits without an image: the build task maps over them
+  runs        the step's test runs: each commit to test, R times, on its image by digest
+              (the candidates just built, or a night's own)
+  judge       (culprit/judge.py) reads the runs, advances the state, saves the finding;
+              then the next step's run, or the report
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ class BeginSearchOperator(BaseOperator):
         if p["suite"] not in suites:
             raise CulpritError(f"Param suite {p['suite']!r} is not a run-mode suite of {cell}: {', '.join(suites)}")
         for name in ("good", "bad"):
-            if not COMMIT_RE.fullmatch(p[name] or ""):
-                raise CulpritError(f"Param {name} {p[name]!r} is not a commit id (7 to 40 hex digits)")
+            # Whole ids: a search fetches them by id, and a repository serves no abbreviation.
+            given = p[name] or ""
+            if not COMMIT_RE.fullmatch(given) or len(given) != 40:
+                why = f"40 hex digits: git rev-parse {given or 'REF'}"
+                raise CulpritError(f"Param {name} {p[name]!r} is not a whole commit id ({why})")
         tests = [t.strip() for t in p["tests"] if t.strip()]
         if not tests:
             raise CulpritError("Param tests is empty: give the failing tests' JUnit ids ('tests.unit.test_x::test_y')")
