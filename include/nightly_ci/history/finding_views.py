@@ -40,7 +40,7 @@ def _query(dag_id: str, kind: str) -> Select:
 def _read(store: HistoryStore, query: Select, what: str) -> list[CulpritFinding]:
     with store.begin(f"reading {what}") as conn:
         rows = conn.execute(query).mappings().all()
-    return [fd._finding(dict(r)) for r in rows]  # the row as findings.load reads it
+    return [fd.from_row(dict(r)) for r in rows]
 
 
 def recent(store: HistoryStore, dag_id: str, kind: str, status: str | None, limit: int) -> list[CulpritFinding]:

@@ -138,10 +138,11 @@ def load(store: HistoryStore, dag_id: str, nightly_run_id: str | None = None) ->
         query = query.where(f.nightly_run_id == nightly_run_id)
     with store.begin("reading the findings") as conn:
         rows = conn.execute(query).mappings().all()
-    return [_finding(dict(r)) for r in rows]
+    return [from_row(dict(r)) for r in rows]
 
 
-def _finding(row: dict[str, Any]) -> CulpritFinding:
+def from_row(row: dict[str, Any]) -> CulpritFinding:
+    """A finding as a row of nci_findings holds it (every reader of findings uses this)."""
     row.pop("id")
     row["tests"] = tuple(json.loads(row["tests"]))
     row["evidence"] = tuple(json.loads(row["evidence"]))
