@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 FLAKY = "tests.unit.test_flaky::test_flaky_on_every_other_run"
 
 
-def setup(tmp_path, *, flaky: bool = False) -> tuple[Path, str]:
+def sample_setup(tmp_path, *, flaky: bool = False) -> tuple[Path, str]:
     """A sample repository (its good commit) and a config building it."""
     repo = tmp_path / "sample.git"
     good = make_repo(repo, nightly_history(1, datetime.now(UTC)))[-1]
@@ -71,7 +71,7 @@ def report(tmp_path, what: str, found: findings.CulpritFinding, steps: list, sec
 
 @pytest.mark.parametrize(("n", "k", "culprit_at"), [(64, 1, 40)])
 def test_a_planted_culprit_among_n_commits_is_found_and_verified_by_hand(airflow_home, tmp_path, n, k, culprit_at):
-    config, good = setup(tmp_path)
+    config, good = sample_setup(tmp_path)
     commits = add_commits(tmp_path / "sample.git", n, culprit_at=culprit_at)
     t0 = time.monotonic()
     steps = run_culprit(config, by_hand(good, commits[-1], [BROKEN_TEST], parallelism=k))
@@ -98,7 +98,7 @@ def test_a_planted_culprit_among_n_commits_is_found_and_verified_by_hand(airflow
 
 
 def test_a_flaky_test_is_never_named_a_culprit(airflow_home, tmp_path):
-    config, good = setup(tmp_path, flaky=True)
+    config, good = sample_setup(tmp_path, flaky=True)
     commits = add_commits(tmp_path / "sample.git", 4)
     steps = run_culprit(config, by_hand(good, commits[-1], [FLAKY]))
     found = the_finding(tmp_path)
