@@ -17,6 +17,7 @@ import requests
 from tests.services import ECR_PORT, ROOT, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+DAGS = {"nightly_ci", "nightly_ci_retention", "nightly_ci_culprit"}  # dags/: the nightly, retention, culprit finder
 
 
 def port_in_use(port: int) -> bool:
@@ -26,7 +27,7 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
+def test_make_up_serves_the_dags_and_prints_the_login(tmp_path):
     assert not port_in_use(8080), "something already listens on 8080: this test must reach its own server"
     env = {k: v for k, v in os.environ.items() if k not in ("AIRFLOW_HOME", "NIGHTLY_CI_CONFIG")}
     # The local config, starting tomorrow: unpausing a catchup-off DAG otherwise queues the
@@ -67,15 +68,17 @@ def test_make_up_serves_both_dags_and_prints_the_login(tmp_path):
         ).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         dags: set[str] = set()
-        while time.monotonic() < deadline and dags != {"nightly_ci", "nightly_ci_retention"}:
+        while time.monotonic() < deadline and dags != DAGS:
             body = requests.get("http://127.0.0.1:8080/api/v2/dags", headers=headers, timeout=10).json()
             dags = {d["dag_id"] for d in body["dags"]}
             time.sleep(2)
-        assert dags == {"nightly_ci", "nightly_ci_retention"}
+        assert dags == DAGS
         errors = requests.get("http://127.0.0.1:8080/api/v2/importErrors", headers=headers, timeout=10).json()
         assert errors["total_entries"] == 0
         pools = requests.get("http://127.0.0.1:8080/api/v2/pools", headers=headers, timeout=10).json()
-        assert {"cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge", "gpu-l40-amd64"} <= {p["name"] for p in pools["pools"]}
+        assert {"cpu-amd-m5-4xlarge", "cpu-arm-r8g-4xlarge", "gpu-l40-amd64", "culprit"} <= {
+            p["name"] for p in pools["pools"]
+        }
         triggered_with_params_under_the_scheduler(headers)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
