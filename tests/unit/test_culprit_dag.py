@@ -225,3 +225,46 @@ def test_a_search_by_hand_starts_from_its_params(tmp_path):
 def test_a_search_by_hand_with_bad_params_says_which_and_why(tmp_path, params, error):
     with pytest.raises(CulpritError, match=error):
         _begin(tmp_path, **params)
+
+
+def test_a_run_whose_tests_could_not_be_collected_fails_them_and_never_passes_them(plan, tmp_path):
+    """A candidate that breaks the import of the test module: pytest ends with exit code 2
+    (collection errors) and its JUnit has no case of the test. That is a failure of the
+    test there, not a test the commit does not have yet (that is exit code 4 or 5)."""
+    layout = next(x for x in candidate_cells(plan) if x.group_id == "vllm_amd64")
+    judge = JudgeStepOperator(task_id="judge", store=ArtifactStore(str(tmp_path)), layouts={"vllm_amd64": layout},
+                              step_task_id="step", history_conn_id="h", next_task_id="n", report_task_id="r")  # fmt: skip
+    collection_error = (
+        "<testsuites><testsuite><testcase classname='' name='tests.unit.test_router'>"
+        "<error message='collection failure'/></testcase></testsuite></testsuites>"
+    )
+    items = [{"suite": "unit", "commit": c, "attempt": a} for c in (A, B) for a in (1, 2)]
+    for a in (1, 2):
+        _run(tmp_path, layout, "r1", A, a, 2, collection_error)
+        _run(tmp_path, layout, "r1", B, a, 5, None)  # no tests collected: not there yet
+    runs, _ = judge._read(layout, "r1", items, (TEST,))
+    assert runs == {A: {TEST: ["error", "error"]}, B: {TEST: ["not found", "not found"]}}
+
+
+@pytest.mark.parametrize(("exit_code", "observed"), [(0, True), (1, True), (2, True), (4, True), (5, True), (3, False)])
+def test_a_candidates_run_is_an_observation_unless_pytest_could_not_run(dag, exit_code, observed):
+    """Collection errors (2) and tests not there yet (4, 5) are what the candidate did: the
+    task succeeds and the judge reads them; pytest's internal error (3) fails the task."""
+    from types import SimpleNamespace
+
+    from include.nightly_ci.suites.base import SuiteFailed
+    from include.nightly_ci.suites.candidate import DockerCandidateOperator
+
+    item = {"suite": "unit", "commit": B, "attempt": 2, "image": "r/x@sha256:" + "3" * 64,
+            "tests": ["tests/unit/test_router.py::test_round_robin"], "gpus": 0, "timeout_minutes": 45}  # fmt: skip
+    op = dag.task_dict["vllm_amd64.test"].unmap(item)
+    assert isinstance(op, DockerCandidateOperator)
+    assert op.artifact_key("culprit__x__01", JUNIT_FILE) == f"culprit__x__01/vllm_amd64/culprit/{B[:12]}/2/{JUNIT_FILE}"
+    outcome = {0: "passed", 1: "failed"}.get(exit_code, "error")
+    result = SimpleNamespace(exit_code=exit_code, timed_out=False, outcome=outcome, counts={}, error=None,
+                             cell="vllm_amd64", to_json=lambda: {"exit_code": exit_code})  # fmt: skip
+    if observed:
+        assert op._finish(result) == {"exit_code": exit_code}
+    else:
+        with pytest.raises(SuiteFailed, match="exit code 3"):
+            op._finish(result)

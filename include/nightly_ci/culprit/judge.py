@@ -24,9 +24,13 @@ if TYPE_CHECKING:
     from include.nightly_ci.culprit.search import Runs, State
     from include.nightly_ci.history.findings import CulpritFinding
 
-# pytest could not find the tests: the candidate predates them (suites/candidate.py).
-USAGE_ERROR = 4
-NOT_FOUND = "not found"
+# pytest could not find the tests (usage error: "not found"; or no tests collected): the
+# candidate predates them (suites/candidate.py). Exit codes of a run whose tests ran: any
+# test of theirs missing from the JUnit was not there. Any other exit (collection errors,
+# interrupted, internal error) left the tests unrun by the candidate's fault: they failed.
+USAGE_ERROR, NO_TESTS = 4, 5
+RAN = (0, 1)
+NOT_FOUND, ERROR = "not found", "error"
 
 
 class JudgeStepOperator(BaseBranchOperator):
@@ -99,9 +103,11 @@ class JudgeStepOperator(BaseBranchOperator):
                 continue
             seconds += float(record.get("duration_sec") or 0) * max(1, layout.jobs[item["suite"]].gpus)
             junit = root / layout.artifact_key(run_id, commit, attempt, JUNIT_FILE)
-            found = {} if record["exit_code"] == USAGE_ERROR or not junit.exists() else junit_cases(junit.read_text())
+            code = record["exit_code"]
+            found = junit_cases(junit.read_text()) if code not in (USAGE_ERROR, NO_TESTS) and junit.exists() else {}
+            absent = NOT_FOUND if code in (*RAN, USAGE_ERROR, NO_TESTS) else ERROR
             for test in tests:
-                runs.setdefault(commit, {}).setdefault(test, []).append(found.get(test, NOT_FOUND))
+                runs.setdefault(commit, {}).setdefault(test, []).append(found.get(test, absent))
         if missing:
             raise CulpritError(
                 f"{len(missing)} test run(s) of this step left no result ({', '.join(missing)}): clear the failed "

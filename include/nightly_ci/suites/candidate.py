@@ -2,9 +2,10 @@
 one candidate's image (by digest), on the cell's runner: a rerun (suites/rerun.py) with
 its files under CELL/culprit/COMMIT12/ATTEMPT and the attempt in NIGHTLY_CI_RERUN.
 
-Its tests failing is what it observes, and so is pytest not finding them (exit code 4): a
-test newer than the candidate is not there yet, and a commit can't have broken a test
-that did not exist. The judge reads both from the run's record and JUnit.
+Its tests failing is what it observes, and so are tests that fail to collect (exit code 2)
+and tests pytest does not find (4, 5): a test newer than the candidate is not there yet,
+and a commit can't have broken a test that did not exist. The judge reads them from the
+run's record and JUnit (culprit/judge.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from include.nightly_ci.plan.culprit import CandidateCell
 from include.nightly_ci.suites.docker import DockerSuiteOperator
 from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
 from include.nightly_ci.suites.rerun import USAGE_ERROR, _Rerun
+
+# pytest's exit codes that say what the candidate did to the tests (not that they could not run).
+OBSERVED = {2: "collection errors", USAGE_ERROR: "not found", 5: "no tests collected"}
 
 
 class _Candidate(_Rerun):
@@ -34,17 +38,14 @@ class _Candidate(_Rerun):
         return self.layout.record_key(context["dag_run"].run_id, context["ti"].map_index)
 
     def _finish(self, result: Any) -> dict[str, Any]:
-        if result.exit_code == USAGE_ERROR and "not found" in (self._output_tail or ""):
-            self.log.info("Run %d on %s: pytest found none of %s: not in this commit yet", self.attempt,
-                          self.commit[:12], list(self.tests))  # fmt: skip
+        """What the candidate did to the tests is an observation, whatever it was: they failed
+        to collect (exit 2), or are not there yet (4: "not found", 5: none collected). The
+        judge reads it from the record; only a run that could not run pytest fails."""
+        if result.exit_code in OBSERVED and not result.timed_out:
+            self.log.info("Run %d on %s: pytest exit code %s (%s): the judge reads it from the record",
+                          self.attempt, self.commit[:12], result.exit_code, OBSERVED[result.exit_code])  # fmt: skip
             return dict(result.to_json())
         return super()._finish(result)
-
-    _output_tail: str | None = None
-
-    def _keep(self, context: Any, run: Any) -> Any:
-        self._output_tail = (run.output or "")[-4000:]
-        return super()._keep(context, run)
 
 
 class DockerCandidateOperator(_Candidate, DockerSuiteOperator):
