@@ -25,7 +25,7 @@ from include.nightly_ci.culprit.operators import (
     CandidatesOperator,
     StepOperator,
 )
-from include.nightly_ci.dag import FAIL_FAST, REPORT_TIMEOUT, rerun_partial
+from include.nightly_ci.dag import FAIL_FAST, REPORT_TIMEOUT, builder_args, rerun_partial
 from include.nightly_ci.names import regressions_asset
 from include.nightly_ci.plan import Plan, load_plan
 from include.nightly_ci.plan.culprit import (
@@ -85,23 +85,15 @@ def _cell_group(plan: Plan, layout: CandidateCell, step: StepOperator) -> Any:
             arch=cell.arch,
             backoff=plan.backoff,
             source_task_id=step.task_id,
-            builder_conn_id=cell.builder_conn_id,
-            docker_cli=plan.build.docker_cli,
+            **builder_args(plan, cell),
             image=runtime.image,
             target=runtime.target,
-            platform=cell.platform,
-            dockerfile=cell.dockerfile,
-            build_args=dict(cell.build_args),
-            network_mode=plan.build.network_mode,
             # The cell's framework and nightly images: a candidate that left the framework's
             # inputs alone takes all of it from there, and builds the runtime target only.
             cache=BuildCache(plan.registries[cell.cache_registry], (cell.framework_tag, cell.nightly_tag)),
-            secrets=plan.build.secrets,
-            source_conn_id=plan.source.conn_id,
             repository=plan.source.repository,
             layout=layout,
             retry_policy=FAIL_FAST,
-            execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
         ).expand(commit=candidates.output)
         runs = CandidateRunsOperator(
             **placement(layout.runs_task),

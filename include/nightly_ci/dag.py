@@ -151,6 +151,22 @@ def _cell_common(plan: Plan, cell: Cell, spec: TaskSpec) -> dict[str, Any]:
     }
 
 
+def builder_args(plan: Plan, cell: Cell) -> dict[str, Any]:
+    """What every build of CELL shares, the nightly's and the culprit finder's: its builder,
+    container file, platform, build args, secrets, the checkout's credentials, time limit."""
+    return {
+        "builder_conn_id": cell.builder_conn_id,
+        "docker_cli": plan.build.docker_cli,
+        "platform": cell.platform,
+        "dockerfile": cell.dockerfile,
+        "build_args": dict(cell.build_args),
+        "network_mode": plan.build.network_mode,
+        "secrets": plan.build.secrets,
+        "source_conn_id": plan.source.conn_id,
+        "execution_timeout": timedelta(minutes=plan.build.timeout_minutes),
+    }
+
+
 def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
     # Cache: the cell's framework image (for the runtime build, the exact one this run
     # built), last night's runtime image where the cache registry has it, and the cell's
@@ -161,14 +177,9 @@ def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
     from_build = cell.framework_build.task.task_id if build.image == RUNTIME else None
     return BuildImageOperator(
         **_cell_common(plan, cell, build.task),
-        builder_conn_id=cell.builder_conn_id,
-        docker_cli=plan.build.docker_cli,
+        **builder_args(plan, cell),
         image=build.image,
         target=build.target,
-        platform=cell.platform,
-        dockerfile=cell.dockerfile,
-        build_args=dict(cell.build_args),
-        network_mode=plan.build.network_mode,
         cache=BuildCache(
             plan.registries[cell.cache_registry],
             tags,
@@ -176,9 +187,6 @@ def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
             cache_tag(cell.framework, cell.arch) if build.image == RUNTIME else None,
         ),
         run_tag_pattern=cell.run_tag_pattern,
-        secrets=plan.build.secrets,
-        source_conn_id=plan.source.conn_id,
-        execution_timeout=timedelta(minutes=plan.build.timeout_minutes),
     )
 
 
