@@ -152,19 +152,12 @@ def _cell_common(plan: Plan, cell: Cell, spec: TaskSpec) -> dict[str, Any]:
 
 
 def builder_args(plan: Plan, cell: Cell) -> dict[str, Any]:
-    """What every build of CELL shares, the nightly's and the culprit finder's: its builder,
-    container file, platform, build args, secrets, the checkout's credentials, time limit."""
-    return {
-        "builder_conn_id": cell.builder_conn_id,
-        "docker_cli": plan.build.docker_cli,
-        "platform": cell.platform,
-        "dockerfile": cell.dockerfile,
-        "build_args": dict(cell.build_args),
-        "network_mode": plan.build.network_mode,
-        "secrets": plan.build.secrets,
-        "source_conn_id": plan.source.conn_id,
-        "execution_timeout": timedelta(minutes=plan.build.timeout_minutes),
-    }
+    """What every build of CELL shares, the nightly's and the culprit finder's candidates'."""
+    b = plan.build
+    return {"builder_conn_id": cell.builder_conn_id, "docker_cli": b.docker_cli, "platform": cell.platform,
+            "dockerfile": cell.dockerfile, "build_args": dict(cell.build_args), "network_mode": b.network_mode,
+            "secrets": b.secrets, "source_conn_id": plan.source.conn_id,
+            "execution_timeout": timedelta(minutes=b.timeout_minutes)}  # fmt: skip
 
 
 def _build(plan: Plan, cell: Cell, build: Build) -> BuildImageOperator:
