@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,8 +112,6 @@ def test_the_preflight_without_docker_says_what_is_missing_and_does_not_recurse(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to another user")
 def test_provision_without_docker_and_without_root_says_what_to_install():
-    import tempfile
-
     # Outside pytest's own temporary folders (0700, like a clone made with mktemp -d):
     # another user must be able to reach the copy.
     folder = Path(tempfile.mkdtemp(prefix="nightly-ci-nobody-", dir="/tmp"))
@@ -134,6 +133,31 @@ def test_provision_without_docker_and_without_root_says_what_to_install():
     assert proc.returncode == 1, proc.stderr
     assert "ERROR: missing:" in proc.stderr and "install them as root: apt-get install -y" in proc.stderr
     assert "docker.io" in proc.stderr
+
+
+def test_the_tests_run_from_a_clone_other_users_cannot_read(tmp_path):
+    """Issue 14.1: cloned into a folder made by `mktemp -d` (0700), the test above ran the
+    clone's own provision.sh as `nobody`, which got 'Permission denied' (exit 126). From
+    such a clone (the tracked files as they are now), that test passes."""
+    private = Path(tempfile.mkdtemp(prefix="nightly-ci-private-"))  # 0700, like mktemp -d
+    try:
+        clone = private / "clone"
+        tracked = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split("\0")
+        for name in filter(None, tracked):
+            if (ROOT / name).is_file():
+                (clone / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, clone / name)
+        assert private.stat().st_mode & 0o777 == 0o700
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/integration/test_local_setup.py",
+             "-k", "test_provision_without_docker_and_without_root_says_what_to_install"],
+            cwd=clone, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(private)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
 def provision(**ports: int) -> subprocess.CompletedProcess:
