@@ -49,6 +49,17 @@ def test_six_build_groups_with_their_edges(dag):
     assert len(dag.tasks) == 1 + 6 * (5 + 4) + 3 * 2 + 4
 
 
+def test_the_plans_needs_are_the_dags_edges(dag):
+    """The report follows Plan.needs from a job that did not run to the failure that
+    stopped it: they must be the DAG's own edges, for every job of the table."""
+    from include.nightly_ci.plan import load_plan
+
+    plan = load_plan(str(ROOT / "include" / "config" / "nightly_ci.yaml"))
+    jobs = [t.task_id for cell in plan.cells for t in cell.tasks()]
+    assert sorted(plan.needs) == sorted(jobs)
+    assert {j: set(plan.needs[j]) for j in jobs} == {j: dag.task_dict[j].upstream_task_ids for j in jobs}
+
+
 SUITES = {
     "unit": ("unit and (nightly or post_merge or pre_merge)", 45, 1),
     "integration": ("integration and (nightly or post_merge or pre_merge)", 90, 1),

@@ -11,7 +11,7 @@ import pytest
 from include.nightly_ci.history.junit import junit_cases
 from include.nightly_ci.plan import load_plan
 from include.nightly_ci.records import TaskRecord, classify_failure
-from include.nightly_ci.report.markdown import to_markdown
+from include.nightly_ci.report.markdown import headline, to_markdown
 from include.nightly_ci.report.results import (
     Results,
     build_rows,
@@ -147,13 +147,16 @@ def test_markdown():
     results = results_for()
     md = to_markdown(typed(results))
     assert md.startswith("# Nightly CI Results Summary\n")
-    assert "**Summary: 41/54 jobs passed, 1 skipped**" in md
+    assert "**Summary: 41/54 jobs passed, 3 failed, 9 not run, 1 skipped**" in md
     assert "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |" in md
     assert (
         "| vllm-amd64-unit | failed | gpu-l40-amd64 @ worker-1 | 10.0 | [Log](http://ui/vllm_amd64.tests.unit?try_number=1)"
         " · [Artifacts](s3://bucket/run/vllm_amd64.tests.unit) | 2 passed, 1 failed, 0 skipped, 0 errors | test |"
     ) in md
-    assert "| sglang-arm64-unit (collect only) | upstream_failed | N/A | N/A | N/A | N/A | upstream |" in md
+    assert (
+        "| sglang-arm64-unit (collect only) | upstream_failed | N/A | N/A | N/A | N/A | upstream: sglang-framework (arm64) |"
+        in md
+    )
     assert (
         "| vllm-arm64-unit (collect only) | success | gpu-l40-amd64 @ worker-1 | 10.0 |" in md and "3 collected" in md
     )
@@ -281,7 +284,7 @@ def test_slack_message_as_the_original():
     bad = slack_message(typed(results_for()), "S0OPS")
     assert bad["text"].startswith("*Nightly CI Pipeline - Failed ❌*\nSummary: 41/54 jobs passed")
     blocks = json.dumps(bad["blocks"], ensure_ascii=False)
-    assert "*Failed Jobs (11):*" in blocks and "• vllm-amd64-unit" in blocks
+    assert "*Failed Jobs (3):*" in blocks and "• vllm-amd64-unit (test)" in blocks
     assert ":rotating_light: cc <!subteam^S0OPS|@ops-support> - Please investigate the failures above." in blocks
     assert "@ops-support> " not in json.dumps(slack_message(typed(results_for()), None)["blocks"])
 
@@ -500,3 +503,72 @@ def test_a_night_whose_only_blemish_is_a_suite_with_no_tests_is_not_a_failure():
         {**results_for(), "rows": [*rows, {**rows[0], "task_id": "x", "job": "Build x", "status": "failed"}]}
     )
     assert not failed.success and "Failed Jobs (1)" in json.dumps(slack_message(failed, None), ensure_ascii=False)
+
+
+def three_root_failures():
+    """Issue 14's night: two broken builds and one failing suite, and the 14 jobs after
+    the builds that never ran (`upstream_failed`)."""
+    _, records = fixed_outcomes()
+    states = {r["task_id"]: "success" for r in results_for()["rows"]}
+    states[f"{G}.tests.unit"] = "failed"  # its record: failed, class test
+    for task in ("sglang_arm64.build_framework", "vllm_arm64.build_runtime"):
+        states[task] = "failed"
+        records[task] = record(task, "failed", failure_class="build")
+    for task in states:
+        cell, _, local = task.partition(".")
+        if (cell == "sglang_arm64" and local != "build_framework") or (
+            cell == "vllm_arm64" and local.startswith(("push_runtime", "tests."))
+        ):
+            states[task] = "upstream_failed"
+    return typed(results_for(states_records=(states, records)))
+
+
+def test_the_headline_counts_passed_failed_and_not_run_apart():
+    """Issue 14.4: '37/54 jobs passed' counted the 14 jobs that never ran as not passed."""
+    night = three_root_failures()
+    assert (night.passed, night.failed, night.not_run, night.skipped, night.total) == (37, 3, 14, 0, 54)
+    assert "**Summary: 37/54 jobs passed, 3 failed, 14 not run**" in to_markdown(night)
+    assert slack_message(night, None)["text"].splitlines()[1] == "Summary: 37/54 jobs passed, 3 failed, 14 not run"
+    # Every job is counted once: the fixed outcomes have a skipped suite and a job with no state.
+    mixed = typed(results_for())
+    assert headline(mixed) == "41/54 jobs passed, 3 failed, 9 not run, 1 skipped"
+    assert headline(typed(all_green())) == "54/54 jobs passed"  # the original's words when all passed
+    assert results_for()["not_run"] == 9 and results_for()["failed"] == 3
+
+
+def test_slack_names_the_root_failures_and_counts_what_did_not_run_on_one_line():
+    """Issue 14.3: 'Failed Jobs (17)' listed the 14 upstream_failed jobs among the 3 failures."""
+    night = three_root_failures()
+    blocks = [b["text"]["text"] for b in slack_message(night, None)["blocks"] if b["type"] == "section"]
+    failed = next(b for b in blocks if b.startswith("*Failed Jobs"))
+    assert failed.splitlines() == [
+        "*Failed Jobs (3):*",
+        "• vllm-amd64-unit (test)",
+        "• Build vllm (arm64) (build)",
+        "• sglang-framework (arm64) (build)",
+        "14 jobs not run: their build failed",
+    ]
+    mixed = next(b for b in (s["text"]["text"] for s in slack_message(typed(results_for()), None)["blocks"][1:2]))
+    assert mixed.splitlines()[-1] == "9 jobs not run (8: their build failed; 1: never started)"
+
+
+def test_the_table_keeps_every_row_and_names_what_stopped_a_job():
+    night = three_root_failures()
+    md = to_markdown(night)
+    assert sum(line.startswith("| ") for line in md.splitlines()) == 1 + 54
+    by = {r.task_id: r for r in night.rows}
+    assert by["sglang_arm64.tests.unit"].blocked_by == ("sglang_arm64.build_framework",)
+    assert by["vllm_arm64.push_runtime_acr"].blocked_by == ("vllm_arm64.build_runtime",)
+    assert (
+        "| sglang-arm64-unit (collect only) | upstream_failed | N/A | N/A | N/A | N/A | upstream: sglang-framework (arm64) |"
+        in md
+    )
+
+
+def test_the_verdict_names_the_root_failures():
+    from include.nightly_ci.report.markdown import verdict_text
+
+    assert verdict_text(three_root_failures()) == (
+        "37/54 jobs passed, 3 failed, 14 not run; failed: vllm-amd64-unit (test), Build vllm (arm64) (build), "
+        "sglang-framework (arm64) (build); 14 jobs not run: their build failed"
+    )

@@ -250,6 +250,19 @@ class Cell:
         yield from (p.task for p in self.runtime_pushes)
         yield from (j.task for j in self.tests)
 
+    def needs(self, resolve: str) -> dict[str, tuple[str, ...]]:
+        """Each job of the cell -> the tasks it waits for (RESOLVE: the source task): the
+        DAG's edges (tests/unit/test_dag.py holds them equal), which the report follows
+        from a job that did not run back to the failure that stopped it."""
+        framework, runtime = self.framework_build.task.task_id, self.runtime_build.task.task_id
+        return {
+            framework: (resolve,),
+            **{p.task.task_id: (framework,) for p in self.framework_pushes},
+            runtime: (self.cache_push.task.task_id,),
+            **{p.task.task_id: (runtime,) for p in self.runtime_pushes},
+            **{j.task.task_id: (self.test_push.task.task_id,) for j in self.tests},
+        }
+
     def support_tasks(self) -> Iterator[TaskSpec]:
         """The cell's tasks that are not jobs of the table: its flake reruns."""
         if self.reruns is not None:
@@ -314,6 +327,11 @@ class Plan:
     @cached_property
     def by_id(self) -> dict[str, TaskSpec]:
         return {t.task_id: t for t in self.tasks()}
+
+    @cached_property
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        """Every job of the table -> the tasks it waits for (Cell.needs)."""
+        return {k: v for cell in self.cells for k, v in cell.needs(self.resolve.task_id).items()}
 
     @cached_property
     def suites(self) -> dict[str, tuple[str, str]]:

@@ -3,9 +3,66 @@ and triage lines Slack shares."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from include.nightly_ci.history.records import FLAKY, REGRESSION, STILL_FAILING
 from include.nightly_ci.report.results import SHOWN_CASES, Results, Row
 from include.nightly_ci.report.triage import QUARANTINED
+
+
+def headline(results: Results) -> str:
+    """'S/T jobs passed' (the original's words), then what the other jobs did, each
+    counted once: failed, failed only on muted cases, not run, skipped."""
+    parts = [f"{results.passed}/{results.total} jobs passed"]
+    for count, what in (
+        (results.failed, "failed"),
+        (results.muted, "failed only on flaky or quarantined cases"),
+        (results.not_run, "not run"),
+        (results.skipped, "skipped"),
+    ):
+        parts += [f"{count} {what}"] if count else []
+    return ", ".join(parts)
+
+
+# What stopped a job that did not run, by the stage of the failures it waited for.
+_STOPPED_BY = {
+    "source": "the source commit was not resolved",
+    "build": "their build failed",
+    "push": "the push they wait for failed",
+}
+
+
+def _stopped_by(row: Row, rows: dict[str, Row]) -> str:
+    stages = sorted({rows[t].kind for t in row.blocked_by if t in rows})
+    if not stages:
+        return "never started" if row.status != "upstream_failed" else "a job they need failed"
+    return " / ".join(_STOPPED_BY.get(stage, f"a {stage} job failed") for stage in stages)
+
+
+def not_run_line(results: Results) -> str:
+    """The jobs that did not run, on one line, by what stopped them ('14 jobs not run:
+    their build failed'); '' when every job ran."""
+    rows = {r.task_id: r for r in results.rows}
+    why = Counter(_stopped_by(r, rows) for r in results.rows if not r.ran)
+    total = sum(why.values())
+    if not total:
+        return ""
+    head = f"{total} {'job' if total == 1 else 'jobs'} not run"
+    if len(why) == 1:
+        return f"{head}: {next(iter(why))}"
+    return f"{head} ({'; '.join(f'{n}: {cause}' for cause, n in why.most_common())})"
+
+
+def root_failure_lines(results: Results) -> list[str]:
+    """The jobs that failed by themselves, each with its failure class."""
+    return [f"{r.job} ({r.failure_class})" for r in results.root_failures]
+
+
+def verdict_text(results: Results) -> str:
+    """Why the night is red, in one line: the headline, the root failures with their
+    failure class, and what did not run."""
+    failed = ", ".join(root_failure_lines(results))
+    return "; ".join(p for p in (headline(results), f"failed: {failed}" if failed else "", not_run_line(results)) if p)
 
 
 def _tests_cell(row: Row) -> str:
@@ -23,16 +80,12 @@ def _link_cell(row: Row) -> str:
     return f"[Log]({row.log_url}) · [Artifacts]({row.artifacts_url})"
 
 
-def _skipped(results: Results) -> str:
-    return f", {results.skipped} skipped" if results.skipped else ""
-
-
 def to_markdown(results: Results) -> str:
     lines = [
         "# Nightly CI Results Summary",
         "",
         f"Run `{results.run_id}` (logical date {results.logical_date}): "
-        f"**Summary: {results.passed}/{results.total} jobs passed{_skipped(results)}** · [View run]({results.run_url})",
+        f"**Summary: {headline(results)}** · [View run]({results.run_url})",
         "",
         *(
             ["**Warnings** (read around, not lost):", *(f"- {w}" for w in results.warnings), ""]
@@ -42,13 +95,15 @@ def to_markdown(results: Results) -> str:
         "| Stage | Status | Runner | Duration (min) | Artifacts | Tests | Failure |",
         "|-------|--------|--------|----------------|-----------|-------|---------|",
     ]
+    jobs = {r.task_id: r.job for r in results.rows}
     for r in results.rows:
+        failure = r.failure_class or ""
+        if r.blocked_by:  # upstream: and which failure stopped it
+            failure += ": " + ", ".join(jobs.get(t, t) for t in r.blocked_by)
         duration = "N/A" if r.duration_min is None else f"{r.duration_min:.1f}"
         tests = _tests_cell(r) if r.kind == "test" else ""
         status = f"{r.status} (flaky or quarantined cases only)" if r.muted else r.status
-        lines.append(
-            f"| {r.job} | {status} | {r.runner} | {duration} | {_link_cell(r)} | {tests} | {r.failure_class or ''} |"
-        )
+        lines.append(f"| {r.job} | {status} | {r.runner} | {duration} | {_link_cell(r)} | {tests} | {failure} |")
     lines += ["", *night_over_night_lines(results, markdown=True)]
     triage = triage_lines(results, markdown=True)
     lines += ["", *triage] if triage else []

@@ -130,15 +130,14 @@ class VerdictOperator(BaseOperator):
         self.summary_task_id = summary_task_id
 
     def execute(self, context: Any) -> None:
-        from include.nightly_ci.records import FAILING_STATES
+        from include.nightly_ci.report.markdown import verdict_text
 
         results = _results_of(context, self.summary_task_id)
         muted = [r.job for r in results.rows if r.muted]
         if muted:
             self.log.info("Failed only on flaky or quarantined test cases (not red): %s", ", ".join(muted))
         if not results.success:
-            failed = [r.job for r in results.rows if r.status in FAILING_STATES and not r.muted]
-            raise NightlyFailed(f"{results.passed}/{results.total} jobs passed; not passing: {', '.join(failed)}")
+            raise NightlyFailed(verdict_text(results))
         self.log.info("No job failed: %d of %d passed, %d skipped", results.passed, results.total, results.skipped)
 
 

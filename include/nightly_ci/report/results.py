@@ -35,11 +35,22 @@ class Row:
     failure_class: str | None = None
     failed_cases: tuple[str, ...] = ()
     muted: bool = False  # a suite failed only on flaky or quarantined cases: not red
+    blocked_by: tuple[str, ...] = ()  # did not run: the failed tasks that stopped it (Plan.needs)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Row:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**{**known, "failed_cases": tuple(known.get("failed_cases") or ())})
+        lists = {k: tuple(known.get(k) or ()) for k in ("failed_cases", "blocked_by")}
+        return cls(**{**known, **lists})
+
+    @property
+    def is_root_failure(self) -> bool:
+        """Failed by itself (not upstream_failed), and red (not muted)."""
+        return self.status == "failed" and not self.muted
+
+    @property
+    def ran(self) -> bool:
+        return self.status in ("success", "failed", "skipped")
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,24 @@ class Results:
         return sum(r.status == "skipped" for r in self.rows)
 
     @property
+    def failed(self) -> int:
+        """Jobs that failed by themselves: the night's root failures."""
+        return len(self.root_failures)
+
+    @property
+    def muted(self) -> int:
+        return sum(r.status == "failed" and r.muted for r in self.rows)
+
+    @property
+    def not_run(self) -> int:
+        """Jobs that never ran: upstream_failed (a job they need failed), or no state at all."""
+        return sum(not r.ran for r in self.rows)
+
+    @property
+    def root_failures(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.is_root_failure)
+
+    @property
     def success(self) -> bool:
         """No job failed: a skipped one (a suite whose marker selects no test) is listed,
         not a failure (L4: it once posted "Failed" with no failed job), and a suite that
@@ -155,6 +184,8 @@ class Results:
             "logical_date": self.logical_date,
             "run_url": self.run_url,
             "passed": self.passed,
+            "failed": self.failed,
+            "not_run": self.not_run,
             "total": self.total,
             "success": self.success,
             "rows": [_plain(asdict(r)) for r in self.rows],
@@ -198,6 +229,23 @@ class Results:
             triage=self.triage.cut(SHOWN_CASES),
         )
         return short.to_json()
+
+
+def _blocked_by(task_id: str, needs: Mapping[str, tuple[str, ...]], states: Mapping[str, str]) -> tuple[str, ...]:
+    """The failed tasks that kept TASK_ID from running: up its needs, through the tasks
+    that did not run either, to the ones that failed."""
+    found: list[str] = []
+    todo, seen = list(needs.get(task_id, ())), set()
+    while todo:
+        up = todo.pop(0)
+        if up in seen:
+            continue
+        seen.add(up)
+        if states.get(up) == "failed":
+            found.append(up)
+        elif states.get(up) == "upstream_failed":
+            todo += needs.get(up, ())
+    return tuple(found)
 
 
 def _row(task_id: str, job: str, kind: str, status: str, rec: TaskRecord | None, extra: dict[str, Any]) -> Row:
@@ -247,6 +295,8 @@ def build_rows(
             extra: dict[str, Any] = {
                 "failed_cases": tuple(sorted(c for c, s in cases.get(task.task_id, {}).items() if s in BAD_CASE))
             }
+            if status == "upstream_failed":
+                extra["blocked_by"] = _blocked_by(task.task_id, plan.needs, states)
             if rec is not None:
                 extra |= {
                     "log_url": log_url(task.task_id, rec.try_number),

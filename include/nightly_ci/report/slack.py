@@ -11,8 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from include.nightly_ci.errors import SlackError
-from include.nightly_ci.records import FAILING_STATES
-from include.nightly_ci.report.markdown import night_over_night_lines, triage_lines
+from include.nightly_ci.report.markdown import (
+    headline,
+    night_over_night_lines,
+    not_run_line,
+    root_failure_lines,
+    triage_lines,
+)
 from include.nightly_ci.report.results import Results
 
 
@@ -47,19 +52,21 @@ def _section(lines: list[str], run_url: str) -> dict[str, Any]:
 
 
 def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
-    """The original's message (section 9): title, 'Summary: S/T jobs passed', run link;
-    on failure the failed jobs and a mention of the ops group; plus night over night."""
+    """The original's message (section 9): title, 'Summary: S/T jobs passed' (and how
+    many failed, did not run, were skipped), run link; on failure the jobs that failed by
+    themselves, with their class, and one line for the jobs they kept from running, and
+    a mention of the ops group; plus night over night."""
     ok = results.success
     title = "*Nightly CI Pipeline - Success ✅*" if ok else "*Nightly CI Pipeline - Failed ❌*"
     skipped = [r.job for r in results.rows if r.status == "skipped"]
-    summary = f"Summary: {results.passed}/{results.total} jobs passed" + (
-        f", {len(skipped)} skipped" if skipped else ""
-    )
-    text = f"{title}\n{summary}\n<{results.run_url}|View Workflow Summary>"
+    text = f"{title}\nSummary: {headline(results)}\n<{results.run_url}|View Workflow Summary>"
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if not ok:
-        failed = [r.job for r in results.rows if r.status in FAILING_STATES and not r.muted]
-        blocks.append(_section([f"*Failed Jobs ({len(failed)}):*", *(f"• {name}" for name in failed)], results.run_url))
+        # The root failures by name and class; the jobs they kept from running, counted:
+        # 16 upstream_failed names once buried the 3 that mattered.
+        failed = root_failure_lines(results)
+        lines = [f"*Failed Jobs ({len(failed)}):*", *(f"• {line}" for line in failed), not_run_line(results)]
+        blocks.append(_section([line for line in lines if line], results.run_url))
     if skipped:  # not failures, but never silent
         blocks.append(
             _section([f"*Skipped Jobs ({len(skipped)}):*", *(f"• {name}" for name in skipped)], results.run_url)
