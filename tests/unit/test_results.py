@@ -572,3 +572,17 @@ def test_the_verdict_names_the_root_failures():
         "37/54 jobs passed, 3 failed, 14 not run; failed: vllm-amd64-unit (test), Build vllm (arm64) (build), "
         "sglang-framework (arm64) (build); 14 jobs not run: their build failed"
     )
+
+
+def test_night_over_night_counts_the_root_failures_not_the_jobs_they_stopped():
+    """Issue 14.3: the night-over-night lines in Slack named the 14 jobs that did not run
+    as new failures, burying the 3 that failed."""
+    night = typed(results_for(before=typed(all_green()), states_records=None))
+    assert set(night.night_over_night.jobs.new_failures) == {
+        f"{G}.tests.unit",
+        f"{G}.tests.e2e_2gpu",
+        "sglang_arm64.build_framework",
+    }
+    again = typed(results_for(before=night))
+    assert "sglang_arm64.tests.unit" not in again.night_over_night.jobs.still_failing
+    assert "sglang_arm64.build_framework" in again.night_over_night.jobs.still_failing

@@ -312,12 +312,14 @@ def _bad_cases(cases: Cases, statuses: Iterable[str] = BAD_CASE) -> set[str]:
 
 def compare(now: list[Row], now_cases: Cases, before: Results | None) -> NightOverNight:
     """New failures, fixed and still failing, per job and per test case, against BEFORE
-    (the previous completed nightly's results)."""
+    (the previous completed nightly's results). A job counts when it failed by itself: one
+    that did not run (upstream_failed) is neither failing nor fixed, so 14 jobs after a
+    broken build no longer bury it among the night's new failures."""
     if before is None:
         return NightOverNight()
-    was_failing = {r.task_id for r in before.rows if r.status in FAILING_STATES}
+    was_failing = {r.task_id for r in before.rows if r.status == "failed"}
     was_case = _bad_cases(before.cases)
-    is_failing = {r.task_id for r in now if r.status in FAILING_STATES}
+    is_failing = {r.task_id for r in now if r.status == "failed"}
     passing = {r.task_id for r in now if r.status == "success"}
     is_case = _bad_cases(now_cases)
     passing_case = _bad_cases(now_cases, ("passed",))
