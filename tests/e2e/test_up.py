@@ -60,7 +60,13 @@ def test_make_up_serves_the_dags_and_prints_the_login(tmp_path):
             assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
             time.sleep(2)
         assert login, "make up printed no login"
-        assert login not in (tmp_path / "up.log").read_text()  # where it is, never what it is
+        out = (tmp_path / "up.log").read_text()
+        assert login not in out  # where it is, never what it is
+        # Before the scheduler starts, make up says what it will run: in a new database
+        # nothing, the DAGs are created paused (issue 14).
+        said = out[: out.index("[up] starting airflow standalone")]
+        assert "[up] nightly_ci: not in the database yet: it starts paused (new DAGs are created paused)\n" in said
+        assert "UNPAUSED" not in said, said
         listening = subprocess.run(["ss", "-ltnH", "sport = :8080"], capture_output=True, text=True).stdout
         assert "127.0.0.1:8080" in listening and "0.0.0.0:8080" not in listening and "*:8080" not in listening
         token = requests.post(
@@ -91,6 +97,18 @@ def test_make_up_serves_the_dags_and_prints_the_login(tmp_path):
         while port_in_use(8080) and time.monotonic() < deadline:
             time.sleep(1)
         assert not port_in_use(8080), "make up left its server behind"
+    # The UI unpaused the nightly above: the next `make up` says so before it starts, when its
+    # next night comes and how to pause it (the same command in the same database).
+    said = subprocess.run(
+        ["bash", "-c", "source scripts/local_env.sh && python -m include.nightly_ci paused"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert re.search(
+        rf"^nightly_ci: UNPAUSED: the scheduler queues its next run at {tomorrow} 08:00 UTC \(in \d+ h \d+ min\);"
+        r" to stop it: `airflow dags pause nightly_ci`, or the UI's toggle$",
+        said,
+        re.M,
+    ), said
 
 
 API = "http://127.0.0.1:8080/api/v2"

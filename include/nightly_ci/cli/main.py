@@ -3,6 +3,7 @@
 check [FILE]      validate a config; prints a one-line summary (exit 0) or every problem (exit 1)
 pools [FILE]      create or update the Airflow pools the config names
 inventory [FILE]  list what the registries hold for every cell, with digests
+paused [FILE]     say, for each DAG of the config, whether it is paused and what the scheduler will run
 schema [--check]  write the config's JSON schema and reference tables (--check: fail if stale)
 history migrate   create or upgrade the history store's schema
 history import    bring the runs in the artifact store that the history store lacks into it
@@ -43,6 +44,29 @@ def _inventory(args: argparse.Namespace) -> int:
     return print_inventory(build_plan(load_config(args.file)))
 
 
+def _paused(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from include.nightly_ci.cli.paused import paused_lines
+
+    plan = build_plan(load_config(args.file))
+    try:
+        lines = list(paused_lines(plan, datetime.now(UTC)))
+    except SQLAlchemyError as exc:  # no database there, or one `airflow db migrate` has not made
+        from airflow import settings
+
+        where = settings.engine.url.render_as_string(hide_password=True) if settings.engine else "(none)"
+        cause = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"cannot read the DAGs from the Airflow metadata database {where}: {cause}; "
+              "run `airflow db migrate` first", file=sys.stderr)  # fmt: skip
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from include.nightly_ci.config.reference import stale, write
 
@@ -78,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         ("check", _check, "validate a config file"),
         ("pools", _pools, "create or update the Airflow pools of a config"),
         ("inventory", _inventory, "list the images the registries hold, with digests"),
+        ("paused", _paused, "whether each DAG of the config is paused, and what the scheduler will run"),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("file", nargs="?", help="config file (default: $NIGHTLY_CI_CONFIG or the shipped one)")
