@@ -11,7 +11,7 @@ import pytest
 from include.nightly_ci.history.junit import junit_cases
 from include.nightly_ci.plan import load_plan
 from include.nightly_ci.records import TaskRecord, classify_failure
-from include.nightly_ci.report.markdown import headline, to_markdown
+from include.nightly_ci.report.markdown import headline, not_run_line, to_markdown
 from include.nightly_ci.report.results import (
     Results,
     build_rows,
@@ -455,6 +455,9 @@ def test_a_failed_resolve_source_has_its_own_row_first():
         for task in cell.tasks():
             states[task.task_id] = "upstream_failed"
     rows = build_rows(PLAN, states, records, {}, log_url=lambda t, n: f"http://ui/{t}", artifacts_url=lambda t: "")
+    night = summarize(PLAN, "scheduled__2026-11-28T08:00:00+00:00", "2026-11-28T08:00:00+00:00", "u", rows, {}, None)
+    assert not_run_line(night) == "54 jobs not run: the source commit was not resolved"
+    assert headline(night) == "0/55 jobs passed, 1 failed, 54 not run"
     first = rows[0]
     assert (first.task_id, first.status, first.failure_class) == ("resolve_source", "failed", "infra")
     assert len(rows) == 1 + 6 * 9
@@ -540,16 +543,27 @@ def test_slack_names_the_root_failures_and_counts_what_did_not_run_on_one_line()
     """Issue 14.3: 'Failed Jobs (17)' listed the 14 upstream_failed jobs among the 3 failures."""
     night = three_root_failures()
     blocks = [b["text"]["text"] for b in slack_message(night, None)["blocks"] if b["type"] == "section"]
-    failed = next(b for b in blocks if b.startswith("*Failed Jobs"))
-    assert failed.splitlines() == [
-        "*Failed Jobs (3):*",
-        "• vllm-amd64-unit (test)",
-        "• Build vllm (arm64) (build)",
-        "• sglang-framework (arm64) (build)",
-        "14 jobs not run: their build failed",
-    ]
-    mixed = next(b for b in (s["text"]["text"] for s in slack_message(typed(results_for()), None)["blocks"][1:2]))
-    assert mixed.splitlines()[-1] == "9 jobs not run (8: their build failed; 1: never started)"
+    failed = blocks.index("*Failed Jobs (3):*\n• vllm-amd64-unit (test)\n• Build vllm (arm64) (build)\n"
+                          "• sglang-framework (arm64) (build)")  # fmt: skip
+    assert blocks[failed + 1] == "14 jobs not run: their build failed"
+    mixed = [b["text"]["text"] for b in slack_message(typed(results_for()), None)["blocks"][1:3]]
+    assert mixed[1] == "9 jobs not run (8: their build failed; 1: never started)"
+    # However long the list of failures, cut to Slack's limit, the line stays whole.
+    many = typed(results_for(states_records=many_failures()))
+    sections = [b["text"]["text"] for b in slack_message(many, None)["blocks"] if b["type"] == "section"]
+    cut = next(i for i, text in enumerate(sections) if text.startswith("*Failed Jobs (44):*"))
+    assert "more lines in <http://ui/run|the full table>" in sections[cut]
+    assert sections[cut + 1] == "9 jobs not run (8: their build failed; 1: never started)"
+
+
+def many_failures():
+    """Every job that ran in the fixed outcomes failed, each with a long error class name."""
+    states, records = fixed_outcomes()
+    for task, state in states.items():
+        if state == "success":
+            states[task] = "failed"
+            records[task] = record(task, "failed", failure_class="infra" + "x" * 80)
+    return states, records
 
 
 def test_the_table_keeps_every_row_and_names_what_stopped_a_job():

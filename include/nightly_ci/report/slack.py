@@ -63,10 +63,12 @@ def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
     if not ok:
         # The root failures by name and class; the jobs they kept from running, counted:
-        # 16 upstream_failed names once buried the 3 that mattered.
+        # 16 upstream_failed names once buried the 3 that mattered. That line is a section
+        # of its own, so a long list cut to Slack's limit never cuts it.
         failed = root_failure_lines(results)
-        lines = [f"*Failed Jobs ({len(failed)}):*", *(f"• {line}" for line in failed), not_run_line(results)]
-        blocks.append(_section([line for line in lines if line], results.run_url))
+        blocks.append(_section([f"*Failed Jobs ({len(failed)}):*", *(f"• {line}" for line in failed)], results.run_url))
+        if not_run_line(results):
+            blocks.append(_section([not_run_line(results)], results.run_url))
     if skipped:  # not failures, but never silent
         blocks.append(
             _section([f"*Skipped Jobs ({len(skipped)}):*", *(f"• {name}" for name in skipped)], results.run_url)
