@@ -11,6 +11,7 @@ import hashlib
 import re
 import string
 from datetime import datetime, timedelta
+from enum import IntEnum
 
 # Framework, arch and registry names end up in task ids, image tags and shell words.
 NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
@@ -178,3 +179,15 @@ def build_tag(run_pattern: str, framework: str, arch: str, run_id: str, image: s
 def cache_tag(framework: str, arch: str) -> str:
     """The cell's registry cache (`type=registry,mode=max`, where the builder can export one)."""
     return f"{framework}-{arch}-cache"
+
+
+class PytestExit(IntEnum):
+    """pytest's exit codes (pytest.ExitCode; pytest is not installed where the tasks run):
+    the suites, their reruns, the culprit finder's candidates and its judge read them."""
+
+    OK = 0
+    TESTS_FAILED = 1
+    INTERRUPTED = 2  # collection errors too
+    INTERNAL_ERROR = 3
+    USAGE_ERROR = 4  # what it was given could not be selected: "not found"
+    NO_TESTS_COLLECTED = 5

@@ -18,6 +18,7 @@ from airflow.providers.standard.operators.branch import BaseBranchOperator
 from include.nightly_ci.artifacts import ArtifactStore
 from include.nightly_ci.culprit.operators import search_run_id
 from include.nightly_ci.errors import CulpritError
+from include.nightly_ci.names import PytestExit
 from include.nightly_ci.plan.culprit import CandidateCell
 
 if TYPE_CHECKING:
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
 # candidate predates them (suites/candidate.py). Exit codes of a run whose tests ran: any
 # test of theirs missing from the JUnit was not there. Any other exit (collection errors,
 # interrupted, internal error) left the tests unrun by the candidate's fault: they failed.
-USAGE_ERROR, NO_TESTS = 4, 5
-RAN = (0, 1)
+NOT_THERE = (PytestExit.USAGE_ERROR, PytestExit.NO_TESTS_COLLECTED)
+RAN = (PytestExit.OK, PytestExit.TESTS_FAILED)
 NOT_FOUND, ERROR = "not found", "error"
 
 
@@ -104,8 +105,8 @@ class JudgeStepOperator(BaseBranchOperator):
             seconds += float(record.get("duration_sec") or 0) * max(1, layout.jobs[item["suite"]].gpus)
             junit = root / layout.artifact_key(run_id, commit, attempt, JUNIT_FILE)
             code = record["exit_code"]
-            found = junit_cases(junit.read_text()) if code not in (USAGE_ERROR, NO_TESTS) and junit.exists() else {}
-            absent = NOT_FOUND if code in (*RAN, USAGE_ERROR, NO_TESTS) else ERROR
+            found = junit_cases(junit.read_text()) if code not in NOT_THERE and junit.exists() else {}
+            absent = NOT_FOUND if code in (*RAN, *NOT_THERE) else ERROR
             for test in tests:
                 runs.setdefault(commit, {}).setdefault(test, []).append(found.get(test, absent))
         if missing:

@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from include.nightly_ci.names import PytestExit
 from include.nightly_ci.plan.culprit import CandidateCell
 from include.nightly_ci.suites.docker import DockerSuiteOperator
 from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
-from include.nightly_ci.suites.rerun import USAGE_ERROR, _Rerun
+from include.nightly_ci.suites.rerun import _Rerun
 
 # pytest's exit codes that say what the candidate did to the tests (not that they could not run).
-OBSERVED = {2: "collection errors", USAGE_ERROR: "not found", 5: "no tests collected"}
+OBSERVED = {
+    PytestExit.INTERRUPTED: "collection errors",
+    PytestExit.USAGE_ERROR: "not found",
+    PytestExit.NO_TESTS_COLLECTED: "no tests collected",
+}
 
 
 class _Candidate(_Rerun):

@@ -14,14 +14,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from include.nightly_ci.names import RERUN_ENV
+from include.nightly_ci.names import RERUN_ENV, PytestExit
 from include.nightly_ci.plan import JUNIT_FILE, Reruns, rerun_command
 from include.nightly_ci.suites.base import GRACE, SuiteFailed, SuiteOperator
 from include.nightly_ci.suites.docker import DockerSuiteOperator
 from include.nightly_ci.suites.kubernetes import KubernetesSuiteOperator
-
-# pytest's exit code when it could not select what it was given ("not found", a usage error).
-USAGE_ERROR = 4
 
 
 class _Rerun(SuiteOperator):
@@ -58,8 +55,8 @@ class _Rerun(SuiteOperator):
             self.log.info("Rerun %d of %s: %s %s", self.attempt, self.suite, result.outcome, result.counts)
             return dict(result.to_json())
         why = result.error or f"exit code {result.exit_code}"
-        if result.exit_code == USAGE_ERROR:
-            why = f"pytest could not select the ids {list(self.tests)} (exit code {USAGE_ERROR})"
+        if result.exit_code == PytestExit.USAGE_ERROR:  # pytest could not select what it was given
+            why = f"pytest could not select the ids {list(self.tests)} (exit code {PytestExit.USAGE_ERROR})"
         raise SuiteFailed(
             f"rerun {self.attempt} of suite {self.suite} of {result.cell}: {result.outcome} ({why}); "
             "no rerun data from it"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from include.nightly_ci.errors import EngineConfigError, EngineUnavailable
-from include.nightly_ci.names import LABEL_DAG, LABEL_DEADLINE, LABEL_SUITE
+from include.nightly_ci.names import LABEL_DAG, LABEL_DEADLINE, LABEL_SUITE, PytestExit
 from include.nightly_ci.records import JsonRecord
 
 if TYPE_CHECKING:
@@ -77,12 +77,17 @@ def outcome_of(mode: str, exit_code: int | None, timed_out: bool, collected: int
     if timed_out:
         return TIMEOUT
     if mode == "collect":
-        if exit_code == 0 and collected > 0:
+        if exit_code == PytestExit.OK and collected > 0:
             return COLLECTED
-        return NO_TESTS if exit_code in (0, 5) else COLLECTION_ERROR
+        return NO_TESTS if exit_code in (PytestExit.OK, PytestExit.NO_TESTS_COLLECTED) else COLLECTION_ERROR
     if exit_code is None:
         return ERROR
-    return {0: PASSED, 1: FAILED, 5: NO_TESTS}.get(exit_code, ERROR)
+    ran: dict[int, str] = {
+        PytestExit.OK: PASSED,
+        PytestExit.TESTS_FAILED: FAILED,
+        PytestExit.NO_TESTS_COLLECTED: NO_TESTS,
+    }
+    return ran.get(exit_code, ERROR)
 
 
 @dataclass
