@@ -67,8 +67,8 @@ def slack_message(results: Results, ops_group_id: str | None) -> dict[str, Any]:
         # of its own, so a long list cut to Slack's limit never cuts it.
         failed = root_failure_lines(results)
         blocks.append(_section([f"*Failed Jobs ({len(failed)}):*", *(f"• {line}" for line in failed)], results.run_url))
-        if not_run_line(results):
-            blocks.append(_section([not_run_line(results)], results.run_url))
+        if stopped := not_run_line(results):
+            blocks.append(_section([stopped], results.run_url))
     if skipped:  # not failures, but never silent
         blocks.append(
             _section([f"*Skipped Jobs ({len(skipped)}):*", *(f"• {name}" for name in skipped)], results.run_url)
