@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # Airflow reads its home and config when first imported: give the test session its own.
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +23,7 @@ import pytest  # noqa: E402
 
 from tests.services import (  # noqa: E402
     LocalRegistry,
+    ScratchEngine,
     airflow_db,
     ensure_provisioned,
     free_port,
@@ -41,42 +43,57 @@ def _snapshot(client) -> dict:
     }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def an_unrelated_engine_stays_untouched():
+class UnrelatedEngine:
     """The machine's own Docker engine (the default socket) is not the setup's: nothing in
     `make test` builds on it, runs in it, or empties it. If none runs, the session starts
-    one with an image and two containers of its own, standing in for another project's."""
-    import docker
+    one with an image and two containers of its own, standing in for another project's.
 
-    from tests.services import ScratchEngine, ensure_provisioned
+    A plugin of the controlling process (the only process of a run without workers, the
+    controller of pytest-xdist's workers otherwise): one engine on the one default socket,
+    looked at before the first test starts and after the last one ends, wherever they ran."""
 
-    if os.geteuid() != 0:
-        yield
-        return
-    started = None
-    try:
-        client = docker.APIClient(base_url=f"unix://{DEFAULT_SOCKET}", timeout=60)
-    except docker.errors.DockerException:  # no engine there: start one for the session
-        ensure_provisioned()
-        started = ScratchEngine("unrelated", socket=DEFAULT_SOCKET)
-        started.start()
-        client = docker.APIClient(base_url=f"unix://{DEFAULT_SOCKET}", timeout=60)
-        mine = docker.APIClient(base_url=os.environ["DOCKER_HOST"], timeout=300)
-        started.load_from(mine, "nightly-ci-base:bookworm-amd64")
-        client.tag("nightly-ci-base:bookworm-amd64", "another-project/app", tag="1")
-        host = client.create_host_config(network_mode="none")
-        for name, command in (("another-running", ["sleep", "3600"]), ("another-exited", ["true"])):
-            container = client.create_container("another-project/app:1", command, name=name, host_config=host)
-            client.start(container)
-        client.wait("another-exited", timeout=60)
-    before = _snapshot(client)
-    try:
-        yield
-    finally:
-        after = _snapshot(client)
-        if started is not None:
-            started.stop()
-    assert after == before, "make test changed another engine's images or containers"
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.started: ScratchEngine | None = None
+        self.before: dict = {}
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        import docker
+
+        try:
+            self.client = docker.APIClient(base_url=f"unix://{DEFAULT_SOCKET}", timeout=60)
+        except docker.errors.DockerException:  # no engine there: start one for the session
+            ensure_provisioned()
+            self.started = started = ScratchEngine("unrelated", socket=DEFAULT_SOCKET)
+            started.start()
+            self.client = client = docker.APIClient(base_url=f"unix://{DEFAULT_SOCKET}", timeout=60)
+            mine = docker.APIClient(base_url=os.environ["DOCKER_HOST"], timeout=300)
+            started.load_from(mine, "nightly-ci-base:bookworm-amd64")
+            client.tag("nightly-ci-base:bookworm-amd64", "another-project/app", tag="1")
+            host = client.create_host_config(network_mode="none")
+            for name, command in (("another-running", ["sleep", "3600"]), ("another-exited", ["true"])):
+                client.start(client.create_container("another-project/app:1", command, name=name, host_config=host))
+            client.wait("another-exited", timeout=60)
+        self.before = _snapshot(self.client)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.client is None:
+            return
+        after = _snapshot(self.client)
+        if self.started is not None:
+            self.started.stop()
+        if after != self.before:
+            session.config.get_terminal_writer().line(
+                f"make test changed another engine's images or containers (before: {self.before}, after: {after})",
+                red=True,
+            )
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.geteuid() == 0 and not hasattr(config, "workerinput"):  # the controlling process
+        config.pluginmanager.register(UnrelatedEngine(), "nightly-ci-unrelated-engine")
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +122,52 @@ def registries(tmp_path, provisioned):
 def airflow_home(provisioned) -> str:
     airflow_db()
     return os.environ["AIRFLOW_HOME"]
+
+
+# pytest-xdist: `make test` runs the tests on several workers. Tests of one group run on
+# one worker, one after another; a module is a group of its own unless it is named here
+# with the others it shares something with.
+GROUPS = {
+    # The clone's .local/ (the demo's Airflow home, artifacts and history), the setup's
+    # registries' moving tags the demo asserts on, provision.sh on the setup's state.
+    "local-setup": ("tests/e2e/test_demo.py", "tests/e2e/test_up.py", "tests/integration/test_local_setup.py"),
+    # One fault stand (a session fixture) and its first night, which every fault test checks.
+    "faults": ("tests/faults/",),
+    # One api-server with the plugin and its filled history store (test_triage_page.airflow).
+    "triage": ("tests/integration/test_triage_page.py", "tests/integration/test_triage_findings.py"),
+}
+WEIGHTS = {"system": 1000, "faults": 500, "e2e": 300, "slow": 100, "integration": 10}  # a rough test's seconds
+
+
+def group_of(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    for group, paths in GROUPS.items():
+        if any(path == p or (p.endswith("/") and path.startswith(p)) for p in paths):
+            return group
+    return path
+
+
+def weight(item: pytest.Item) -> int:
+    return sum(w for name, w in WEIGHTS.items() if item.get_closest_marker(name)) or 1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The groups in order of their expected time, longest first, so that the last group a
+    worker starts is a short one (each group keeps its tests' order)."""
+    totals: dict[str, int] = {}
+    for item in items:
+        totals[group_of(item.nodeid)] = totals.get(group_of(item.nodeid), 0) + weight(item)
+    items.sort(key=lambda item: -totals[group_of(item.nodeid)])
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist's scheduling by scope, the scope being the group (group_of). Its own
+    grouping (--dist loadgroup and xdist_group marks) renames the tests' node ids, which
+    pytest 9.2's items no longer allow: with it every test is a group of its own."""
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)

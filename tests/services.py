@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import itertools
 import json
 import os
 import pwd
@@ -44,10 +45,40 @@ STATE = Path(_STATE)  # the setup's state folder
 ECR_PORT, ACR_PORT, SLACK_PORT = int(_ECR), int(_ACR), int(_SLACK)  # the setup's registries and stand-in Slack
 
 
+# Ports for the tests' servers: a band of each test process's own, below the kernel's
+# ephemeral ports (32768 and up): two pytest-xdist workers never pick the same port, and
+# no outgoing connection is given one between its pick and its server's bind (a port the
+# kernel picks with bind(0) is an ephemeral one, which any connect() may take meanwhile).
+PORTS_FROM, PORTS_PER_PROCESS = 10000, 1000  # the controller or a run without workers: the first band
+
+
+def port_band(worker: str | None = None) -> range:
+    """The ports of the pytest process WORKER (PYTEST_XDIST_WORKER: gw0, gw1, ...; none
+    when pytest runs without workers)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "") if worker is None else worker
+    index = int(worker[2:]) + 1 if worker.startswith("gw") else 0
+    if PORTS_FROM + PORTS_PER_PROCESS * (index + 1) > 32768:
+        raise RuntimeError(f"no port band for pytest-xdist worker {worker}: run fewer workers")
+    start = PORTS_FROM + PORTS_PER_PROCESS * index
+    return range(start, start + PORTS_PER_PROCESS)
+
+
+_port_turn = itertools.count(os.getpid())  # where in the band this process starts
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of this process's band that nothing listens on, each port in turn (a port
+    just handed out is not handed out again until the band has gone round)."""
+    band = port_band()
+    for _ in band:
+        port = band[next(_port_turn) % len(band)]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # taken, or closing
+                continue
+            return port
+    raise RuntimeError(f"no free port in {band.start}-{band.stop - 1}")
 
 
 def ensure_provisioned() -> None:
@@ -165,14 +196,28 @@ def build_sample(arch: str, framework: str = "vllm", target: str = "runtime", **
         return BuildKit(DOCKER_CLI, {}).build(spec, os.path.join(tmp, "iid"), lambda _: None).image_id
 
 
-def forget_build_cache() -> None:
-    """Empty the project engine's BuildKit cache. BuildKit keys a step by its inputs, not
-    by the secrets it mounts: after a build without secrets (build_sample's), the wheel
-    step of a build with them would come from the cache, never having seen them."""
-    subprocess.run(
-        [DOCKER_CLI, "builder", "prune", "-af"], env={**os.environ, "DOCKER_HOST": ENGINE},
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+@contextlib.contextmanager
+def empty_engine_of_its_own(name: str, *images: str) -> Iterator[ScratchEngine]:
+    """A Docker engine of the caller's own holding only IMAGES (the base images the builds
+    need, loaded from the setup's engine) and no build cache: what an emptied builder is,
+    without emptying the engine every other test builds and runs on at the same time.
+
+    BuildKit keys a step by its inputs, not by the secrets it mounts: after a build
+    without secrets (build_sample's), the wheel step of a build with them would come from
+    the cache, never having seen them; here it cannot."""
+    import docker
+
+    engine = ScratchEngine(name)
+    try:
+        engine.start()
+        engine.load_from(docker.APIClient(base_url=ENGINE, timeout=300), *images)
+        yield engine
+    finally:
+        engine.stop()
+
+
+AMD64_BASES = ("nightly-ci-base:bookworm-amd64", "nightly-ci-runtime:bookworm-amd64")  # what an amd64 cell builds from
+ALL_BASES = (*AMD64_BASES, "nightly-ci-base:bookworm-arm64", "nightly-ci-runtime:bookworm-arm64")
 
 
 BASE_IMAGES = ("nightly-ci-base:", "nightly-ci-runtime:")  # made by provision.sh, never built
@@ -295,6 +340,42 @@ def take_queued_runs(dag_id: str) -> list[tuple[str, dict]]:
         runs = [(r.run_id, dict(r.conf or {})) for r in session.scalars(query)]
         session.execute(delete(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id.in_([r for r, _ in runs])))
     return runs
+
+
+def dag_runs(dag_id: str) -> list[dict[str, str]]:
+    """The runs Airflow holds of DAG_ID (run_id, state, logical_date in ISO 8601, '' when it
+    has none), from the session's metadata database: what `airflow dags list-runs` lists,
+    without starting Airflow's command line (seconds of CPU) to read a table."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id))
+        return [
+            {
+                "run_id": r.run_id,
+                "state": str(r.state or ""),
+                "logical_date": r.logical_date.isoformat() if r.logical_date else "",
+            }
+            for r in runs
+        ]
+
+
+def task_states(dag_id: str, run_id: str) -> dict[str, str]:
+    """Each task's state in the run (a mapped task's: its last instance's), from the
+    session's metadata database, as `airflow tasks states-for-dag-run` says them."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    query = (
+        select(TaskInstance.task_id, TaskInstance.state)
+        .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        .order_by(TaskInstance.task_id, TaskInstance.map_index)
+    )
+    with create_session() as session:
+        return {task_id: str(state or "") for task_id, state in session.execute(query)}
 
 
 def run_id_of(output: str) -> str:

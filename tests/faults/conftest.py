@@ -27,10 +27,12 @@ from tests.services import (
     LocalRegistry,
     MotoServer,
     airflow_env,
+    dag_runs,
     free_port,
     run_dag,
     run_id_of,
     stalled_server,
+    task_states,
     write_config,
 )
 
@@ -144,10 +146,9 @@ class FaultStand:
         log = self.root / f"run-{logical_date[:19].replace(':', '')}.log"
         log.write_text(proc.stdout)
         run_id = run_id_of(proc.stdout)
-        runs = {r["run_id"]: r["state"] for r in self.airflow(config, "dags", "list-runs", "nightly_ci", "-o", "json")}
-        states = self.airflow(config, "tasks", "states-for-dag-run", "nightly_ci", run_id, "-o", "json")
+        runs = {r["run_id"]: r["state"] for r in dag_runs("nightly_ci")}
         return Night(
-            proc.returncode, proc.stdout, run_id, runs[run_id], {r["task_id"]: r["state"] for r in states},
+            proc.returncode, proc.stdout, run_id, runs[run_id], task_states("nightly_ci", run_id),
             self.results(run_id),
         )  # fmt: skip
 
@@ -167,7 +168,7 @@ class FaultStand:
 
     def runs_of(self, logical_date: str) -> list[dict[str, Any]]:
         """The DagRuns Airflow holds for LOGICAL_DATE (run_id, state, ...)."""
-        runs = self.airflow(self.config(), "dags", "list-runs", "nightly_ci", "-o", "json")
+        runs = dag_runs("nightly_ci")
         night = datetime.fromisoformat(logical_date)
         return [r for r in runs if r.get("logical_date") and datetime.fromisoformat(r["logical_date"]) == night]
 
@@ -177,15 +178,6 @@ class FaultStand:
             return self.s3().get_object(Bucket=BUCKET, Key=f"{PREFIX}/{tag_safe_run_id(run_id)}/{key}")["Body"].read()
         except self.s3().exceptions.NoSuchKey:
             return None
-
-    def airflow(self, config: Path, *args: str) -> Any:
-        out = subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **self.env()}),
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        # Airflow may log a line or two before the JSON: the JSON is the last line.
-        return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith(("[", "{"))))
 
     def results(self, run_id: str) -> dict[str, Any] | None:
         key = f"{PREFIX}/{tag_safe_run_id(run_id)}/results.json"

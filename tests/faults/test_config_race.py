@@ -11,7 +11,7 @@ import pytest
 
 from include.nightly_ci.names import LABEL_LOGICAL_DATE
 from tests.faults.conftest import Night
-from tests.services import airflow_env
+from tests.services import airflow_env, dag_runs
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -32,14 +32,14 @@ def test_an_alias_bomb_config_is_refused_within_a_second_and_no_run_starts(stand
     took = time.monotonic() - started
     assert check.returncode != 0 and "alias" in (check.stdout + check.stderr).lower(), check.stdout + check.stderr
     assert took < 1 + 3, took  # under a second of loading, plus the interpreter's start
-    runs_before = stand.airflow(stand.config(), "dags", "list-runs", "nightly_ci", "-o", "json")
+    runs_before = dag_runs("nightly_ci")
     proc = subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci", "2026-11-19T08:00:00+00:00"],
         env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **stand.env()}),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode != 0 and "could not be found" in proc.stdout + proc.stderr
-    assert stand.airflow(stand.config(), "dags", "list-runs", "nightly_ci", "-o", "json") == runs_before
+    assert dag_runs("nightly_ci") == runs_before
 
 
 def test_two_runs_racing_for_a_moving_tag_leave_it_on_the_newer_night(stand, untouched):

@@ -8,16 +8,15 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import docker
 import pytest
 
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE, tag_safe_run_id
 from tests.services import (
-    ENGINE,
+    AMD64_BASES,
     LocalRegistry,
     MotoServer,
-    empty_engine,
+    empty_engine_of_its_own,
     non_base_images,
     present,
     run_dag,
@@ -75,8 +74,8 @@ class Stack:
         for s in (self.acr, self.ecr, self.moto):
             s.stop()
 
-    def run(self, logical_date: str, conf: dict | None = None):
-        proc = run_dag(self.config, logical_date=logical_date, conf=conf or ONE_CELL, env=self.env)
+    def run(self, logical_date: str, conf: dict | None = None, env: dict[str, str] | None = None):
+        proc = run_dag(self.config, logical_date=logical_date, conf=conf or ONE_CELL, env={**self.env, **(env or {})})
         (self.root / f"run-{logical_date[:19].replace(':', '')}.log").write_text(proc.stdout)
         return proc
 
@@ -217,11 +216,12 @@ def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, fi
 
 
 def test_rebuild_on_an_emptied_engine_pulls_the_framework_image_and_hits_its_cache(stack, first_run):
-    client = docker.APIClient(base_url=ENGINE, timeout=300)
-    empty_engine(client)
-    assert not non_base_images(client)
-    night = "2026-11-28T08:00:00+00:00"
-    proc = stack.run(night)
+    # An emptied builder: an engine with the base images only and no build cache (another
+    # engine than the one the first night built on, which other tests share).
+    with empty_engine_of_its_own("rebuild", *AMD64_BASES) as emptied:
+        assert not non_base_images(emptied.client())
+        night = "2026-11-28T08:00:00+00:00"
+        proc = stack.run(night, env={"DOCKER_HOST": emptied.url})
     assert proc.returncode == 0, proc.stdout[-5000:]
     framework = stack.metrics(run_id_of(proc.stdout), "framework")
     runtime = stack.metrics(run_id_of(proc.stdout), "runtime")

@@ -17,7 +17,15 @@ import pytest
 
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
-from tests.services import ENGINE, LocalRegistry, airflow_env, forget_build_cache, run_dag, run_id_of, write_config
+from tests.services import (
+    AMD64_BASES,
+    LocalRegistry,
+    airflow_env,
+    empty_engine_of_its_own,
+    run_dag,
+    run_id_of,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -25,8 +33,15 @@ ONE_CELL = {"frameworks": ["vllm"], "arches": ["amd64"], "publish": True}  # a n
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, provisioned, airflow_home):
-    forget_build_cache()  # the secrets' step must really run (see forget_build_cache)
+def builder(provisioned):
+    """The nights' engine: one of the module's own with only the base images and no build
+    cache, so that the secrets' step really runs (see empty_engine_of_its_own)."""
+    with empty_engine_of_its_own("secrets", *AMD64_BASES) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, builder, airflow_home):
     root = tmp_path_factory.mktemp("secrets")
     ecr, acr = LocalRegistry(root / "ecr"), LocalRegistry(root / "acr")
     ecr.start()
@@ -38,6 +53,7 @@ def stack(tmp_path_factory, provisioned, airflow_home):
         **ecr.conn_env("s_ecr"),
         **acr.conn_env("s_acr", "azure_container_registry"),
         "AIRFLOW_CONN_S_SCCACHE": json.dumps({"conn_type": "aws", "login": key, "password": value}),
+        "DOCKER_HOST": builder.url,  # builds and suites: its engine
     }
     yield root, ecr, repo, env, (key, value)
     ecr.stop()
@@ -82,7 +98,7 @@ def test_the_secret_reached_its_step_and_left_no_trace(stack, night):
     run_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id)}"
     cell = root / "artifacts" / tag_safe_run_id(run_id) / "vllm_amd64"
     framework_image = json.loads((cell / "build" / "metrics-framework.json").read_text())["image_id"]
-    engine = docker.APIClient(base_url=ENGINE)
+    engine = docker.APIClient(base_url=env["DOCKER_HOST"])
     # It was there: the wheel step, which mounts both secrets, took the S3 cache path.
     runtime = engine.create_container(
         json.loads((cell / "build" / "metrics-runtime.json").read_text())["image_id"],

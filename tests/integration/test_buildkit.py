@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from include.nightly_ci.build.builder import BuildKit, BuildSpec
-from tests.services import DOCKER_CLI, ENGINE, ROOT, forget_build_cache
+from tests.services import ALL_BASES, DOCKER_CLI, ROOT, ScratchEngine, empty_engine_of_its_own
 
 pytestmark = pytest.mark.integration
 SAMPLE = ROOT / "dev" / "sample_project"
@@ -20,9 +20,16 @@ ALT = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 @pytest.fixture(scope="module")
-def engine(provisioned):
-    forget_build_cache()  # the secrets' step must really run (see forget_build_cache)
-    return docker.APIClient(base_url=ENGINE, timeout=600)
+def builder(provisioned):
+    """The builder: an engine of the module's own with only the base images and no build
+    cache, so that the secrets' step really runs (see empty_engine_of_its_own)."""
+    with empty_engine_of_its_own("buildkit", *ALL_BASES) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def engine(builder):
+    return docker.APIClient(base_url=builder.url, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,14 @@ def context(tmp_path_factory) -> Path:
     return folder
 
 
-def build(context: Path, arch: str, framework: str = "vllm", secrets: dict[str, str] | None = None, **args: str):
+def build(
+    builder: ScratchEngine,
+    context: Path,
+    arch: str,
+    framework: str = "vllm",
+    secrets: dict[str, str] | None = None,
+    **args: str,
+):
     lines: list[str] = []
     spec = BuildSpec(
         context_dir=str(context),
@@ -48,7 +62,7 @@ def build(context: Path, arch: str, framework: str = "vllm", secrets: dict[str, 
         network_mode="none",
     )
     with tempfile.TemporaryDirectory() as tmp:
-        result = BuildKit(DOCKER_CLI, {}).build(spec, f"{tmp}/iid", lines.append)
+        result = BuildKit(DOCKER_CLI, {"DOCKER_HOST": builder.url}).build(spec, f"{tmp}/iid", lines.append)
     return result, "\n".join(lines)
 
 
@@ -68,11 +82,11 @@ def run(engine, image: str, arch: str, script: str) -> str:
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_every_buildkit_feature_of_the_real_files_in_a_real_build(engine, context, tmp_path, arch):
+def test_every_buildkit_feature_of_the_real_files_in_a_real_build(builder, engine, context, tmp_path, arch):
     (tmp_path / "key").write_text("AKIATEST")
     (tmp_path / "secret").write_text("not-in-any-layer")
     secrets = {"aws-key-id": str(tmp_path / "key"), "aws-secret-id": str(tmp_path / "secret")}
-    result, log = build(context, arch, secrets=secrets)
+    result, log = build(builder, context, arch, secrets=secrets)
     assert engine.inspect_image(result.image_id)["Architecture"] == arch
     # Every stage of the real files' shape ran; the runtime stage copied from the others.
     assert {s.stage for s in result.steps} == {"dynamo_base", "wheel_builder", "framework", "runtime"}
@@ -94,11 +108,11 @@ def test_every_buildkit_feature_of_the_real_files_in_a_real_build(engine, contex
     assert f"wheel=dynamo-vllm-py3-none-linux_{ALT[arch]}.whl" in out and "runtime_image_tag=bookworm-" in out
 
 
-def test_a_cache_mount_survives_between_builds_on_one_builder(engine, context):
+def test_a_cache_mount_survives_between_builds_on_one_builder(builder, engine, context):
     """The step that mounts the uv cache runs again (another Python version) and finds
     what the first run left in the cache: nothing of it is in a layer."""
-    first, _ = build(context, "amd64", PYTHON_VERSION="3.11-cache-a")
-    second, log = build(context, "amd64", PYTHON_VERSION="3.11-cache-b")
+    first, _ = build(builder, context, "amd64", PYTHON_VERSION="3.11-cache-a")
+    second, log = build(builder, context, "amd64", PYTHON_VERSION="3.11-cache-b")
     before = int(run(engine, first.image_id, "amd64", "cat /opt/dynamo/uv-cache-entries").strip())
     after = int(run(engine, second.image_id, "amd64", "cat /opt/dynamo/uv-cache-entries").strip())
     assert after > before
@@ -106,8 +120,8 @@ def test_a_cache_mount_survives_between_builds_on_one_builder(engine, context):
     assert "[dynamo_base 2/2] RUN --mount=type=cache" in log
 
 
-def test_each_framework_has_its_own_file(engine, context):
+def test_each_framework_has_its_own_file(builder, engine, context):
     for framework in ("sglang", "trtllm"):
-        result, _ = build(context, "amd64", framework)
+        result, _ = build(builder, context, "amd64", framework)
         out = run(engine, result.image_id, "amd64", "cat /opt/framework/build-info; serve")
         assert f"framework={framework}" in out and f"{framework} serving on amd64" in out

@@ -16,7 +16,7 @@ import pytest
 
 from tests.services import ENGINE, ROOT, airflow_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration]
 
 
 def test_pools_are_created_from_the_config_and_updated_on_rerun(airflow_home, tmp_path):

@@ -10,6 +10,8 @@ import dataclasses
 import json
 from urllib.parse import quote
 
+import pytest
+
 from include.nightly_ci.history import finding_views, findings
 from include.nightly_ci.history.findings import CulpritFinding
 from include.nightly_ci.history.records import NightRecord
@@ -17,6 +19,8 @@ from include.nightly_ci.history.store import HistoryStore
 from tests.browser import Browser
 from tests.integration import test_triage_page
 from tests.integration.test_triage_page import BROKEN, DAG, FLAKY_T, ODD, commit, run_id, shot
+
+pytestmark = [pytest.mark.integration]
 
 # That module's api-server with the plugin and its filled store (SQLite, then Postgres).
 airflow = test_triage_page.airflow

@@ -35,6 +35,7 @@ from include.nightly_ci.ui.pages import STATES
 from tests.browser import Browser
 from tests.services import ROOT, free_port, wait_for, write_config
 
+pytestmark = [pytest.mark.integration]
 DAG = "nightly_ci"
 CELLS = ("vllm_amd64", "sglang_arm64", "trtllm_amd64")
 BROKEN, FIXED, FLAKY_T = (

@@ -106,14 +106,14 @@ def test_run_kind_is_shared():
     ],
 )
 def test_junit_ids_become_pytest_node_ids(junit_id, node_id):
-    from include.nightly_ci.suites.reruns import node_id as convert
+    from include.nightly_ci.history.junit import node_id as convert
 
     assert convert(junit_id) == node_id
 
 
 @pytest.mark.parametrize("bad", ["::test_x", "tests.unit.test_router::", "no-separator"])
 def test_an_id_that_names_no_test_is_refused(bad):
-    from include.nightly_ci.suites.reruns import node_id
+    from include.nightly_ci.history.junit import node_id
 
     with pytest.raises(ValueError, match="not a JUnit test id"):
         node_id(bad)
@@ -122,8 +122,7 @@ def test_an_id_that_names_no_test_is_refused(bad):
 def test_node_ids_select_the_same_cases_in_a_real_pytest_run(tmp_path):
     """The conversion against pytest itself: the JUnit of a run, converted, reruns exactly
     the failed cases (a module function, a parametrized case, a method of a nested class)."""
-    from include.nightly_ci.history.junit import junit_cases
-    from include.nightly_ci.suites.reruns import node_id
+    from include.nightly_ci.history.junit import junit_cases, node_id
 
     pkg = tmp_path / "tests" / "unit"
     pkg.mkdir(parents=True)

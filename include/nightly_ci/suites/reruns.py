@@ -17,7 +17,6 @@ from typing import Any
 from airflow.sdk import TriggerRule
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.history.junit import node_id
 from include.nightly_ci.names import run_kind
 from include.nightly_ci.plan import JUNIT_FILE, Reruns, TaskSpec, TestJob
 from include.nightly_ci.records import NightlyOperator, placement, skip_unless_selected
@@ -75,6 +74,8 @@ def choose(
     """The rerun task's items (one per suite and attempt, 1..ATTEMPTS) and, per suite, what
     was chosen and why. A suite with more than MAX_CASES newly failing cases gets none: that
     many at once is a regression, not flakiness."""
+    from include.nightly_ci.history.junit import node_id  # at run time: the DAG file imports this module
+
     jobs = {j.suite: j for j in reruns.jobs}
     items: list[dict[str, Any]] = []
     selection: dict[str, dict[str, Any]] = {}
@@ -97,6 +98,8 @@ def choose(
 
 def _chosen(f: SuiteFailures, cases: list[str], max_cases: int, warn: Callable[[str], None]) -> tuple[list[str], str]:
     """The cases of F rerun (JUnit ids), and why some or all are not ('' when all are)."""
+    from include.nightly_ci.history.junit import node_id
+
     if f.why or not cases:
         return [], f.why
     if len(cases) > max_cases:
