@@ -17,8 +17,11 @@ demo:  ## run one whole nightly locally against the sample project and print wha
 up:  ## the Airflow UI on :8080 (airflow standalone) with the project, its pools and local connections
 	bash scripts/up.sh
 
-test:  ## run every test (unit, DAG, integration, end to end); PYTEST_ARGS=... to pass more
+test:  ## run every test (unit, DAG, integration, end to end, faults, system) on 4 workers; PYTEST_ARGS=... to pass more
 	bash scripts/test.sh $(PYTEST_ARGS)
+
+check:  ## the fast loop (under 2 minutes): lint, unit and DAG tests; no services
+	bash scripts/check.sh $(PYTEST_ARGS)
 
 lint:  ## ruff, mypy, shellcheck, and the generated config schema and tables up to date
 	source scripts/local_env.sh && bash scripts/lint.sh
@@ -29,4 +32,4 @@ pools:  ## create the Airflow pools of the config
 bench:  ## parse-time, rebuild-cache, makespan, history-store and culprit-finder benchmarks
 	source scripts/local_env.sh && python benchmarks/parse_time.py && python benchmarks/rebuild_cache.py && python benchmarks/makespan.py && python benchmarks/history.py && python benchmarks/culprit.py
 
-.PHONY: help provision down demo up test lint pools bench
+.PHONY: help provision down demo up test check lint pools bench

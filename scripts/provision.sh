@@ -60,11 +60,16 @@ ensure_packages() {
   log "installing ${missing[*]}"
   # On a systemd host, packages start their services at install: not these ones.
   local policy=/usr/sbin/policy-rc.d made_policy=0
-  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; made_policy=1; fi
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    made_policy=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # ours: removed however apt ends (a failure, Ctrl-C)
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || { [ "$made_policy" = 0 ] || rm -f "$policy"; die "apt-get install ${missing[*]} failed"; }
-  [ "$made_policy" = 0 ] || rm -f "$policy"
+    || die "apt-get install ${missing[*]} failed"
+  if [ "$made_policy" = 1 ]; then rm -f "$policy"; trap - EXIT; fi
   if [ -d /run/systemd/system ]; then
     local unit
     for unit in "${SERVICES[@]}"; do systemctl disable "$unit" >/dev/null 2>&1 || true; done
@@ -187,7 +192,8 @@ ensure_registry() {  # ensure_registry NAME PORT
   if [ ! -s "$dir/password" ]; then
     (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$dir/password.tmp" && mv "$dir/password.tmp" "$dir/password")
   fi
-  [ -s "$dir/htpasswd" ] || htpasswd -Bbn ci "$(cat "$dir/password")" >"$dir/htpasswd"
+  # Named last, as the password: a file an interrupted run left half written is never trusted.
+  [ -s "$dir/htpasswd" ] || { htpasswd -Bbn ci "$(cat "$dir/password")" >"$dir/htpasswd.tmp" && mv "$dir/htpasswd.tmp" "$dir/htpasswd"; }
   cat >"$dir/config.yml" <<CFG
 version: 0.1
 log: {level: warn}
@@ -286,6 +292,12 @@ check_only() {
 
 main() {
   [ "${1:-}" = --check ] && { check_only; return; }
+  # Ctrl-C stops provisioning at once, at whatever step. Without this trap bash takes a
+  # SIGINT that arrives while the command it waits for ends normally (one that handles
+  # Ctrl-C itself and exits 0, or a short one that was ending anyway) as handled by that
+  # command, and goes on to the next step: a Ctrl-C'd `make test` provisioned on and ran
+  # its tests. `exit` runs the EXIT trap of a step that has one (make_rootfs's cleanup).
+  trap 'log "interrupted"; exit 130' INT TERM
   mkdir -p "$STATE"
   local step
   for step in ensure_packages ensure_docker ensure_binfmt ensure_venv ensure_build_secrets; do

@@ -5,6 +5,7 @@
 #   NIGHTLY_CI_TEST_WORKERS=N   how many workers (default 4, measured on 2 cores; 0: none)
 # Extra args go to pytest.
 set -euo pipefail
+trap 'exit 130' INT TERM  # Ctrl-C stops it between commands too (scripts/provision.sh says why)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 bash "$ROOT/scripts/provision.sh"
 source "$ROOT/scripts/local_env.sh"

@@ -91,9 +91,17 @@ class UnrelatedEngine:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def only_unit_tests(config: pytest.Config) -> bool:
+    """Whether the session runs unit tests only (`make check`): no engine is used."""
+    unit = ROOT / "tests" / "unit"
+    return all(
+        (Path(config.invocation_params.dir) / a.split("::")[0]).resolve().is_relative_to(unit) for a in config.args
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if os.geteuid() == 0 and not hasattr(config, "workerinput"):  # the controlling process
-        config.pluginmanager.register(UnrelatedEngine(), "nightly-ci-unrelated-engine")
+    if os.geteuid() == 0 and not hasattr(config, "workerinput") and not only_unit_tests(config):
+        config.pluginmanager.register(UnrelatedEngine(), "nightly-ci-unrelated-engine")  # the controlling process
 
 
 @pytest.fixture(scope="session")
@@ -131,8 +139,14 @@ GROUPS = {
     # The clone's .local/ (the demo's Airflow home, artifacts and history), the setup's
     # registries' moving tags the demo asserts on, provision.sh on the setup's state.
     "local-setup": ("tests/e2e/test_demo.py", "tests/e2e/test_up.py", "tests/integration/test_local_setup.py"),
-    # One fault stand (a session fixture) and its first night, which every fault test checks.
-    "faults": ("tests/faults/",),
+    # A fault stand (a session fixture: servers, proxies, a first night every fault test
+    # checks) in each worker that runs fault tests; the tests that share its waited_out
+    # night in one group.
+    "faults-registries-store-slack": (
+        "tests/faults/test_source_registry.py",
+        "tests/faults/test_store_slack_results.py",
+        "tests/faults/test_config_race.py",
+    ),
     # One api-server with the plugin and its filled history store (test_triage_page.airflow).
     "triage": ("tests/integration/test_triage_page.py", "tests/integration/test_triage_findings.py"),
 }

@@ -6,8 +6,6 @@ and count the 16 jobs they kept from running on one line."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,8 +16,8 @@ import pytest
 
 from dev.fake_slack import FakeSlack
 from dev.sample_repo import BROKEN_ROUTER, ROUTER, add_commit, make_repo, nightly_history
-from include.nightly_ci.names import tag_safe_run_id
-from tests.services import ENGINE, airflow_env, free_port, run_dag, run_id_of, write_config
+from include.nightly_ci.names import LABEL_CELL, LABEL_RUN_ID, tag_safe_run_id
+from tests.services import ENGINE, free_port, run_dag, run_id_of, task_states, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BROKEN = "sglang_amd64"
@@ -35,6 +33,7 @@ def test_a_broken_build_leaves_only_its_own_tests_upstream_failed(airflow_home, 
     config = write_config(
         tmp_path / "broken.yaml",
         f"source: {{repository: {repo}}}\n"
+        "build: {retries: 0}\n"  # the broken builds are not retried a minute later: nothing here reads a retry
         "overrides:\n  amd64:\n    sglang: {BASE_IMAGE: '127.0.0.1:9/missing'}\n"
         "    trtllm: {BASE_IMAGE: '127.0.0.1:9/missing'}\n"
         f"artifacts: {{base: {tmp_path / 'artifacts'}}}\n",
@@ -50,16 +49,7 @@ def test_a_broken_build_leaves_only_its_own_tests_upstream_failed(airflow_home, 
     ended = int(time.time()) + 1
     (tmp_path / "run.log").write_text(proc.stdout)
     run_id = run_id_of(proc.stdout)
-    states = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "tasks", "states-for-dag-run", "nightly_ci", run_id, "-o", "json"],
-            env=airflow_env({"NIGHTLY_CI_CONFIG": str(config)}),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    state = {r["task_id"]: r["state"] for r in states}
+    state = task_states("nightly_ci", run_id)
     for cell in (BROKEN, ALSO_BROKEN):
         assert state[f"{cell}.build_framework"] == "failed"
         broken_tests = {t: s for t, s in state.items() if t.startswith(f"{cell}.tests.")}
@@ -80,7 +70,12 @@ def test_a_broken_build_leaves_only_its_own_tests_upstream_failed(airflow_home, 
                 since=started,
                 until=ended,
                 decode=True,
-                filters={"type": "container", "event": "create", "label": f"dev.nightly-ci.cell={cell}"},
+                # This run's: other tests' nights run on the same engine meanwhile.
+                filters={
+                    "type": "container",
+                    "event": "create",
+                    "label": [f"{LABEL_CELL}={cell}", f"{LABEL_RUN_ID}={run_id}"],
+                },
             )
         )
 

@@ -22,7 +22,7 @@ import pytest
 from dev.fake_slack import FakeSlack
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.names import tag_safe_run_id
-from tests.faults.proxy import FaultProxy
+from tests.faults.proxy import Fault, FaultProxy
 from tests.services import (
     LocalRegistry,
     MotoServer,
@@ -216,6 +216,44 @@ def first_night(stand) -> tuple[Night, dict[str, str]]:
     night = stand.run(FIRST_NIGHT)
     assert night.state == "success", night.output[-5000:]
     return night, stand.store_files(night.run_id)
+
+
+@dataclass(frozen=True)
+class WaitedOut:
+    """A night through transient faults, each on a path of its own and each waited out,
+    and what each proxy and the stand-in Slack saw meanwhile."""
+
+    night: Night
+    seen: dict[str, list[tuple[float, str, str, int]]]  # proxy -> (time, method, path, status)
+    slack_statuses: list[int]  # of the night's posts, in order
+
+    def statuses(self, proxy: str, method: str) -> list[int]:
+        return [s for _, m, _, s in self.seen[proxy] if m == method]
+
+
+def manifest_put(method: str, path: str) -> bool:
+    return method == "PUT" and "/manifests/" in path
+
+
+@pytest.fixture(scope="session")
+def waited_out(stand, first_night) -> WaitedOut:
+    """One night, three faults that the night must wait out, one test reading each (a
+    night each would cost a night each, and the faults meet nowhere): moto S3 answers 503
+    to the unit suite's first two output.log writes (botocore's own retries off), Slack
+    answers 500 then 503, ACR answers 429 with Retry-After: 3 to two manifest PUTs."""
+    stand.proxies["s3"].inject(
+        Fault(status=503, times=2, match=lambda m, p: m == "PUT" and "test-unit/output.log" in p)
+    )
+    stand.proxies["acr"].inject(Fault(status=429, headers={"Retry-After": "3"}, times=2, match=manifest_put))
+    stand.slack.script[:] = [(500, None), (503, None)]
+    posted = len(stand.slack_posts())
+    try:
+        night = stand.run("2026-11-21T08:00:00+00:00")
+        seen = {name: list(proxy.seen) for name, proxy in stand.proxies.items()}
+        slack = [post["status"] for post in stand.slack_posts()[posted:]]
+    finally:
+        stand.clear_faults()
+    return WaitedOut(night, seen, slack)
 
 
 @pytest.fixture

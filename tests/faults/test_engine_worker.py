@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 from dev.sample_repo import SAMPLE, make_repo, nightly_history
 from include.nightly_ci.names import LABEL_DAG, LABEL_DEADLINE, LABEL_RUN_ID, LABEL_SUITE, build_tag
 from include.nightly_ci.suites.run import KILL_AFTER_SEC, MARGIN_SEC
-from tests.faults.conftest import FaultStand
+from tests.faults.conftest import FaultStand, Night
 from tests.services import ENGINE, ScratchEngine, base_images, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -103,11 +104,6 @@ def scratch() -> Iterator[Callable[..., ScratchEngine]]:
     yield make
     for engine in started:
         engine.stop()
-
-
-@pytest.fixture
-def engine() -> Any:
-    return docker.APIClient(base_url=ENGINE, timeout=120)
 
 
 def slow_step_running() -> bool:
@@ -240,55 +236,79 @@ def test_the_runner_engine_down_mid_suite_fails_its_suites_as_infra(stand, untou
 # ---------------------------------------------------------------- the worker
 
 
-def test_a_worker_killed_mid_suite_leaves_a_container_that_stops_itself_and_the_night_runs_again(
-    stand, untouched, hang_repo, engine, tmp_path
-):
-    """The night's worker (`airflow dags test`) is SIGKILLed while the unit suite hangs:
-    its container ends by its own 1-minute timeout with nobody waiting for it, and carries
-    the deadline by which the reaper removes it. Running the night again (same logical
-    date) replaces the killed run with a new one, which leaves a whole table."""
+@dataclass(frozen=True)
+class KilledMidSuite:
+    """A night whose worker was SIGKILLed while its unit suite hung, then the night run
+    again: what was seen before the run again and after it."""
+
+    logical_date: str
+    container: dict[str, Any]  # the orphaned suite container, as listed before the kill
+    killed: dict[str, Any]  # the killed DagRun, as Airflow held it then
+    rerun: Night
+    ran: float  # the run again's seconds
+    orphan: dict[str, Any] | None  # the orphan's State after the run again; None: removed
+
+
+@pytest.fixture(scope="module")
+def killed_mid_suite(stand, first_night, hang_repo, tmp_path_factory) -> Iterator[KilledMidSuite]:
+    """The night's worker (`airflow dags test`) SIGKILLed while the unit suite hangs (a
+    1-minute suite timeout), then the night run again (same logical date). Its run again is
+    also the night of a test hanging past its suite's timeout: two tests read it."""
+    engine = docker.APIClient(base_url=ENGINE, timeout=120)
     night = "2026-11-17T08:00:00+00:00"
     config = stand.config("killed-mid-suite", ONE_MINUTE, source=f"repository: {hang_repo}")
-    worker = stand.launch(night, tmp_path / "killed.log", config=config)
+    worker = stand.launch(night, tmp_path_factory.mktemp("killed") / "killed.log", config=config)
     try:
         wait_for(lambda: hanging(engine, stand) is not None, 240, "the unit suite's hang")
         container = hanging(engine, stand)
     finally:
         kill(worker)
     assert container is not None
-    cid, killed_run = container["Id"], container["Labels"][LABEL_RUN_ID]
     try:
         killed = killed_night(stand, night)
-        assert (killed["run_id"], killed["state"]) == (killed_run, "running")  # nobody is left to end it
-        created = datetime.fromtimestamp(container["Created"], UTC)
-        deadline = datetime.fromisoformat(container["Labels"][LABEL_DEADLINE])
-        assert abs(deadline - created - timedelta(seconds=OWN_END_SEC)) <= timedelta(seconds=5), (deadline, created)
-
         began = time.monotonic()
         rerun = stand.run(night, config=config)  # Airflow deletes the killed run and starts a new one
         ran = time.monotonic() - began
-
         try:
-            state = engine.inspect_container(cid)["State"]
+            orphan = engine.inspect_container(container["Id"])["State"]
         except docker.errors.NotFound:  # the re-run's reaper got to it: its deadline had passed
-            assert f"removed container {cid[:12]}" in rerun.output
-        else:
-            lived = seconds_since(state["StartedAt"], state["FinishedAt"])
-            assert state["Status"] == "exited" and state["ExitCode"] == 124, state  # its own `timeout` fired
-            assert 59.5 <= lived <= 60 + KILL_AFTER_SEC, lived
-            print(f"killed mid-suite: the orphan stopped itself after {lived:.1f} s (exit 124), deadline {deadline}")
-        assert [r["run_id"] for r in stand.runs_of(night)] == [rerun.run_id] != [killed_run]
-        assert stand.results(killed_run) is None  # the killed run never got to its table
-        assert rerun.state == "failed"
-        row = rerun.row(UNIT)
-        assert (row["status"], row["failure_class"]) == ("failed", "timeout"), row  # the same hang, again
-        assert "suite unit of vllm_amd64: timeout (exit code 124" in rerun.output
-        for suite in SUITES[1:]:
-            assert rerun.row(f"{CELL}.tests.{suite}")["status"] == "success"
-        print(f"killed mid-suite: the night run again in {ran:.0f} s, {rerun.state}, unit {row['failure_class']}")
+            orphan = None
+        yield KilledMidSuite(night, container, killed, rerun, ran, orphan)
     finally:
         with contextlib.suppress(docker.errors.NotFound):  # what a later suite's reaper does after its deadline
-            engine.remove_container(cid, force=True)
+            engine.remove_container(container["Id"], force=True)
+
+
+def test_a_worker_killed_mid_suite_leaves_a_container_that_stops_itself_and_the_night_runs_again(
+    stand, untouched, killed_mid_suite
+):
+    """The night's worker is SIGKILLed while the unit suite hangs: its container ends by
+    its own 1-minute timeout with nobody waiting for it, and carries the deadline by which
+    the reaper removes it. Running the night again (same logical date) replaces the killed
+    run with a new one, which leaves a whole table."""
+    k = killed_mid_suite
+    cid, killed_run = k.container["Id"], k.container["Labels"][LABEL_RUN_ID]
+    assert (k.killed["run_id"], k.killed["state"]) == (killed_run, "running")  # nobody is left to end it
+    created = datetime.fromtimestamp(k.container["Created"], UTC)
+    deadline = datetime.fromisoformat(k.container["Labels"][LABEL_DEADLINE])
+    assert abs(deadline - created - timedelta(seconds=OWN_END_SEC)) <= timedelta(seconds=5), (deadline, created)
+    if k.orphan is None:  # the re-run's reaper got to it: its deadline had passed
+        assert f"removed container {cid[:12]}" in k.rerun.output
+    else:
+        lived = seconds_since(k.orphan["StartedAt"], k.orphan["FinishedAt"])
+        assert k.orphan["Status"] == "exited" and k.orphan["ExitCode"] == 124, k.orphan  # its own `timeout` fired
+        assert 59.5 <= lived <= 60 + KILL_AFTER_SEC, lived
+        print(f"killed mid-suite: the orphan stopped itself after {lived:.1f} s (exit 124), deadline {deadline}")
+    rerun = k.rerun
+    assert [r["run_id"] for r in stand.runs_of(k.logical_date)] == [rerun.run_id] != [killed_run]
+    assert stand.results(killed_run) is None  # the killed run never got to its table
+    assert rerun.state == "failed"
+    row = rerun.row(UNIT)
+    assert (row["status"], row["failure_class"]) == ("failed", "timeout"), row  # the same hang, again
+    assert "suite unit of vllm_amd64: timeout (exit code 124" in rerun.output
+    for suite in SUITES[1:]:
+        assert rerun.row(f"{CELL}.tests.{suite}")["status"] == "success"
+    print(f"killed mid-suite: the night run again in {k.ran:.0f} s, {rerun.state}, unit {row['failure_class']}")
 
 
 def test_a_worker_killed_mid_build_runs_the_night_again_and_builds_again(
@@ -337,13 +357,11 @@ def test_a_worker_killed_mid_build_runs_the_night_again_and_builds_again(
 # ---------------------------------------------------------------- timeouts
 
 
-def test_a_test_hanging_past_its_timeout_is_a_timeout_with_its_output_kept(stand, untouched, hang_repo):
+def test_a_test_hanging_past_its_timeout_is_a_timeout_with_its_output_kept(stand, untouched, killed_mid_suite):
     """A unit test sleeps an hour; the suite's timeout is a minute: the suite ends at the
-    minute (its `timeout` TERMs pytest), as a timeout, with what it printed until then."""
-    config = stand.config("hangs", ONE_MINUTE, source=f"repository: {hang_repo}")
-    began = time.monotonic()
-    night = stand.run("2026-11-19T08:00:00+00:00", config=config)
-    ran = time.monotonic() - began
+    minute (its `timeout` TERMs pytest), as a timeout, with what it printed until then.
+    The night: the run again of killed_mid_suite, whose hang nobody interrupts."""
+    night, ran = killed_mid_suite.rerun, killed_mid_suite.ran
     assert night.state == "failed"
     row = night.row(UNIT)
     assert (row["status"], row["failure_class"]) == ("failed", "timeout"), row

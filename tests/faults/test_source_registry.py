@@ -8,6 +8,7 @@ import time
 import pytest
 
 from include.nightly_ci.names import LABEL_LOGICAL_DATE
+from tests.faults.conftest import manifest_put
 from tests.faults.proxy import Fault
 from tests.services import free_port
 
@@ -15,10 +16,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 RESOLVE = "resolve_source"
 PUSH_ACR = "vllm_amd64.push_runtime_acr"
 REPO = "ai-dynamo/dynamo"
-
-
-def manifest_put(method: str, path: str) -> bool:
-    return method == "PUT" and "/manifests/" in path
 
 
 def test_a_git_server_that_is_down_fails_resolve_source_as_infra(stand, untouched):
@@ -70,13 +67,13 @@ def test_a_registry_refusing_the_credentials_fails_its_push_at_once_as_infra(sta
     assert night.row("vllm_amd64.tests.unit")["status"] == "success"  # the tests pull from ECR: they ran
 
 
-def test_a_registry_answering_429_is_waited_for_as_its_retry_after_says(stand, untouched):
-    acr = stand.proxies["acr"]
-    acr.inject(Fault(status=429, headers={"Retry-After": "3"}, times=2, match=manifest_put))
-    night = stand.run("2026-11-29T07:00:00+00:00")
+def test_a_registry_answering_429_is_waited_for_as_its_retry_after_says(stand, untouched, waited_out):
+    """ACR answers 429 with Retry-After: 3 to two manifest PUTs: the push waits as told
+    (the night of tests/faults/conftest.py waited_out)."""
+    night = waited_out.night
     assert night.state == "success", night.output[-3000:]
-    assert acr.statuses("PUT").count(429) == 2
-    puts = [t for t, m, p, s in acr.seen if manifest_put(m, p)]
+    assert waited_out.statuses("acr", "PUT").count(429) == 2
+    puts = [t for t, m, p, s in waited_out.seen["acr"] if manifest_put(m, p)]
     assert puts[1] - puts[0] >= 2.9 and puts[2] - puts[1] >= 2.9, puts
 
 

@@ -6,31 +6,28 @@ import pytest
 
 from include.nightly_ci.names import tag_safe_run_id
 from tests.faults.conftest import BUCKET, PREFIX
-from tests.faults.proxy import Fault
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 UNIT = "vllm_amd64.tests.unit"
 
 
-def test_the_store_down_during_a_write_is_retried_and_the_suite_still_passes(stand, untouched):
+def test_the_store_down_during_a_write_is_retried_and_the_suite_still_passes(stand, untouched, waited_out):
     """moto S3 answers 503 to the unit suite's first two output.log writes (botocore's own
-    retries off): the write's own retries carry it."""
-    stand.proxies["s3"].inject(
-        Fault(status=503, times=2, match=lambda m, p: m == "PUT" and "test-unit/output.log" in p)
-    )
-    night = stand.run("2026-11-21T08:00:00+00:00")
-    assert stand.proxies["s3"].statuses("PUT").count(503) == 2
+    retries off): the write's own retries carry it (the night of tests/faults/conftest.py
+    waited_out)."""
+    night = waited_out.night
+    assert waited_out.statuses("s3", "PUT").count(503) == 2
     assert night.state == "success", night.output[-3000:]
     assert night.row(UNIT)["status"] == "success" and night.row(UNIT)["failure_class"] is None
     assert any(k.endswith("vllm_amd64/test-unit/output.log") for k in stand.store_files(night.run_id))
 
 
-def test_slack_answering_5xx_is_retried_and_the_message_goes_out(stand, untouched):
-    stand.slack.script[:] = [(500, None), (503, None)]
-    night = stand.run("2026-11-22T08:00:00+00:00")
+def test_slack_answering_5xx_is_retried_and_the_message_goes_out(stand, untouched, waited_out):
+    """Slack answers 500, then 503: the message goes out on the third try (the night of
+    waited_out)."""
+    night = waited_out.night
     assert night.state == "success"
-    answers = [p["status"] for p in stand.slack_posts()[-3:]]
-    assert answers == [500, 503, 200], answers
+    assert waited_out.slack_statuses == [500, 503, 200], waited_out.slack_statuses
     assert night.states["notify_slack"] == "success"
 
 

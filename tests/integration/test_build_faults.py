@@ -82,6 +82,40 @@ def registry_reset() -> Iterator[int]:
     server.close()
 
 
+@pytest.fixture
+def registry_eof() -> Iterator[int]:
+    """Reads each request and closes the connection without an answer, as a proxy or a
+    registry that goes away mid-request does: Go's client says only `...: EOF` (seen with
+    the resetting server above on a busy machine, where its reset came after the request)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
 def build(tmp: Path, dockerfile: str) -> Exception:
     (tmp / "Dockerfile").write_text(dockerfile)
     spec = BuildSpec(str(tmp), "Dockerfile", "final", "linux/amd64", "nightly-ci-test/faults:latest")
@@ -91,7 +125,7 @@ def build(tmp: Path, dockerfile: str) -> Exception:
     return info.value
 
 
-@pytest.mark.parametrize("fixture", ["registry_503", "registry_429", "registry_reset"])
+@pytest.mark.parametrize("fixture", ["registry_503", "registry_429", "registry_reset", "registry_eof"])
 def test_a_base_image_its_registry_fails_to_deliver_is_retried_infra(request, provisioned, tmp_path, fixture):
     port = request.getfixturevalue(fixture)
     err = build(tmp_path, f"FROM 127.0.0.1:{port}/nvidia/cuda-dl-base:25.01 AS final\nRUN true\n")

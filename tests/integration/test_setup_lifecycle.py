@@ -1,7 +1,8 @@
 """The local setup's services live apart from the command that started them: Ctrl-C on
 `make demo` or `make test` (SIGINT to the terminal's whole process group) stops the
-command, not the engine, the registries or the stand-in Slack; `make down` stops exactly
-those, by their pid files, and nothing else.
+command within seconds at every step of provisioning, not the engine, the registries or
+the stand-in Slack; a later run resumes where it stopped; `make down` stops exactly the
+services, by their pid files, and nothing else.
 
 A setup of its own: a new state folder (the base images' rootfs tarballs linked from the
 main one, so no debootstrap), the main venv, ports of its own."""
@@ -14,14 +15,36 @@ import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.services import ROOT, STATE, free_port, wait_for
+from tests.services import ROOT, STATE, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+STOPS_WITHIN_SEC = 10  # "a few seconds", on a busy 2-core machine
+# htpasswd as a command that handles Ctrl-C itself and ends normally (exit 0), as many do:
+# bash takes a SIGINT that arrives while it waits for such a command as handled, and goes
+# on. Short commands that happen to end as the SIGINT arrives do the same, by chance.
+FAKE_HTPASSWD = """#!/bin/sh
+sleep 30 >/dev/null 2>&1 &
+trap 'kill $!; exec /usr/bin/htpasswd "$@"' INT
+echo "[fake htpasswd] waiting" >&2
+wait
+exec /usr/bin/htpasswd "$@"
+"""
+# Where provisioning a new state is interrupted, in its order: the line it prints, and how
+# long after it (in the engine's wait, `docker import`, set_image_arch.py, the fake htpasswd).
+STEPS = [
+    ("starting the setup's own dockerd", 0.3),
+    ("importing nightly-ci-base:bookworm-amd64", 0.5),
+    ("importing nightly-ci-base:bookworm-arm64", 2.5),
+    ("importing nightly-ci-runtime:bookworm-amd64", 0.5),
+    ("importing nightly-ci-runtime:bookworm-arm64", 1.5),
+    ("[fake htpasswd] waiting", 0.0),
+]
 
 
 def answers(url: str, **kwargs) -> bool:
@@ -38,12 +61,65 @@ def engine_answers(sock: Path) -> bool:
     return proc.stdout == "OK"
 
 
-@pytest.fixture
+@dataclass(frozen=True)
+class Interrupted:
+    """Provisioning of a new state, Ctrl-C'd at one step."""
+
+    step: str
+    seconds: float | None  # from the SIGINT to the command's end; None: still running
+    returncode: int | None
+    output: str
+
+
+@dataclass(frozen=True)
+class Setup:
+    state: Path
+    env: dict[str, str]
+    ports: dict[str, int]
+    interrupted: tuple[Interrupted, ...]
+
+
+def run_until(env: dict[str, str], line: str, delay: float) -> Interrupted:
+    """`make test` in a terminal (provisioning, then the tests, one process group), Ctrl-C'd
+    DELAY seconds after provisioning prints LINE; how long it took to stop."""
+    command = subprocess.Popen(
+        ["bash", "-c", f"bash {ROOT}/scripts/provision.sh && exec sleep 600"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert command.stdout is not None
+    seen = []
+    try:
+        for out in command.stdout:
+            seen.append(out)
+            if line in out:
+                break
+        else:
+            raise AssertionError(f"provisioning never printed {line!r}:\n{''.join(seen)}")
+        time.sleep(delay)
+    finally:
+        os.killpg(command.pid, signal.SIGINT)  # Ctrl-C
+        sent = time.monotonic()
+    try:
+        rest = command.communicate(timeout=60)[0]
+        took: float | None = time.monotonic() - sent
+    except subprocess.TimeoutExpired:
+        took = None
+        os.killpg(command.pid, signal.SIGKILL)
+        rest = command.communicate()[0]
+    return Interrupted(line, took, command.returncode, "".join(seen) + rest)
+
+
+@pytest.fixture(scope="module")
 def setup(provisioned):
-    """A second setup: its state folder, environment and ports; removed afterwards."""
+    """A second setup, Ctrl-C'd at every step of its first provisioning (each run again
+    resumes it); its state folder, environment and ports. Removed afterwards."""
     state = Path(tempfile.mkdtemp(prefix="nci-life-", dir="/tmp"))  # short: the engine's sockets live here
     for tarball in STATE.glob("rootfs-bookworm-*.v*.tar.gz"):
         os.link(tarball, state / tarball.name)
+    fake = state / "fake-bin"
+    fake.mkdir()
+    (fake / "htpasswd").write_text(FAKE_HTPASSWD)
+    (fake / "htpasswd").chmod(0o755)
     ports = {"ECR": free_port(), "ACR": free_port(), "SLACK": free_port()}
     env = {
         **os.environ,
@@ -52,36 +128,48 @@ def setup(provisioned):
         **{f"NIGHTLY_CI_{name}_PORT": str(port) for name, port in ports.items()},
     }
     try:
-        yield state, env, ports
+        faked = {**env, "PATH": f"{fake}:{env['PATH']}"}
+        yield Setup(state, env, ports, tuple(run_until(faked, line, delay) for line, delay in STEPS))
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True, timeout=120)
         subprocess.run(["umount", "-R", "-l", str(state / "engine")], capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
 
 
+def test_ctrl_c_stops_provisioning_within_seconds_at_every_step_and_a_rerun_resumes(setup):
+    """Each step ends at once, whether its command dies of the SIGINT or (the fake
+    htpasswd) ends normally; nothing after it runs; the next run picks up from there."""
+    for done, (line, _) in zip(setup.interrupted, STEPS, strict=True):
+        assert done.seconds is not None and done.seconds <= STOPS_WITHIN_SEC, (line, done.seconds, done.output[-3000:])
+        assert done.returncode != 0, done.output[-3000:]  # the command stopped: no tests after a Ctrl-C'd setup
+        later = done.output.split(line, 1)[1]
+        assert "registry acr: started" not in later and "stand-in Slack: started" not in later, later
+        print(f"Ctrl-C at {line!r}: stopped after {done.seconds:.2f} s, exit {done.returncode}")
+    # What a Ctrl-C'd step left half made is not trusted: the run again finishes the setup,
+    # each base image of its arch.
+    final = subprocess.run(["bash", str(ROOT / "scripts" / "provision.sh")], env=setup.env,
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert final.returncode == 0, final.stdout + final.stderr
+    env = {**setup.env, "DOCKER_HOST": f"unix://{setup.state}/engine/docker.sock"}
+    for kind in ("base", "runtime"):
+        for arch in ("amd64", "arm64"):
+            inspect = subprocess.run(["/usr/bin/docker", "image", "inspect", "-f", "{{.Architecture}}",
+                                      f"nightly-ci-{kind}:bookworm-{arch}"], env=env, capture_output=True, text=True)  # fmt: skip
+            assert inspect.stdout.strip() == arch, (kind, arch, inspect.stdout, inspect.stderr)
+
+
 def test_ctrl_c_stops_the_command_not_the_services_and_make_down_stops_them(setup):
-    state, env, ports = setup
-    # `make test` in a terminal: provisioning, then the tests, all in one process group.
-    command = subprocess.Popen(
-        ["bash", "-c", f"bash {ROOT}/scripts/provision.sh && exec sleep 600"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    state, env, ports = setup.state, setup.env, setup.ports
     slack = f"http://127.0.0.1:{ports['SLACK']}/health"
-    try:
-        wait_for(lambda: answers(slack) or command.poll() is not None, 300, "provisioning of the second setup")
-        assert command.poll() is None, command.communicate()[0]
-    finally:
-        os.killpg(command.pid, signal.SIGINT)  # Ctrl-C
-        output = command.communicate(timeout=60)[0]
-    assert command.returncode != 0, output  # the command stopped
+    # `make test` in a terminal, Ctrl-C'd once its tests run (provisioning is done).
+    done = run_until(env, "stand-in Slack: ", 1.0)
+    assert done.seconds is not None and done.seconds <= STOPS_WITHIN_SEC, done
+    assert done.returncode != 0, done.output  # the command stopped
+    assert answers(slack), done.output
 
     sock = state / "engine" / "docker.sock"
     time.sleep(2)  # a service that got the SIGINT would be gone by now
-    assert engine_answers(sock), output
+    assert engine_answers(sock), done.output
     assert answers(f"http://127.0.0.1:{ports['ECR']}/v2/") and answers(f"http://127.0.0.1:{ports['ACR']}/v2/")
     assert requests.get(slack, timeout=2).text == f"nightly-ci stand-in slack {state}/slack/messages.jsonl"
     pidfiles = ["engine/docker.pid", "registries/ecr/registry.pid", "registries/acr/registry.pid", "slack/server.pid"]

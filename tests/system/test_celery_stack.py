@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,7 @@ from tests.services import (
     ScratchEngine,
     base_images,
     free_port,
+    wait_for,
     write_config,
 )
 from tests.system.processes import AirflowStack, Worker
@@ -217,6 +219,24 @@ class System:
             f"{self.task_log(run_id, i['task_id'], i['try_number'], dag_id=dag_id, map_index=i['map_index'])[-3000:]}"
             for i in failed[:3]
         )
+
+    def set_deadline_hours(self, hours: float) -> None:
+        """The nightly's Deadline Alert HOURS after a run is queued, for the runs from now
+        on: the config rewritten, the DAG file parsed again at once (the REST API's reparse,
+        the UI's button) and its new version serialized before this returns."""
+        text = self.config.read_text()
+        changed = re.sub(r"deadline_hours: [0-9.]+", f"deadline_hours: {hours}", text)
+        assert changed != text, text
+        dag = self.stack.get(f"/dags/{DAG}/details")
+        version = dag["latest_dag_version"]["version_number"]
+        self.config.write_text(changed)
+        assert self.stack.request("PUT", f"/parseDagFile/{dag['file_token']}").ok
+
+        def reparsed() -> bool:
+            latest = self.stack.get(f"/dags/{DAG}/details")["latest_dag_version"]
+            return latest["version_number"] > version
+
+        wait_for(reparsed, 120, f"version {version + 1} of {DAG} with a deadline of {hours} h")
 
     def set_gpu_engine(self, host: str) -> None:
         body = {"connection_id": GPU_ENGINE, "conn_type": "docker", "host": host}
@@ -397,6 +417,9 @@ def test_a_backfill_of_three_missed_nights_builds_each_nights_commit(system):
 
 def test_clearing_a_failed_test_task_reruns_only_it_against_the_same_image(system):
     stack = system.stack
+    # Clear before the run's deadline, however long a busy machine takes to fail the run:
+    # an hour ahead, where the scheduled run's 36 s was there to be overrun.
+    system.set_deadline_hours(1.0)
     system.set_gpu_engine("unix:///run/nightly-ci-system-test-gpu-host-is-down.sock")
     conf = {"frameworks": ["trtllm"], "arches": ["amd64"], "publish": False}
     resp = stack.request("POST", f"/dags/{DAG}/dagRuns", json={"logical_date": None, "conf": conf})

@@ -47,9 +47,11 @@ _UNREACHABLE = (
 )
 # What the network or a registry did to a base image or a cache, not the Dockerfile: the
 # texts BuildKit and Go's net/http give (TLS handshake timeout, the NGC / Docker Hub
-# "request canceled while waiting for connection", resets, DNS, 5xx and 429 statuses).
+# "request canceled while waiting for connection", resets, a connection closed with no
+# answer (`failed to do request: HEAD "URL": EOF`), DNS, 5xx and 429 statuses).
 _TRANSIENT = re.compile(
     r"tls handshake timeout|request canceled|connection reset|connection refused|i/o timeout|"
+    r'failed to do request: \w+ "[^"]*": eof\b|'
     r"server misbehaving|temporary failure in name resolution|no such host|unexpected eof|"
     r"toomanyrequests|\b429 too many requests|\b5\d\d (internal server error|bad gateway|service unavailable|"
     r"gateway timeout)|status(?: code)?:? 5\d\d\b"
