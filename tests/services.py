@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import glob
@@ -275,6 +276,85 @@ def airflow_db() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+class NightServer:
+    """tests/night_server.py for this pytest process: started on first use with this
+    process's environment, stopped at its exit."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="nci-nights-", dir="/tmp"))  # short: a socket lives here
+        self.socket = str(self.folder / "socket")
+        self.env = airflow_env()
+        log = (self.folder / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.night_server", self.socket],
+            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+
+        def listening() -> bool:
+            assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+            with socket.socket(socket.AF_UNIX) as s:
+                return s.connect_ex(self.socket) == 0
+
+        wait_for(listening, 120, "the night server")
+        atexit.register(self.stop)
+
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether a command with ENV runs as it would in a process of its own: Airflow's
+        settings (AIRFLOW_HOME, AIRFLOW__*) and the module path are the server's."""
+
+        def fixed(e: dict[str, str]) -> dict[str, str]:
+            return {k: v for k, v in e.items() if k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "PYTHONPATH")}
+
+        return self.proc.poll() is None and fixed(env) == fixed(self.env)
+
+    def run(self, argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        output = tempfile.NamedTemporaryFile(dir=self.folder, suffix=".log", delete=False)  # noqa: SIM115 - named
+        output.close()
+        request = {"argv": argv, "env": env, "cwd": os.getcwd(), "output": output.name}
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(self.socket)
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            conn.settimeout(timeout)
+            answers = conn.makefile("rb")
+            pid = int(answers.readline())
+            try:
+                line = answers.readline()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, 9)
+                raise subprocess.TimeoutExpired(["airflow", *argv], timeout, Path(output.name).read_text()) from None
+        out = Path(output.name).read_text(errors="replace")
+        os.unlink(output.name)
+        if not line:
+            raise RuntimeError(f"the night server lost `airflow {' '.join(argv)}` (pid {pid}):\n{out[-3000:]}")
+        return subprocess.CompletedProcess(["airflow", *argv], int(line), out, None)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_night_server: NightServer | None = None
+
+
+def airflow_command(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`airflow ARGV` with ENV, its stdout and stderr together in .stdout: forked from this
+    process's night server where it can run the command as a process of its own would,
+    else in a process of its own."""
+    global _night_server
+    if _night_server is None or _night_server.proc.poll() is not None:
+        _night_server = NightServer()
+    if _night_server.serves(env):
+        return _night_server.run(argv, env, timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=timeout,
+    )  # fmt: skip
+
+
 def run_dag(
     config: Path,
     *,
@@ -284,21 +364,15 @@ def run_dag(
     timeout: float = 900,
 ) -> subprocess.CompletedProcess:
     """`airflow dags test nightly_ci` for CONFIG in a subprocess; stdout+stderr in .stdout."""
-    cmd = [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci"]
+    argv = ["dags", "test", "nightly_ci"]
     if logical_date:
-        cmd.append(logical_date)
+        argv.append(logical_date)
     if conf:
-        cmd += ["-c", json.dumps(conf)]
+        argv += ["-c", json.dumps(conf)]
     # Each test's own history store, beside its config: nights of other tests are not its past.
     history = json.dumps({"conn_type": "sqlite", "host": str(config.parent / "history.db")})
-    return subprocess.run(
-        cmd,
-        env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": history, **(env or {})}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=timeout,
-    )
+    extra = {"NIGHTLY_CI_CONFIG": str(config), "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": history, **(env or {})}
+    return airflow_command(argv, airflow_env(extra), timeout)
 
 
 def run_culprit(
@@ -310,12 +384,10 @@ def run_culprit(
     (the queued run's id, that run's output) for the first run ('' as its id) and each next."""
     steps, run_id = [], ""
     for _ in range(max_steps):
-        cmd = [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci_culprit", "-c", json.dumps(conf)]
+        argv = ["dags", "test", "nightly_ci_culprit", "-c", json.dumps(conf)]
         history = json.dumps({"conn_type": "sqlite", "host": str(config.parent / "history.db")})
         extra = {"NIGHTLY_CI_CONFIG": str(config), "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": history, **(env or {})}
-        proc = subprocess.run(
-            cmd, env=airflow_env(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
-        )
+        proc = airflow_command(argv, airflow_env(extra), timeout)
         steps.append((run_id, proc.stdout))
         assert "DagRun Finished" in proc.stdout and "state=success" in proc.stdout.split("DagRun Finished")[-1], (
             proc.stdout[-5000:]

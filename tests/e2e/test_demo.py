@@ -70,6 +70,15 @@ def demo(nightly_before_demo):
     return proc.stdout, run_id
 
 
+@pytest.fixture(scope="module")
+def moving(demo) -> dict[str, str]:
+    """Where the demo left ECR's moving tags: each tag's digest. The broken night below
+    moves them on; the tests that read the demo's read these, in any order."""
+    ecr = client("ecr", ECR_PORT)
+    tags = [t for fw, arch in CELLS for t in (f"nightly-{fw}-{arch}", f"main-{fw}-framework-{arch}")]
+    return {tag: present(ecr.image(REPO, tag)).digest for tag in tags}
+
+
 def test_demo_runs_tasks_in_parallel_and_reports_its_time(demo):
     """The night's tasks ran as a scheduler runs them, several at once: its wall time is
     far below the sum of its tasks' run times, and it says so beside its critical path."""
@@ -120,7 +129,7 @@ def test_demo_prints_the_results_table_and_posts_to_slack(demo):
     )
 
 
-def test_ecr_holds_framework_and_both_runtime_tags_for_all_six_cells(demo):
+def test_ecr_holds_framework_and_both_runtime_tags_for_all_six_cells(demo, moving):
     _, run_id = demo
     ecr = client("ecr", ECR_PORT)
     tags = set(ecr.tags(REPO))
@@ -135,7 +144,7 @@ def test_ecr_holds_framework_and_both_runtime_tags_for_all_six_cells(demo):
         assert {f"main-{fw}-framework-{arch}", f"nightly-{fw}-{arch}", run_tag} <= tags
         image = present(ecr.image(REPO, run_tag))
         assert image.labels[LABEL_REVISION] == head
-        assert image.digest == present(ecr.image(REPO, f"nightly-{fw}-{arch}")).digest
+        assert image.digest == moving[f"nightly-{fw}-{arch}"]
 
 
 def test_acr_holds_runtime_images_only(demo):
@@ -146,33 +155,33 @@ def test_acr_holds_runtime_images_only(demo):
         assert {f"nightly-{fw}-{arch}", f"nightly-{fw}-{arch}-run-{tag_safe_run_id(run_id)}"} <= set(tags)
 
 
-def test_arm64_images_are_arm64_and_run_as_aarch64(demo):
+def test_arm64_images_are_arm64_and_run_as_aarch64(demo, moving):
     ecr = client("ecr", ECR_PORT)
     for fw, arch in CELLS:
-        assert present(ecr.image(REPO, f"nightly-{fw}-{arch}")).architecture == arch
-        assert present(ecr.image(REPO, f"main-{fw}-framework-{arch}")).architecture == arch
+        assert present(ecr.image(REPO, moving[f"nightly-{fw}-{arch}"])).architecture == arch
+        assert present(ecr.image(REPO, moving[f"main-{fw}-framework-{arch}"])).architecture == arch
         if arch == "arm64":
-            assert run_arm64(f"nightly-{fw}-{arch}", "uname", "-m").strip() == "aarch64"
+            assert run_arm64(moving[f"nightly-{fw}-{arch}"], "uname", "-m").strip() == "aarch64"
 
 
-def run_arm64(tag: str, *command: str) -> str:
-    """What COMMAND prints in the demo's arm64 image TAG (under qemu), pulled from "ECR"."""
+def run_arm64(digest: str, *command: str) -> str:
+    """What COMMAND prints in the demo's arm64 image DIGEST (under qemu), pulled from "ECR"."""
     engine = docker.DockerClient(base_url=ENGINE)
     password = (STATE / "registries" / "ecr" / "password").read_text().strip()
-    image = engine.images.pull(f"127.0.0.1:{ECR_PORT}/{REPO}", tag=tag, platform="linux/arm64",
+    image = engine.images.pull(f"127.0.0.1:{ECR_PORT}/{REPO}@{digest}", platform="linux/arm64",
                                auth_config={"username": "ci", "password": password})  # fmt: skip
     out = engine.containers.run(image, list(command), platform="linux/arm64", network_mode="none", remove=True)
     return out.decode()
 
 
-def build_info(tag: str) -> str:
-    return run_arm64(tag, "cat", "/opt/framework/build-info")
+def build_info(digest: str) -> str:
+    return run_arm64(digest, "cat", "/opt/framework/build-info")
 
 
-def test_arm64_overrides_reached_the_build(demo):
-    info = build_info("nightly-vllm-arm64")
+def test_arm64_overrides_reached_the_build(demo, moving):
+    info = build_info(moving["nightly-vllm-arm64"])
     assert "cuda_version=129" in info and "torch_backend=cu129" in info
-    assert "cuda_version=128" in build_info("nightly-sglang-arm64")  # sglang keeps the defaults
+    assert "cuda_version=128" in build_info(moving["nightly-sglang-arm64"])  # sglang keeps the defaults
 
 
 def test_the_demo_does_not_unpause_the_nightly(demo, nightly_before_demo):
@@ -187,7 +196,7 @@ def test_the_demo_does_not_unpause_the_nightly(demo, nightly_before_demo):
     assert nightly_paused() == "paused", f"before the demo: {nightly_before_demo}"
 
 
-# Last: it moves the demo's moving tags to a newer, broken night.
+# It moves the demo's moving tags to a newer, broken night (the tests above read `moving`).
 def test_a_night_with_one_test_broken_reports_exactly_that_test_as_new(demo, tmp_path):
     """The next night's commit breaks one unit test: the summary names exactly it."""
     work = tmp_path / "work"

@@ -11,7 +11,7 @@ import pytest
 
 from include.nightly_ci.names import LABEL_LOGICAL_DATE
 from tests.faults.conftest import Night
-from tests.services import airflow_env, dag_runs
+from tests.services import airflow_command, airflow_env, dag_runs
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 REPO = "ai-dynamo/dynamo"
@@ -33,12 +33,9 @@ def test_an_alias_bomb_config_is_refused_within_a_second_and_no_run_starts(stand
     assert check.returncode != 0 and "alias" in (check.stdout + check.stderr).lower(), check.stdout + check.stderr
     assert took < 1 + 3, took  # under a second of loading, plus the interpreter's start
     runs_before = dag_runs("nightly_ci")
-    proc = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", "nightly_ci", "2026-11-19T08:00:00+00:00"],
-        env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **stand.env()}),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode != 0 and "could not be found" in proc.stdout + proc.stderr
+    env = airflow_env({"NIGHTLY_CI_CONFIG": str(config), **stand.env()})
+    proc = airflow_command(["dags", "test", "nightly_ci", "2026-11-19T08:00:00+00:00"], env, timeout=300)
+    assert proc.returncode != 0 and "could not be found" in proc.stdout
     assert dag_runs("nightly_ci") == runs_before
 
 

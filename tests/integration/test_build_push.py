@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from dev.sample_repo import make_repo, nightly_history
+from include.nightly_ci.images.registries import RemoteImage
 from include.nightly_ci.names import LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE, tag_safe_run_id
 from tests.services import (
     AMD64_BASES,
@@ -94,11 +96,25 @@ def stack(tmp_path_factory, provisioned, airflow_home):
 NIGHT = "2026-11-27T08:00:00+00:00"
 
 
+@dataclass(frozen=True)
+class FirstNight:
+    """The module's first night and the registries as it left them (later nights in this
+    module move the moving tags: the tests read what the first one pushed, in any order)."""
+
+    stdout: str
+    ecr: dict[str, RemoteImage]  # tag -> image
+    acr: dict[str, RemoteImage]
+
+
 @pytest.fixture(scope="module")
-def first_run(stack):
+def first_run(stack) -> FirstNight:
     proc = stack.run(NIGHT)
     assert proc.returncode == 0, proc.stdout[-5000:]
-    return proc
+
+    def images(registry: LocalRegistry) -> dict[str, RemoteImage]:
+        return {tag: present(registry.client().image(REPO, tag)) for tag in registry.tags(REPO)}
+
+    return FirstNight(proc.stdout, images(stack.ecr), images(stack.acr))
 
 
 @pytest.fixture(scope="module")
@@ -111,21 +127,20 @@ def test_one_cell_is_built_and_pushed(stack, first_run, run_id):
     # ECR, the cache registry, also holds what each build pushed for the push tasks to
     # promote (run-scoped: retention removes them with the run tags).
     builds = [f"{run_tag}-build-framework", f"{run_tag}-build-runtime"]
-    assert stack.ecr.tags(REPO) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag, *builds])
-    assert stack.acr.tags(REPO) == sorted(["nightly-vllm-amd64", run_tag])  # runtime only
+    ecr, acr = first_run.ecr, first_run.acr
+    assert sorted(ecr) == sorted(["main-vllm-framework-amd64", "nightly-vllm-amd64", run_tag, *builds])
+    assert sorted(acr) == sorted(["nightly-vllm-amd64", run_tag])  # runtime only
     # The tags hold exactly what the builds pushed: the registry is the handoff.
-    ecr = stack.ecr.client()
-    assert present(ecr.image(REPO, run_tag)).digest == present(ecr.image(REPO, builds[1])).digest
-    assert present(ecr.image(REPO, "main-vllm-framework-amd64")).digest == present(ecr.image(REPO, builds[0])).digest
-    assert present(stack.acr.client().image(REPO, run_tag)).digest == present(ecr.image(REPO, run_tag)).digest
-    runtime = stack.ecr.client().image(REPO, "nightly-vllm-amd64")
-    assert runtime.digest == stack.ecr.client().image(REPO, run_tag).digest
+    assert ecr[run_tag].digest == ecr[builds[1]].digest
+    assert ecr["main-vllm-framework-amd64"].digest == ecr[builds[0]].digest
+    assert acr[run_tag].digest == ecr[run_tag].digest
+    runtime = ecr["nightly-vllm-amd64"]
+    assert runtime.digest == ecr[run_tag].digest
     assert runtime.labels[LABEL_REVISION] == stack.commits[-1]  # the branch head
     assert runtime.labels[LABEL_SOURCE] == str(stack.repo)
     assert runtime.labels[LABEL_LOGICAL_DATE] == NIGHT and runtime.labels[LABEL_RUN_ID] == run_id
     assert "org.opencontainers.image.created" in runtime.labels
-    framework = stack.ecr.client().image(REPO, "main-vllm-framework-amd64")
-    assert framework.labels[LABEL_REVISION] == stack.commits[-1]
+    assert ecr["main-vllm-framework-amd64"].labels[LABEL_REVISION] == stack.commits[-1]
     # Only the selected cell ran; the others were skipped by the Params.
     assert "sglang/arm64 is not selected by this run's Params" in first_run.stdout
 
@@ -170,36 +185,32 @@ def test_streamed_build_output_is_in_the_task_log(first_run):
 
 
 def test_an_older_night_pushes_only_its_run_tag(stack, first_run):
-    older = "2026-11-20T08:00:00+00:00"
-    before = stack.ecr.client().image(REPO, "nightly-vllm-amd64")
+    older = "2026-11-20T08:00:00+00:00"  # before every night of this module
+    moving = ("nightly-vllm-amd64", "main-vllm-framework-amd64")
+    before = {tag: present(stack.ecr.client().image(REPO, tag)) for tag in moving}
+    acr_before = present(stack.acr.client().image(REPO, "nightly-vllm-amd64"))
     proc = stack.run(older)
     assert proc.returncode == 0, proc.stdout[-5000:]
-    after = stack.ecr.client().image(REPO, "nightly-vllm-amd64")
-    assert after.digest == before.digest and after.labels[LABEL_LOGICAL_DATE] == NIGHT
-    assert stack.acr.client().image(REPO, "nightly-vllm-amd64").labels[LABEL_LOGICAL_DATE] == NIGHT
+    for tag in moving:  # where a newer night left them
+        after = present(stack.ecr.client().image(REPO, tag))
+        assert (after.digest, after.labels[LABEL_LOGICAL_DATE]) == (
+            before[tag].digest,
+            before[tag].labels[LABEL_LOGICAL_DATE],
+        )
+        assert after.labels[LABEL_LOGICAL_DATE] > older
+    assert present(stack.acr.client().image(REPO, "nightly-vllm-amd64")).digest == acr_before.digest
     old_tag = f"nightly-vllm-amd64-run-{tag_safe_run_id(run_id_of(proc.stdout))}"
     assert stack.ecr.client().image(REPO, old_tag).labels[LABEL_LOGICAL_DATE] == older
     assert stack.acr.client().image(REPO, old_tag) is not None
     assert "Not moving nightly-vllm-amd64" in proc.stdout
-    framework = stack.ecr.client().image(REPO, "main-vllm-framework-amd64")
-    assert framework.labels[LABEL_LOGICAL_DATE] == NIGHT
 
 
 def test_rerunning_build_and_push_tasks_gives_the_same_tags_and_images(stack, first_run, run_id):
-    import subprocess
-    import sys
-
-    from tests.services import airflow_env
+    from tests.services import airflow_command, airflow_env
 
     def rerun(task_id: str) -> None:
-        proc = subprocess.run(
-            [sys.executable, "-m", "airflow", "tasks", "test", "nightly_ci", task_id, run_id],
-            env=airflow_env({"NIGHTLY_CI_CONFIG": str(stack.config), **stack.env}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=300,
-        )
+        env = airflow_env({"NIGHTLY_CI_CONFIG": str(stack.config), **stack.env})
+        proc = airflow_command(["tasks", "test", "nightly_ci", task_id, run_id], env, timeout=300)
         assert proc.returncode == 0, proc.stdout[-5000:]
 
     before = {t: present(stack.ecr.client().image(REPO, t)).digest for t in stack.ecr.tags(REPO)}

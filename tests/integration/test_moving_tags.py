@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -15,7 +16,7 @@ import requests
 from dev.sample_repo import make_repo, nightly_history
 from include.nightly_ci.build.ancestry import ancestry
 from include.nightly_ci.images.moving import Held, Rules, TagIO, move_forward
-from include.nightly_ci.images.registries import Manifest
+from include.nightly_ci.images.registries import Manifest, retry_transient
 from include.nightly_ci.names import LABEL_LOGICAL_DATE, LABEL_REVISION
 from tests.services import GitServer, present
 
@@ -24,6 +25,7 @@ REPO = "nightly-ci/moving"
 TAG = "nightly-vllm-amd64"
 NIGHT = datetime(2026, 11, 29, 8, tzinfo=UTC)
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+T = TypeVar("T")
 
 
 def put_image(reg, tag: str, night: datetime, revision: str) -> str:
@@ -44,6 +46,12 @@ def put_image(reg, tag: str, night: datetime, revision: str) -> str:
     return reg.client().put_manifest(REPO, tag, Manifest(body, MANIFEST, "sha256:" + hashlib.sha256(body).hexdigest()))
 
 
+def retrying(what: str, func: Callable[[], T]) -> T:
+    """FUNC retried on a registry's 5xx as a push task retries it (build/publish.py): the
+    registry's filesystem store answers 500 now and then to a read of a tag being written."""
+    return retry_transient(what, func, attempts=4, backoff=0.2, backoff_max=1.0)
+
+
 def tag_io(
     reg, mine_tag: str, *, pause_before_write: threading.Event | None = None, wrote: threading.Event | None = None
 ) -> TagIO:
@@ -51,13 +59,13 @@ def tag_io(
     manifest = client.manifest(REPO, mine_tag)
 
     def read() -> Held | None:
-        image = client.image(REPO, TAG)
+        image = retrying(f"inspect {TAG}", lambda: client.image(REPO, TAG))
         return Held.of_labels(image.digest, image.labels) if image else None
 
     def write() -> str:
         if pause_before_write is not None:
             assert pause_before_write.wait(10)
-        stored = client.put_manifest(REPO, TAG, manifest)
+        stored = retrying(f"tag {TAG}", lambda: client.put_manifest(REPO, TAG, manifest))
         if wrote is not None:
             wrote.set()
         return stored

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime
 
 import docker
@@ -18,6 +17,7 @@ from tests.services import (
     ENGINE,
     LocalRegistry,
     ScratchEngine,
+    airflow_command,
     airflow_env,
     present,
     run_dag,
@@ -45,14 +45,8 @@ def hosts(provisioned):
 
 
 def rerun(task_id: str, run_id: str, config, env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "airflow", "tasks", "test", "nightly_ci", f"{CELL}.{task_id}", run_id],
-        env=airflow_env({"NIGHTLY_CI_CONFIG": str(config), **env}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=300,
-    )
+    argv = ["tasks", "test", "nightly_ci", f"{CELL}.{task_id}", run_id]
+    return airflow_command(argv, airflow_env({"NIGHTLY_CI_CONFIG": str(config), **env}), timeout=300)
 
 
 def test_pushes_and_tests_rerun_on_another_host_after_the_builder_is_gone(hosts, tmp_path, airflow_home):
