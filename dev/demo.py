@@ -92,15 +92,7 @@ def fix_local_executor_end() -> None:
 def preload() -> None:
     """What the tasks import when they run, imported once here: the executor's workers
     are forked from this process, so no task pays for these imports again."""
-    import docker  # noqa: F401
-    from airflow.providers.docker.hooks.docker import DockerHook  # noqa: F401
-    from airflow.providers.microsoft.azure.hooks.container_registry import AzureContainerRegistryHook  # noqa: F401
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook  # noqa: F401
-
-    from include.nightly_ci.build import builder, source  # noqa: F401
-    from include.nightly_ci.images import engine, registries  # noqa: F401
-    from include.nightly_ci.report import results, slack  # noqa: F401
-    from include.nightly_ci.suites import run  # noqa: F401
+    import include.nightly_ci.worker_preload  # noqa: F401
 
 
 @contextlib.contextmanager

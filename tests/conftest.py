@@ -165,6 +165,7 @@ def weight(item: pytest.Item) -> int:
     return sum(w for name, w in WEIGHTS.items() if item.get_closest_marker(name)) or 1
 
 
+@pytest.hookimpl(trylast=True)  # after --random-order's shuffle, which this keeps within each group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The groups in order of their expected time, longest first, so that the last group a
     worker starts is a short one (each group keeps its tests' order)."""

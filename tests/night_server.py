@@ -37,18 +37,10 @@ def preload() -> None:
     import airflow.__main__
     import airflow.cli.commands.dag_command
     import airflow.cli.commands.task_command  # noqa: F401
-    import docker  # noqa: F401
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook  # noqa: F401
-    from airflow.providers.docker.hooks.docker import DockerHook  # noqa: F401
-    from airflow.providers.microsoft.azure.hooks.container_registry import AzureContainerRegistryHook  # noqa: F401
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook  # noqa: F401
     from airflow.sdk.execution_time import supervisor, task_runner  # noqa: F401
 
+    import include.nightly_ci.worker_preload  # noqa: F401 - what the tasks import
     from include.nightly_ci import dag  # noqa: F401
-    from include.nightly_ci.build import builder, source  # noqa: F401
-    from include.nightly_ci.images import engine, registries  # noqa: F401
-    from include.nightly_ci.report import results, slack  # noqa: F401
-    from include.nightly_ci.suites import run  # noqa: F401
 
     app = supervisor.in_process_api_server().app  # the app only: its loop and thread start in the child
     init = getattr(app, "_cadwyn_initialize", None)  # Cadwyn builds its routes on the first request

@@ -127,6 +127,8 @@ class AirflowStack:
             "AIRFLOW_CONN_NIGHTLY_CI_HISTORY": json.dumps(self.history_conn),
             "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url.replace("+psycopg2", ""),
+            # As docker-compose.yaml: each worker loads what the tasks import once.
+            "AIRFLOW__CELERY__EXTRA_CELERY_CONFIG": json.dumps({"imports": ["include.nightly_ci.worker_preload"]}),
             "AIRFLOW__API__BASE_URL": self.api,
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__HOST": "127.0.0.1",

@@ -15,7 +15,8 @@ PREFIX = "include.nightly_ci."
 STAGES = {"build", "suites", "report", "retention", "culprit"}
 # Shared by the stages; import no stage themselves, and of each other only what is listed.
 SUPPORT = {"images": {"ui"}, "ui": {"history"}, "history": set()}
-COMPOSERS = {"dag", "culprit_dag", "cli", "deadline", "__main__"}  # put the stages together (deadline: a re-export)
+# Put the stages together (deadline: a re-export; worker_preload: what the tasks import, for workers to load once).
+COMPOSERS = {"dag", "culprit_dag", "cli", "deadline", "__main__", "worker_preload"}
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 
 
