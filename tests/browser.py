@@ -118,11 +118,23 @@ class Browser:
 
     def click(self, expression: str, what: str = "") -> None:
         """A real mouse click on the element EXPRESSION finds (menus that listen to pointer events, too)."""
-        rect = self.wait(
+        # Where the element is once it has stopped moving, and only if nothing covers it there: a menu that
+        # opens animates, and a click at where its entry was a frame ago lands on the entry next to it.
+        where = (
             f"(() => {{ const el = {expression}; if (!el) return null; el.scrollIntoView({{block: 'center'}});"
-            " const r = el.getBoundingClientRect(); return r.width ? {x: r.x + r.width / 2, y: r.y + r.height / 2} : null })()",
-            what=what or expression,
+            " const r = el.getBoundingClientRect(); if (!r.width) return null;"
+            " const x = r.x + r.width / 2, y = r.y + r.height / 2;"
+            " return el.contains(document.elementFromPoint(x, y)) ? {x, y, w: r.width, h: r.height} : null })()"
         )
+        deadline = time.monotonic() + 30
+        rect = self.wait(where, what=what or expression)
+        while True:
+            time.sleep(0.1)
+            if (settled := self.wait(where, what=what or expression)) == rect:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what or expression} still moving after 30 s (at {self.url()})")
+            rect = settled
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send("Input.dispatchMouseEvent", type=kind, x=rect["x"], y=rect["y"], button="left", clickCount=1)
 
