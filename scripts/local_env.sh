@@ -13,6 +13,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER=$ROOT/plugins
 # inherited NIGHTLY_CI_CONFIG: on an ops box that one may be production's, and the demo
 # would run a real nightly.
 export NIGHTLY_CI_CONFIG=${NIGHTLY_CI_LOCAL_CONFIG:-$ROOT/dev/local.yaml}
+# The plans of configs, kept between parses (include/nightly_ci/plan/cache.py): in the project.
+export NIGHTLY_CI_PLAN_CACHE=${NIGHTLY_CI_PLAN_CACHE:-$ROOT/.local/plans}
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 _registry_conn() {  # _registry_conn TYPE PORT NAME
   local pw; pw=$(cat "$STATE/registries/$3/password" 2>/dev/null || true)

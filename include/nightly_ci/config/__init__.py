@@ -1,6 +1,13 @@
 """The config stage: the matrix YAML -> a typed, checked model (every finding at once)."""
 
-from include.nightly_ci.config.loader import CONFIG_ENV, DEFAULT_CONFIG, load_config, resolve_local
+from include.nightly_ci.config.loader import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    config_path,
+    load_config,
+    read_config,
+    resolve_local,
+)
 from include.nightly_ci.config.schema import BuildSettings, NightlyConfig, SlackSettings
 from include.nightly_ci.errors import ConfigError, Finding
 
@@ -12,6 +19,8 @@ __all__ = [
     "Finding",
     "NightlyConfig",
     "SlackSettings",
+    "config_path",
     "load_config",
+    "read_config",
     "resolve_local",
 ]

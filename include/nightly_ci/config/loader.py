@@ -5,6 +5,7 @@ with the YAML path of the fault and its line, so that one bad edit gives one cle
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -123,11 +124,16 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 _Loader.add_constructor("!replace", lambda loader, node: Replace(loader.construct_mapping(node, deep=True)))
 
 
-def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
+def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap, str]:
+    """FILE's mapping, its line map, and the SHA-256 of the bytes read (the plan cache's key)."""
     try:
-        text = file.read_text()
+        raw = file.read_bytes()
     except OSError as exc:
         raise ConfigError(file, [Finding("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, [Finding("", f"not UTF-8 text (byte {exc.start})")]) from None
     loader = _Loader(text)
     try:
         node = loader.get_single_node()  # parsed once: the line numbers and the data come from it
@@ -148,7 +154,7 @@ def _read_yaml(file: Path, label: str = "") -> tuple[dict[str, Any], _LineMap]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, [Finding("", "the top level must be a mapping")])
-    return data, lines
+    return data, lines, hashlib.sha256(raw).hexdigest()
 
 
 # Values that may be paths: a relative one is taken from the folder of the file that says it.
@@ -223,6 +229,11 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def config_path(file: Path | str | None = None) -> Path:
+    """The config file FILE names: FILE, else $NIGHTLY_CI_CONFIG, else the shipped config."""
+    return Path(file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
+
+
 def load_config(file: Path | str | None = None) -> NightlyConfig:
     """Load and validate FILE (default: $NIGHTLY_CI_CONFIG, else the shipped config).
 
@@ -230,8 +241,15 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
     first and this file's mappings are merged over it; a mapping tagged `!replace`
     replaces the one it overrides instead.
     """
-    path = Path(file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
-    data, lines = _read_yaml(path)
+    return read_config(file)[0]
+
+
+def read_config(file: Path | str | None = None) -> tuple[NightlyConfig, tuple[tuple[Path, str], ...]]:
+    """load_config's model, and every file it read with the SHA-256 of what it read: FILE
+    first, then the files it extends."""
+    path = config_path(file)
+    data, lines, digest = _read_yaml(path)
+    read = [(path, digest)]
     _anchor_paths(data, path.parent)
     line_maps = [lines]
     chain = [path]
@@ -254,7 +272,8 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
         if parent in chain:
             cycle = " -> ".join(p.name for p in [*chain[chain.index(parent) :], parent])
             raise ConfigError(path, [Finding("extends", f"extends cycle: {cycle} ({parent.parent})")])
-        parent_data, parent_lines = _read_yaml(parent, f"{parent.name} ")
+        parent_data, parent_lines, digest = _read_yaml(parent, f"{parent.name} ")
+        read.append((parent, digest))
         _anchor_paths(parent_data, parent.parent)
         data = _merge(parent_data, data)
         line_maps.append(parent_lines)
@@ -266,7 +285,7 @@ def load_config(file: Path | str | None = None) -> NightlyConfig:
     findings = semantic_findings(cfg)
     if findings:
         raise ConfigError(path, [Finding(f.path, f.message, _line_in(line_maps, f.path)) for f in findings])
-    return cfg
+    return cfg, tuple(read)
 
 
 # git's scp-like syntax, USER@HOST:PATH, for any user (not only git@).

@@ -96,6 +96,8 @@ def _type(annotation: Any) -> str:
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "required"
+    if field.default_factory is not None:
+        return ""  # a section (its keys' defaults are listed under it)
     value = field.default
     if isinstance(value, BaseModel):
         return ""

@@ -94,7 +94,7 @@ class ArchSettings(_Model):
     test_mode: Literal["run", "collect"] = Field(
         "run", description="`run`: the suites run; `collect`: `pytest --collect-only` (no GPU runners)."
     )
-    builder: Builder = Field(Builder(), description="The engine that builds this arch.")
+    builder: Builder = Field(default_factory=Builder, description="The engine that builds this arch.")
     build_args: BuildArgs = Field({}, description="Build args for every framework on this arch.")
 
 
@@ -293,7 +293,7 @@ class SlackSettings(_Model):
 class NotificationSettings(_Model):
     """Slack and the overrun alert."""
 
-    slack: SlackSettings = Field(SlackSettings(), description="Where and when the results are posted.")
+    slack: SlackSettings = Field(default_factory=SlackSettings, description="Where and when the results are posted.")
     deadline_hours: float | None = Field(
         5, gt=0, description="A run still going after this many hours posts an alert; null: none."
     )
@@ -321,7 +321,7 @@ class ArtifactSettings(_Model):
 class NightlyConfig(_Model):
     """The nightly CI matrix: the one file users edit."""
 
-    dag: DagSettings = Field(DagSettings(), description="The nightly DAG itself.")
+    dag: DagSettings = Field(default_factory=DagSettings, description="The nightly DAG itself.")
     source: Source = Field(description="The repository the nightly builds.")
     frameworks: dict[Name, FrameworkSettings] = Field(min_length=1, description="One key per framework.")
     arches: dict[Name, ArchSettings] = Field(min_length=1, description="One key per architecture.")
@@ -330,11 +330,19 @@ class NightlyConfig(_Model):
     )
     pools: dict[PoolName, PoolSettings] = Field(min_length=1, description="Airflow pools, by name.")
     registries: dict[Name, RegistrySettings] = Field(min_length=1, description="Where images go, by name.")
-    tags: Tags = Field(Tags(), description="Image tag patterns.")
-    build: BuildSettings = Field(BuildSettings(), description="How images are built and pushed.")
-    tests: TestSettings = Field(TestSettings(), description="The test suites.")
-    artifacts: ArtifactSettings = Field(ArtifactSettings(), description="The artifact store.")
-    retention: RetentionSettings = Field(RetentionSettings(), description="What is old, and when it goes.")
-    notifications: NotificationSettings = Field(NotificationSettings(), description="Slack and the overrun alert.")
-    history: HistorySettings = Field(HistorySettings(), description="Test history, flakes and the quarantine.")
-    culprit: CulpritSettings = Field(CulpritSettings(), description="Finding the commit that broke a test.")
+    tags: Tags = Field(default_factory=Tags, description="Image tag patterns.")
+    build: BuildSettings = Field(default_factory=BuildSettings, description="How images are built and pushed.")
+    tests: TestSettings = Field(default_factory=TestSettings, description="The test suites.")
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings, description="The artifact store.")
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="What is old, and when it goes."
+    )
+    notifications: NotificationSettings = Field(
+        default_factory=NotificationSettings, description="Slack and the overrun alert."
+    )
+    history: HistorySettings = Field(
+        default_factory=HistorySettings, description="Test history, flakes and the quarantine."
+    )
+    culprit: CulpritSettings = Field(
+        default_factory=CulpritSettings, description="Finding the commit that broke a test."
+    )

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.config import NightlyConfig, load_config
+from include.nightly_ci.config import NightlyConfig, config_path, read_config
 from include.nightly_ci.names import (
     BUILD,
     FRAMEWORK,
@@ -22,6 +23,7 @@ from include.nightly_ci.names import (
     render_path,
     render_tag,
 )
+from include.nightly_ci.plan.cache import Sources, plan_of
 from include.nightly_ci.plan.model import (
     JUNIT_FILE,
     RERUNS_GROUP,
@@ -277,4 +279,11 @@ def build_plan(cfg: NightlyConfig) -> Plan:
 
 
 def load_plan(file: str | None = None) -> Plan:
-    return build_plan(load_config(file))
+    """The plan of the config FILE (default: $NIGHTLY_CI_CONFIG, else the shipped one), kept
+    between parses while neither the config's files nor the code change (plan/cache.py)."""
+    return plan_of(config_path(file), _make_plan)
+
+
+def _make_plan(path: Path) -> tuple[Plan, Sources]:
+    cfg, sources = read_config(path)
+    return build_plan(cfg), sources
