@@ -8,7 +8,7 @@ import http.server
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,9 +56,8 @@ def registry_429() -> Iterator[int]:
     )
 
 
-@pytest.fixture
-def registry_reset() -> Iterator[int]:
-    """Accepts and resets every connection (SO_LINGER 0), as a dropping proxy does."""
+def serve_connections(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A loopback server that gives each connection to HANDLE (which closes it); yields its port."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
@@ -71,8 +70,7 @@ def registry_reset() -> Iterator[int]:
                 conn, _ = server.accept()
             except TimeoutError:
                 continue
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            conn.close()
+            handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -80,6 +78,17 @@ def registry_reset() -> Iterator[int]:
     stop.set()
     thread.join(5)
     server.close()
+
+
+@pytest.fixture
+def registry_reset() -> Iterator[int]:
+    """Accepts and resets every connection (SO_LINGER 0), as a dropping proxy does."""
+
+    def reset(conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()
+
+    yield from serve_connections(reset)
 
 
 @pytest.fixture
@@ -87,33 +96,18 @@ def registry_eof() -> Iterator[int]:
     """Reads each request and closes the connection without an answer, as a proxy or a
     registry that goes away mid-request does: Go's client says only `...: EOF` (seen with
     the resetting server above on a busy machine, where its reset came after the request)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    stop = threading.Event()
 
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    request += chunk
+    def close_after_the_request(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    server.close()
+    yield from serve_connections(close_after_the_request)
 
 
 def build(tmp: Path, dockerfile: str) -> Exception:

@@ -10,10 +10,12 @@ main one, so no debootstrap), the main venv, ports of its own."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,16 +37,21 @@ echo "[fake htpasswd] waiting" >&2
 wait
 exec /usr/bin/htpasswd "$@"
 """
-# Where provisioning a new state is interrupted, in its order: the line it prints, and how
-# long after it (in the engine's wait, `docker import`, set_image_arch.py, the fake htpasswd).
+# Where provisioning a new state is interrupted, in its order: the line it prints, then the
+# command of that step to catch running (a regex over the command lines of the provisioning's
+# session), SIGINT the moment it runs: the engine's wait, `docker import`, set_image_arch.py,
+# the fake htpasswd. Not a delay after the line: a step that ends sooner than the delay on
+# an idle machine took the SIGINT in the next step, which then never printed its line again.
 STEPS = [
-    ("starting the setup's own dockerd", 0.3),
-    ("importing nightly-ci-base:bookworm-amd64", 0.5),
-    ("importing nightly-ci-base:bookworm-arm64", 2.5),
-    ("importing nightly-ci-runtime:bookworm-amd64", 0.5),
-    ("importing nightly-ci-runtime:bookworm-arm64", 1.5),
-    ("[fake htpasswd] waiting", 0.0),
+    ("starting the setup's own dockerd", r"^sleep 1$"),
+    ("importing nightly-ci-base:bookworm-amd64", r"docker import .* nightly-ci-base:bookworm-amd64-importing"),
+    ("importing nightly-ci-base:bookworm-arm64", r"set_image_arch\.py nightly-ci-base:bookworm-arm64-importing"),
+    ("importing nightly-ci-runtime:bookworm-amd64", r"docker import .* nightly-ci-runtime:bookworm-amd64-importing"),
+    ("importing nightly-ci-runtime:bookworm-arm64", r"set_image_arch\.py nightly-ci-runtime:bookworm-arm64-importing"),
+    ("[fake htpasswd] waiting", r"^sleep 30$"),
 ]
+# The last line provisioning prints: past it, a step's line will not come.
+PROVISIONED = "stand-in Slack: "
 
 
 def answers(url: str, **kwargs) -> bool:
@@ -79,34 +86,57 @@ class Setup:
     interrupted: tuple[Interrupted, ...]
 
 
-def run_until(env: dict[str, str], line: str, delay: float) -> Interrupted:
+def session_commands(sid: int) -> list[str]:
+    """The command lines of the processes of session SID."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+            if int(fields[3]) == sid:
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def run_until(env: dict[str, str], line: str, command_re: str | None, after: float = 0.0) -> Interrupted:
     """`make test` in a terminal (provisioning, then the tests, one process group), Ctrl-C'd
-    DELAY seconds after provisioning prints LINE; how long it took to stop."""
+    once provisioning printed LINE and then runs a command matching COMMAND_RE (None: AFTER
+    seconds after LINE); how long it took to stop. Provisioning that gets past its last line
+    first fails the test at once."""
     command = subprocess.Popen(
         ["bash", "-c", f"bash {ROOT}/scripts/provision.sh && exec sleep 600"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     assert command.stdout is not None
-    seen = []
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(command.stdout or ()), daemon=True)
+    reader.start()
+    pattern = re.compile(command_re) if command_re else None
+    deadline = time.monotonic() + 300
     try:
-        for out in command.stdout:
-            seen.append(out)
-            if line in out:
-                break
-        else:
-            raise AssertionError(f"provisioning never printed {line!r}:\n{''.join(seen)}")
-        time.sleep(delay)
+        while not any(line in out for out in seen):
+            if any(PROVISIONED in out for out in seen) or command.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"provisioning never printed {line!r}:\n{''.join(seen)}")
+            time.sleep(0.005)
+        if pattern is None:
+            time.sleep(after)
+        while pattern is not None and not any(pattern.search(c) for c in session_commands(command.pid)):
+            if command.poll() is not None or time.monotonic() > deadline or any(PROVISIONED in out for out in seen):
+                raise AssertionError(f"provisioning never ran /{command_re}/ after {line!r}:\n{''.join(seen)}")
+            time.sleep(0.002)
     finally:
         os.killpg(command.pid, signal.SIGINT)  # Ctrl-C
         sent = time.monotonic()
     try:
-        rest = command.communicate(timeout=60)[0]
+        command.wait(timeout=60)
         took: float | None = time.monotonic() - sent
     except subprocess.TimeoutExpired:
         took = None
         os.killpg(command.pid, signal.SIGKILL)
-        rest = command.communicate()[0]
-    return Interrupted(line, took, command.returncode, "".join(seen) + rest)
+        command.wait()
+    reader.join(10)
+    return Interrupted(line, took, command.returncode, "".join(seen))
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +159,7 @@ def setup(provisioned):
     }
     try:
         faked = {**env, "PATH": f"{fake}:{env['PATH']}"}
-        yield Setup(state, env, ports, tuple(run_until(faked, line, delay) for line, delay in STEPS))
+        yield Setup(state, env, ports, tuple(run_until(faked, line, command) for line, command in STEPS))
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True, timeout=120)
         subprocess.run(["umount", "-R", "-l", str(state / "engine")], capture_output=True)
@@ -162,7 +192,7 @@ def test_ctrl_c_stops_the_command_not_the_services_and_make_down_stops_them(setu
     state, env, ports = setup.state, setup.env, setup.ports
     slack = f"http://127.0.0.1:{ports['SLACK']}/health"
     # `make test` in a terminal, Ctrl-C'd once its tests run (provisioning is done).
-    done = run_until(env, "stand-in Slack: ", 1.0)
+    done = run_until(env, PROVISIONED, None, after=1.0)
     assert done.seconds is not None and done.seconds <= STOPS_WITHIN_SEC, done
     assert done.returncode != 0, done.output  # the command stopped
     assert answers(slack), done.output

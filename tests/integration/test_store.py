@@ -75,7 +75,10 @@ def test_a_write_is_retried_until_the_store_is_back(s3):
 
     threading.Thread(target=come_back, daemon=True).start()
     started = time.monotonic()
-    path = write_text(store_root(f"s3://{BUCKET}/nightly", CONN), "run/cell/record.json", "{}\n", backoff_seconds=1)
+    # Tries over 31 s (1, 2, 4, 8, 16 s apart): moto back in 3 s, and up to half a minute to
+    # start on a busy machine (the default 4 tries, 7 s, once ran out before it answered).
+    root = store_root(f"s3://{BUCKET}/nightly", CONN)
+    path = write_text(root, "run/cell/record.json", "{}\n", attempts=6, backoff_seconds=1)
     assert time.monotonic() - started >= 3
     body = s3_client(s3).get_object(Bucket=BUCKET, Key="nightly/run/cell/record.json")["Body"].read()
     assert body == b"{}\n" and path.endswith("run/cell/record.json")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from include.nightly_ci.config import ConfigError
-from include.nightly_ci.plan import cache, expand, load_plan
+from include.nightly_ci.config import ConfigError, loader
+from include.nightly_ci.plan import cache, load_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "include" / "config" / "nightly_ci.yaml"
@@ -32,7 +32,7 @@ def unvalidated(monkeypatch) -> None:
     def refuse(path):
         raise AssertionError(f"{path} was read and validated again")
 
-    monkeypatch.setattr(expand, "read_config", refuse)
+    monkeypatch.setattr(loader, "read_config", refuse)
 
 
 def test_a_second_parse_takes_the_kept_plan_without_validating(folder, tmp_path, monkeypatch):

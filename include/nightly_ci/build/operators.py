@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.config.schema import BuildSecret
+from include.nightly_ci.config.sections import BuildSecret
 from include.nightly_ci.errors import StoreError
 from include.nightly_ci.names import LABEL_CREATED, LABEL_LOGICAL_DATE, LABEL_REVISION, LABEL_RUN_ID, LABEL_SOURCE
 from include.nightly_ci.plan import Backoff, Registry, TaskSpec

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from include.nightly_ci.config.schema import BuildSecret
+from include.nightly_ci.config.sections import BuildSecret
 from include.nightly_ci.errors import BuildSecretError
 
 

@@ -6,7 +6,6 @@ with the YAML path of the fault and its line, so that one bad edit gives one cle
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,9 @@ import yaml
 from pydantic import ValidationError
 
 from include.nightly_ci.config.checks import semantic_findings
+from include.nightly_ci.config.files import PROJECT_ROOT, config_path
 from include.nightly_ci.config.schema import NightlyConfig
 from include.nightly_ci.errors import ConfigError, Finding
-
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_DIR = PROJECT_ROOT / "include" / "config"
-DEFAULT_CONFIG = CONFIG_DIR / "nightly_ci.yaml"
-CONFIG_ENV = "NIGHTLY_CI_CONFIG"
 
 
 class _LineMap:
@@ -227,11 +222,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, str) and len(value) > 20:
         return f"a str of {len(value)} characters"
     return f"{type(value).__name__} {value!r}"
-
-
-def config_path(file: Path | str | None = None) -> Path:
-    """The config file FILE names: FILE, else $NIGHTLY_CI_CONFIG, else the shipped config."""
-    return Path(file or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG).resolve()
 
 
 def load_config(file: Path | str | None = None) -> NightlyConfig:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from include.nightly_ci.config.loader import CONFIG_DIR, PROJECT_ROOT
+from include.nightly_ci.config.files import CONFIG_DIR, PROJECT_ROOT
 from include.nightly_ci.config.schema import NightlyConfig
 
 SCHEMA_FILE = CONFIG_DIR / "nightly_ci.schema.json"

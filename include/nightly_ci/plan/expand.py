@@ -7,9 +7,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.config import NightlyConfig, config_path, read_config
+from include.nightly_ci.config.files import config_path
 from include.nightly_ci.names import (
     BUILD,
     FRAMEWORK,
@@ -43,6 +44,9 @@ from include.nightly_ci.plan.model import (
     cell_group_id,
     engines_by_pool,
 )
+
+if TYPE_CHECKING:
+    from include.nightly_ci.config.schema import NightlyConfig
 
 
 def _build_args(cfg: NightlyConfig, framework: str, arch: str) -> tuple[tuple[str, str], ...]:
@@ -285,5 +289,7 @@ def load_plan(file: str | None = None) -> Plan:
 
 
 def _make_plan(path: Path) -> tuple[Plan, Sources]:
+    from include.nightly_ci.config.loader import read_config  # the loader and the whole model: on a miss only
+
     cfg, sources = read_config(path)
     return build_plan(cfg), sources

@@ -16,7 +16,9 @@ from functools import cached_property
 from typing import Any
 
 from include.nightly_ci.artifacts import ArtifactStore
-from include.nightly_ci.config.schema import BuildSettings, CulpritSettings, HistorySettings, SlackSettings
+from include.nightly_ci.config.culprit import CulpritSettings
+from include.nightly_ci.config.history import HistorySettings
+from include.nightly_ci.config.sections import BuildSettings, SlackSettings
 from include.nightly_ci.names import FRAMEWORK, render_tag, tag_safe_run_id
 
 JUNIT_FILE = "pytest_test_report.xml"
