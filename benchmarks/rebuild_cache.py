@@ -69,7 +69,9 @@ def main() -> int:
                 f"artifacts: {{base: {root / 'artifacts'}}}\n",
             )
             env = {**ecr.conn_env("b_ecr"), **acr.conn_env("b_acr", "azure_container_registry")}
-            conf = {"frameworks": [args.framework], "arches": [args.arch]}
+            # A run moves the moving tags a rebuild reads cache from, as a scheduled night does
+            # (a manual run moves none unless its conf says so: plan.publishes).
+            conf = {"frameworks": [args.framework], "arches": [args.arch], "publish": True}
             rows = []
             for phase, night in (("cold", "2026-11-27T08:00:00+00:00"), ("rebuild", "2026-11-28T08:00:00+00:00")):
                 removed = empty_engine(docker.APIClient(base_url=ENGINE, timeout=300))
