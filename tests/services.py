@@ -486,25 +486,41 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        import tempfile
+
+        # Its output in a file of its own: a server that did not come up says why.
+        self.log = Path(tempfile.mkstemp(prefix=f"moto-{self.port}-", suffix=".log")[1])
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=log,
+            )
 
         def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"moto server on port {self.port} exited ({self.proc.returncode}): {self.output()}")
             try:
                 return requests.get(f"{self.url}/moto-api/", timeout=1).status_code < 500
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy to answer in time
                 return False
 
-        wait_for(up, 30, "moto server")
+        try:
+            wait_for(up, 30, "moto server")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}: {self.output()}") from None
+
+    def output(self) -> str:
+        """The end of what the server printed."""
+        return self.log.read_text(errors="replace")[-2000:] if getattr(self, "log", None) else ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        if getattr(self, "log", None):
+            self.log.unlink(missing_ok=True)
 
     def conn_env(self, conn_id: str) -> dict[str, str]:
         conn = {

@@ -33,6 +33,17 @@ def engine(builder):
 
 
 @pytest.fixture(scope="module")
+def secrets(tmp_path_factory) -> dict[str, str]:
+    """sccache's two secrets, mounted by every build of the module as by every real build:
+    BuildKit keeps a secret out of a step's cache key, so one build without them would
+    leave the step cached for the next, which then never mounts them."""
+    folder = tmp_path_factory.mktemp("secrets")
+    (folder / "key").write_text("AKIATEST")
+    (folder / "secret").write_text("not-in-any-layer")
+    return {"aws-key-id": str(folder / "key"), "aws-secret-id": str(folder / "secret")}
+
+
+@pytest.fixture(scope="module")
 def context(tmp_path_factory) -> Path:
     """The sample project, plus what its .dockerignore keeps out of every build."""
     folder = tmp_path_factory.mktemp("ctx") / "sample"
@@ -46,8 +57,8 @@ def build(
     builder: ScratchEngine,
     context: Path,
     arch: str,
+    secrets: dict[str, str],
     framework: str = "vllm",
-    secrets: dict[str, str] | None = None,
     **args: str,
 ):
     lines: list[str] = []
@@ -58,7 +69,7 @@ def build(
         platform=f"linux/{arch}",
         tag=f"nightly-ci-test/buildkit-{framework}:{arch}",
         build_args={"FRAMEWORK": framework, "ARCH": arch, "ARCH_ALT": ALT[arch], **args},
-        secrets=secrets or {},
+        secrets=secrets,
         network_mode="none",
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,11 +93,8 @@ def run(engine, image: str, arch: str, script: str) -> str:
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
-def test_every_buildkit_feature_of_the_real_files_in_a_real_build(builder, engine, context, tmp_path, arch):
-    (tmp_path / "key").write_text("AKIATEST")
-    (tmp_path / "secret").write_text("not-in-any-layer")
-    secrets = {"aws-key-id": str(tmp_path / "key"), "aws-secret-id": str(tmp_path / "secret")}
-    result, log = build(builder, context, arch, secrets=secrets)
+def test_every_buildkit_feature_of_the_real_files_in_a_real_build(builder, engine, context, secrets, arch):
+    result, log = build(builder, context, arch, secrets)
     assert engine.inspect_image(result.image_id)["Architecture"] == arch
     # Every stage of the real files' shape ran; the runtime stage copied from the others.
     assert {s.stage for s in result.steps} == {"dynamo_base", "wheel_builder", "framework", "runtime"}
@@ -108,11 +116,11 @@ def test_every_buildkit_feature_of_the_real_files_in_a_real_build(builder, engin
     assert f"wheel=dynamo-vllm-py3-none-linux_{ALT[arch]}.whl" in out and "runtime_image_tag=bookworm-" in out
 
 
-def test_a_cache_mount_survives_between_builds_on_one_builder(builder, engine, context):
+def test_a_cache_mount_survives_between_builds_on_one_builder(builder, engine, context, secrets):
     """The step that mounts the uv cache runs again (another Python version) and finds
     what the first run left in the cache: nothing of it is in a layer."""
-    first, _ = build(builder, context, "amd64", PYTHON_VERSION="3.11-cache-a")
-    second, log = build(builder, context, "amd64", PYTHON_VERSION="3.11-cache-b")
+    first, _ = build(builder, context, "amd64", secrets, PYTHON_VERSION="3.11-cache-a")
+    second, log = build(builder, context, "amd64", secrets, PYTHON_VERSION="3.11-cache-b")
     before = int(run(engine, first.image_id, "amd64", "cat /opt/dynamo/uv-cache-entries").strip())
     after = int(run(engine, second.image_id, "amd64", "cat /opt/dynamo/uv-cache-entries").strip())
     assert after > before
@@ -120,8 +128,8 @@ def test_a_cache_mount_survives_between_builds_on_one_builder(builder, engine, c
     assert "[dynamo_base 2/2] RUN --mount=type=cache" in log
 
 
-def test_each_framework_has_its_own_file(builder, engine, context):
+def test_each_framework_has_its_own_file(builder, engine, context, secrets):
     for framework in ("sglang", "trtllm"):
-        result, _ = build(builder, context, "amd64", framework)
+        result, _ = build(builder, context, "amd64", secrets, framework)
         out = run(engine, result.image_id, "amd64", "cat /opt/framework/build-info; serve")
         assert f"framework={framework}" in out and f"{framework} serving on amd64" in out

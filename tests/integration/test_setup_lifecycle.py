@@ -159,7 +159,14 @@ def setup(provisioned):
     }
     try:
         faked = {**env, "PATH": f"{fake}:{env['PATH']}"}
-        yield Setup(state, env, ports, tuple(run_until(faked, line, command) for line, command in STEPS))
+        interrupted = []
+        for line, command in STEPS:
+            done = run_until(faked, line, command)
+            # A step that went on after its Ctrl-C ran the next ones too: say so here, not as
+            # the next step's line that never came.
+            assert done.seconds is not None, f"Ctrl-C at {line!r}: still running after 60 s:\n{done.output}"
+            interrupted.append(done)
+        yield Setup(state, env, ports, tuple(interrupted))
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "down.sh")], env=env, capture_output=True, timeout=120)
         subprocess.run(["umount", "-R", "-l", str(state / "engine")], capture_output=True)

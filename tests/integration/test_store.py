@@ -67,18 +67,27 @@ def make_bucket(moto: MotoServer) -> None:
 
 def test_a_write_is_retried_until_the_store_is_back(s3):
     s3.stop()
+    back: list[BaseException | float] = []  # what the restart met: its error, or when it was back
 
     def come_back() -> None:
         time.sleep(3)
-        s3.start()
-        make_bucket(s3)  # moto keeps nothing across a restart
+        try:
+            s3.start()
+            make_bucket(s3)  # moto keeps nothing across a restart
+        except BaseException as exc:  # the test's failure says why the store never came back
+            back.append(exc)
+        else:
+            back.append(time.monotonic())
 
     threading.Thread(target=come_back, daemon=True).start()
     started = time.monotonic()
     # Tries over 31 s (1, 2, 4, 8, 16 s apart): moto back in 3 s, and up to half a minute to
     # start on a busy machine (the default 4 tries, 7 s, once ran out before it answered).
     root = store_root(f"s3://{BUCKET}/nightly", CONN)
-    path = write_text(root, "run/cell/record.json", "{}\n", attempts=6, backoff_seconds=1)
+    try:
+        path = write_text(root, "run/cell/record.json", "{}\n", attempts=6, backoff_seconds=1)
+    except StoreError as exc:
+        raise AssertionError(f"the store came back: {back or 'not yet'} ({time.monotonic() - started:.1f} s)") from exc
     assert time.monotonic() - started >= 3
     body = s3_client(s3).get_object(Bucket=BUCKET, Key="nightly/run/cell/record.json")["Body"].read()
     assert body == b"{}\n" and path.endswith("run/cell/record.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 from pathlib import Path
 
 import pytest
@@ -158,10 +159,9 @@ def test_params_defaults(dag):
     ],
 )
 def test_params_reject_bad_input(dag, bad):
-    from airflow.sdk.definitions.param import ParamsDict
     from airflow.sdk.exceptions import ParamValidationError
 
-    params = ParamsDict({k: v for k, v in dag.params.items()})
+    params = copy.deepcopy(dag.params)  # its Params, not the DAG's: setting a value sets the Param's
     with pytest.raises(ParamValidationError):
         for key, value in bad.items():
             params[key] = value
@@ -172,9 +172,7 @@ def test_params_reject_bad_input(dag, bad):
     "good", [{"frameworks": ["sglang"], "arches": ["arm64"]}, {"git_ref": "v1.2.3"}, {"publish": False}]
 )
 def test_params_accept_good_input(dag, good):
-    from airflow.sdk.definitions.param import ParamsDict
-
-    params = ParamsDict({k: v for k, v in dag.params.items()})
+    params = copy.deepcopy(dag.params)
     for key, value in good.items():
         params[key] = value
     assert params.validate()[next(iter(good))] == next(iter(good.values()))
