@@ -37,7 +37,7 @@ REPO = "ai-dynamo/dynamo"
 RUN_TAG = "nightly-{framework}-{arch}-run-{run_id}"  # the shipped tags.run
 # A build step that takes a while, and is found in the process table by its command
 # while it runs (BuildKit runs it outside any container the engine lists).
-SLOW_STEP = "sleep 23.17"
+SLOW_STEP = "sleep 23."  # and digits of the test's own: about 23 s
 # A unit test of the nightly that never ends; the sample's own unit tests run before it.
 HANGS = """import time
 
@@ -65,22 +65,31 @@ def sample_repo(root: Path, name: str, change: Callable[[Path], None]) -> Path:
     return root / f"{name}.git"
 
 
-def add_slow_step(tree: Path) -> None:
+def add_slow_step(tree: Path, step: str) -> None:
     dockerfile = tree / "container" / "Dockerfile.vllm"
     last = "RUN uname -m > /opt/framework/build-machine\n"
     text = dockerfile.read_text()
     assert text.count(last) == 1, "the sample's framework stage changed: put SLOW_STEP elsewhere"
-    # A token of this session's in the step: a step an engine once finished is CACHED ever after.
-    dockerfile.write_text(text.replace(last, f"{last}RUN {SLOW_STEP}  # {secrets.token_hex(6)}\n"))
+    dockerfile.write_text(text.replace(last, f"{last}RUN {step}\n"))
 
 
 def add_hanging_test(tree: Path) -> None:
     (tree / "tests" / "unit" / "test_zz_hangs.py").write_text(HANGS)  # after test_router.py
 
 
-@pytest.fixture(scope="module")
-def slow_repo(tmp_path_factory) -> Path:
-    return sample_repo(tmp_path_factory.mktemp("slow"), "slow", add_slow_step)
+@dataclass(frozen=True)
+class SlowRepo:
+    path: Path  # the sample's repository, its framework stage with a slow step
+    step: str  # that step's command line, the test's own
+
+
+@pytest.fixture
+def slow_repo(tmp_path_factory) -> SlowRepo:
+    """A token of the test's own in the slow step: a step an engine once finished is CACHED
+    ever after, and the step of an earlier test (an engine stopped under it lets it run on)
+    is not this test's."""
+    step = f"{SLOW_STEP}{secrets.randbelow(10**6):06d}"  # the sleep's own command line (sh execs it)
+    return SlowRepo(sample_repo(tmp_path_factory.mktemp("slow"), "slow", lambda tree: add_slow_step(tree, step)), step)
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +115,11 @@ def scratch() -> Iterator[Callable[..., ScratchEngine]]:
         engine.stop()
 
 
-def slow_step_running() -> bool:
-    """Whether SLOW_STEP runs on this machine (on whichever engine builds)."""
+def slow_step_running(step: str) -> bool:
+    """Whether STEP runs on this machine (on whichever engine builds)."""
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and SLOW_STEP in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+            if proc.name.isdigit() and step in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
                 return True
         except OSError:
             continue  # it ended meanwhile
@@ -162,12 +171,12 @@ def test_the_builder_engine_down_mid_build_fails_the_build_as_infra(stand, untou
     config = stand.config(
         "builder-down",
         "build: {retries: 0}\narches: {amd64: {builder: {conn_id: faults_builder}}}\n",
-        source=f"repository: {slow_repo}",
+        source=f"repository: {slow_repo.path}",
     )
     stopped: list[datetime] = []
 
     def stop_mid_build() -> None:
-        wait_for(slow_step_running, 240, "the framework build's slow step")
+        wait_for(lambda: slow_step_running(slow_repo.step), 240, "the framework build's slow step")
         stopped.append(datetime.now(UTC))
         builder.stop()
 
@@ -324,18 +333,20 @@ def test_a_worker_killed_mid_build_runs_the_night_again_and_builds_again(
     env = builder.conn_env("faults_builder")
     night = "2026-11-18T08:00:00+00:00"
     config = stand.config(
-        "killed-mid-build", "arches: {amd64: {builder: {conn_id: faults_builder}}}\n", source=f"repository: {slow_repo}"
+        "killed-mid-build",
+        "arches: {amd64: {builder: {conn_id: faults_builder}}}\n",
+        source=f"repository: {slow_repo.path}",
     )
     worker = stand.launch(night, tmp_path / "killed.log", config=config, env=env)
     try:
-        wait_for(slow_step_running, 240, "the framework build's slow step")
+        wait_for(lambda: slow_step_running(slow_repo.step), 240, "the framework build's slow step")
     finally:
         kill(worker)
     killed_at = time.monotonic()
     killed = killed_night(stand, night)
     assert killed["state"] == "running"  # as Airflow holds it: nobody is left to end it
     # Dropped, not finished: the step would run on for about 23 s.
-    wait_for(lambda: not slow_step_running(), 15, "the engine dropping the orphaned build")
+    wait_for(lambda: not slow_step_running(slow_repo.step), 15, "the engine dropping the orphaned build")
     dropped = time.monotonic() - killed_at
     assert stand.stored(killed["run_id"], f"{CELL}/tasks/build_framework.json") is None  # it died mid-build
 

@@ -99,6 +99,14 @@ def session_commands(sid: int) -> list[str]:
     return found
 
 
+def as_in_a_terminal() -> None:
+    """In the child, before it runs: Ctrl-C's signal at its default, as a terminal's shell
+    starts a command. A `make test` started in the background (`make test &`, a CI job's
+    shell) passes on SIGINT ignored, and a command that starts with it ignored can't even
+    trap it: the test's Ctrl-C would then be lost, not the product's."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_until(env: dict[str, str], line: str, command_re: str | None, after: float = 0.0) -> Interrupted:
     """`make test` in a terminal (provisioning, then the tests, one process group), Ctrl-C'd
     once provisioning printed LINE and then runs a command matching COMMAND_RE (None: AFTER
@@ -107,6 +115,7 @@ def run_until(env: dict[str, str], line: str, command_re: str | None, after: flo
     command = subprocess.Popen(
         ["bash", "-c", f"bash {ROOT}/scripts/provision.sh && exec sleep 600"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=as_in_a_terminal,
     )  # fmt: skip
     assert command.stdout is not None
     seen: list[str] = []

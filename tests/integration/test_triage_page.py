@@ -306,7 +306,8 @@ def check_suite_and_files(b: Browser, base_url: str, tmp_path: Path) -> None:
         "http://127.0.0.1:5000/v2/nightly/vllm_amd64/manifests/sha256:"
     )
     b.click("[...document.querySelectorAll('#suite a')].find(a => a.textContent === 'JUnit')", "the JUnit link")
-    b.wait("location.pathname === '/nightly-ci/artifact'")
+    # The new document loaded, not only its address: between the two there is no documentElement.
+    b.wait("location.pathname === '/nightly-ci/artifact' && document.readyState === 'complete'")
     assert "assert 1 == 2" in b.eval("document.documentElement.outerHTML")
     b.goto(f"{base_url}/nightly-ci/artifact?run_id={quote(run_id(4))}"
            "&task_id=vllm_amd64.tests.unit&file=output")  # fmt: skip

@@ -57,6 +57,10 @@ _TRANSIENT = re.compile(
     r"gateway timeout)|status(?: code)?:? 5\d\d\b"
 )
 
+# The engine's image store missing a layer of an image being exported (Docker 19.03-20.10's
+# built-in BuildKit, concurrent builds reusing cache pulled from a registry: moby/moby#41595).
+_LOST_LAYER = re.compile(r"failed to get layer sha256:[0-9a-f]+: layer does not exist")
+
 
 @dataclass(frozen=True)
 class BuildSpec:
@@ -236,6 +240,11 @@ def build_failure(progress: Progress, exit_code: int) -> NightlyCiError:
         return EngineUnavailable(f"the builder engine is unreachable or restarted mid-build: {last}")
     if "no space left on device" in text:
         return BuildUnavailable(f"the builder ran out of disk space: {progress.failure(exit_code)}")
+    if _LOST_LAYER.search(text):
+        return BuildUnavailable(
+            "the builder engine's image store lost a layer while the image was exported (a known fault of "
+            f"Docker 19.03-20.10's built-in BuildKit under concurrent builds, moby/moby#41595): {last}"
+        )
     failed_step = any(s.failed for s in progress.steps.values())
     if not failed_step and _TRANSIENT.search(text):
         return BuildUnavailable(f"a registry or the network failed the build: {progress.failure(exit_code)}")
