@@ -232,36 +232,6 @@ def non_base_images(client) -> list[dict]:
     return [i for i in client.images(all=True) if not any(t.startswith(BASE_IMAGES) for t in i["RepoTags"] or [])]
 
 
-def empty_engine(client) -> int:
-    """Remove every image but the base images, children before parents, and the engine's
-    whole build cache; the count of images removed.
-
-    A listed image can be the parent of another listed one (a runtime image built on a
-    framework image an earlier run left behind); the engine refuses to delete it until
-    the child is gone, so delete in passes until a pass makes no progress.
-    """
-    import docker
-
-    removed = 0
-    while True:
-        refused = []
-        for image in non_base_images(client):
-            try:
-                client.remove_image(image["Id"], force=True)
-                removed += 1
-            except docker.errors.NotFound:
-                pass  # went with an image removed earlier in this pass
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise
-                refused.append(exc)
-        if not refused:
-            client.prune_builds(all=True)  # BuildKit's cache too: what a rebuild reuses must come from a registry
-            return removed
-        if len(refused) == len(non_base_images(client)):
-            raise RuntimeError(f"cannot empty the engine: {refused[0]}")
-
-
 def airflow_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
