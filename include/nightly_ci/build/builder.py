@@ -58,7 +58,8 @@ _TRANSIENT = re.compile(
 )
 
 # The engine's image store missing a layer of an image being exported (Docker 19.03-20.10's
-# built-in BuildKit, concurrent builds reusing cache pulled from a registry: moby/moby#41595).
+# built-in BuildKit, moby/moby#41595): met once by a build among others, and on every build
+# of an engine whose storage was damaged (its overlay2 snapshots missing too).
 _LOST_LAYER = re.compile(r"failed to get layer sha256:[0-9a-f]+: layer does not exist")
 
 
@@ -243,7 +244,8 @@ def build_failure(progress: Progress, exit_code: int) -> NightlyCiError:
     if _LOST_LAYER.search(text):
         return BuildUnavailable(
             "the builder engine's image store lost a layer while the image was exported (a known fault of "
-            f"Docker 19.03-20.10's built-in BuildKit under concurrent builds, moby/moby#41595): {last}"
+            "Docker 19.03-20.10's built-in BuildKit, moby/moby#41595; if every try meets it, the engine's "
+            f"storage is damaged and the engine must be made again): {last}"
         )
     failed_step = any(s.failed for s in progress.steps.values())
     if not failed_step and _TRANSIENT.search(text):
