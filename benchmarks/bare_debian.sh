@@ -37,6 +37,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # stopped (CI interrupted): the cleanup above still runs
 
 debootstrap_machine() {
   debootstrap --variant=minbase bookworm "$MACHINE" "$(apt_mirror)" >"$WORK/debootstrap.log" 2>&1
